@@ -1,0 +1,140 @@
+"""Model manifests: the JSON file beside every ``.tflite`` that says what the model is and expects.
+
+A manifest is the contract between the model tooling (which writes it) and everything that runs
+the model (which checks it). Loading a model without a matching manifest is refused: a wrong
+normalization or label order would silently produce wrong scores, which is worse than none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from amgs.contract import AU_KEYS, LABELS
+
+MANIFEST_SCHEMA = "amgs.model-manifest/1"
+
+
+class ManifestError(ValueError):
+    """The model file and its manifest disagree, or the manifest is missing or malformed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[3] = 3
+    layout: Literal["NHWC"] = "NHWC"
+    dtype: Literal["uint8", "int8", "float32"]
+    # Float the network expects = (pixel - mean) / std, pixel in 0..255 RGB.
+    mean: float = 127.5
+    std: float = 127.5
+    # Quantization of the input tensor (scale, zero point); None for float input.
+    quantization: tuple[float, int] | None = None
+    resize: Literal["bilinear"] = "bilinear"
+
+
+class OutputSpec(_Strict):
+    name: str
+    kind: Literal["softmax", "au_regression"]
+    shape: tuple[int, ...]
+    dtype: Literal["uint8", "int8", "float32"]
+    quantization: tuple[float, int] | None = None
+    labels: tuple[str, ...] | None = None  # for softmax: class order
+
+
+class Evaluation(_Strict):
+    dataset: str
+    n_images: int
+    figures: dict[str, float | int | None]
+    date: str | None = None
+
+
+class Manifest(_Strict):
+    schema_: Literal["amgs.model-manifest/1"] = Field(MANIFEST_SCHEMA, alias="schema")
+    name: str
+    version: str
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    architecture: str = "InceptionV3"
+    quantization: Literal["full_int8", "float32", "dynamic_range"]
+    input: InputSpec
+    outputs: tuple[OutputSpec, ...]
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="P(pain) at or above which an image is labelled pain"
+    )
+    review_threshold: float = Field(
+        0.65, ge=0.5, le=1, description="top-class confidence below this -> review"
+    )
+    training_data: str
+    synthetic: bool = Field(description="trained on synthetic faces only: not validated on real mice")
+    edgetpu_compiled: bool = False
+    evaluation: tuple[Evaluation, ...] = ()
+    created: str | None = None
+    notes: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def pain_output(self) -> OutputSpec:
+        return next(o for o in self.outputs if o.kind == "softmax")
+
+    @property
+    def au_output(self) -> OutputSpec | None:
+        return next((o for o in self.outputs if o.kind == "au_regression"), None)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(by_alias=True, mode="json"), indent=2) + "\n"
+
+
+def manifest_path_for(model_path: Path) -> Path:
+    return model_path.with_suffix(".manifest.json")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(path: Path) -> Manifest:
+    try:
+        data: Any = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ManifestError(
+            f"no manifest at {path}: every model needs one beside it (write it with `amgs model quantize`)"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path} is not JSON: {e}") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as e:
+        raise ManifestError(f"{path} is not a valid model manifest:\n{e}") from None
+    pain = [o for o in manifest.outputs if o.kind == "softmax"]
+    if len(pain) != 1:
+        raise ManifestError(f"{path}: exactly one softmax (pain) output is required, found {len(pain)}")
+    if pain[0].labels != LABELS:
+        raise ManifestError(f"{path}: pain output labels must be {list(LABELS)}, got {pain[0].labels}")
+    au = manifest.au_output
+    if au is not None and au.shape[-1] != len(AU_KEYS):
+        raise ManifestError(f"{path}: AU output must have {len(AU_KEYS)} values ({', '.join(AU_KEYS)})")
+    return manifest
+
+
+def verify_file(model_path: Path, manifest: Manifest) -> None:
+    """Refuse a model file whose bytes are not the ones the manifest describes."""
+    actual = sha256_file(model_path)
+    if actual != manifest.sha256:
+        raise ManifestError(
+            f"{model_path} has sha256 {actual[:16]}... but its manifest says {manifest.sha256[:16]}...: "
+            "the file was changed or replaced. Re-package it with `amgs model quantize`, or restore the original."
+        )

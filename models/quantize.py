@@ -1,0 +1,150 @@
+"""Full-integer int8 quantization and packaging: Keras model -> ``.tflite`` + manifest.
+
+Calibration images go through the one preprocessing path (``amgs.preprocess``), so the int8 ranges
+are measured on exactly the pixels the device will feed. Ops stay within TFLITE_BUILTINS_INT8, which
+the Edge TPU compiler accepts for InceptionV3; ``edgetpu_compiler`` is run when it is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amgs.contract import LABELS
+from amgs.manifest import Evaluation, InputSpec, Manifest, OutputSpec, sha256_file
+from amgs.preprocess import load_pixels, to_float
+
+log = logging.getLogger(__name__)
+
+
+def calibration_inputs(paths: Iterable[Path], spec: InputSpec, limit: int = 200) -> list[np.ndarray]:
+    """Float inputs for calibration, made by the same code the device runs."""
+    out = []
+    for p in paths:
+        out.append(to_float(load_pixels(p, (spec.width, spec.height)).pixels, spec)[None])
+        if len(out) >= limit:
+            break
+    if not out:
+        raise ValueError("no calibration images: give the training images (or a sample of them)")
+    return out
+
+
+def convert_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str = "uint8") -> bytes:
+    """Keras model -> full-integer TFLite bytes (uint8 or int8 input and outputs)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_model.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def representative():
+            for x in calibration:
+                yield [x.astype(np.float32)]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
+        converter.inference_output_type = tf.uint8 if io_dtype == "uint8" else tf.int8
+        return converter.convert()
+
+
+def convert_float(keras_model: Any) -> bytes:
+    """Keras model -> float32 TFLite bytes (the reference the int8 model is compared with)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_model.export(tmp, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+
+
+def describe_tflite(path: Path) -> tuple[InputSpec, tuple[OutputSpec, ...]]:
+    """Read input/output tensors of a .tflite file into manifest specs (names from its signature)."""
+    from amgs.runtime import _interpreter_module
+
+    _, module = _interpreter_module("auto")
+    interp = module.Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    scale, zero = inp["quantization"]
+    dtype = np.dtype(inp["dtype"]).name
+    input_spec = InputSpec(
+        height=int(inp["shape"][1]),
+        width=int(inp["shape"][2]),
+        dtype=dtype,
+        quantization=(float(scale), int(zero)) if scale else None,
+    )
+    runner = interp.get_signature_runner()
+    outputs = []
+    for name, d in sorted(runner.get_output_details().items()):
+        s, z = d["quantization"]
+        outputs.append(
+            OutputSpec(
+                name=name,
+                kind="softmax" if int(d["shape"][-1]) == 2 else "au_regression",
+                shape=tuple(int(v) for v in d["shape"]),
+                dtype=np.dtype(d["dtype"]).name,
+                quantization=(float(s), int(z)) if s else None,
+                labels=LABELS if int(d["shape"][-1]) == 2 else None,
+            )
+        )
+    return input_spec, tuple(outputs)
+
+
+def write_manifest(
+    model_path: Path,
+    *,
+    name: str,
+    version: str,
+    training_data: str,
+    synthetic: bool,
+    quantization: str = "full_int8",
+    threshold: float = 0.5,
+    review_threshold: float = 0.65,
+    evaluation: tuple[Evaluation, ...] = (),
+    edgetpu_compiled: bool = False,
+    notes: str | None = None,
+) -> Manifest:
+    input_spec, outputs = describe_tflite(model_path)
+    manifest = Manifest(
+        schema="amgs.model-manifest/1",
+        name=name,
+        version=version,
+        file=model_path.name,
+        sha256=sha256_file(model_path),
+        quantization=quantization,
+        input=input_spec,
+        outputs=outputs,
+        threshold=threshold,
+        review_threshold=review_threshold,
+        training_data=training_data,
+        synthetic=synthetic,
+        edgetpu_compiled=edgetpu_compiled,
+        evaluation=evaluation,
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        notes=notes,
+    )
+    model_path.with_suffix(".manifest.json").write_text(manifest.to_json())
+    return manifest
+
+
+def compile_edgetpu(model_path: Path, out_dir: Path) -> Path | None:
+    """Run edgetpu_compiler when installed; return the compiled file, or None (and say why)."""
+    exe = shutil.which("edgetpu_compiler")
+    if exe is None:
+        log.warning(
+            "edgetpu_compiler is not installed (it is x86-64 Linux only, from the Coral apt repository): "
+            "the model was written for the CPU only"
+        )
+        return None
+    subprocess.run([exe, "-s", "-o", str(out_dir), str(model_path)], check=True)
+    compiled = out_dir / (model_path.stem + "_edgetpu.tflite")
+    return compiled if compiled.exists() else None
