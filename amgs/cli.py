@@ -151,24 +151,28 @@ def contract_schema(out_dir: Path | None) -> None:
             (out_dir / (sid.replace("/", ".v") + ".schema.json")).write_text(text)
 
 
+ROOM_COMMANDS = (
+    # (module, click object, command name); a later entry with the same name replaces an earlier one.
+    ("amgs.models.cli", "cli", "model"),
+    ("amgs.device.cli", "cli", "device"),
+    ("amgs.server.cli", "cli", "server"),
+    ("amgs.server.provision", "cli", "provision"),
+    ("amgs.server.demo", "cli", "demo"),
+)
+
+
 def _register_rooms() -> None:
-    """Add the subcommands each room defines; a room whose extra is not installed still shows its help."""
+    """Add the subcommands each room defines. Room CLI modules import heavy packages inside commands only."""
     import importlib
 
-    for module, name in (
-        ("amgs.models.cli", "model"),
-        ("amgs.device.cli", "device"),
-        ("amgs.server.cli", "server"),
-    ):
+    for module, attr, name in ROOM_COMMANDS:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("amgs"):
-                continue  # room not written yet
+            if e.name == module:
+                continue  # that room has not written this command
             raise
-        main.add_command(mod.cli, name)
-        for extra in getattr(mod, "EXTRA_COMMANDS", ()):
-            main.add_command(extra)
+        main.add_command(getattr(mod, attr), name)
 
 
 _register_rooms()
