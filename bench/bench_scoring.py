@@ -1,0 +1,218 @@
+"""Scoring benchmark: int8 vs float32 InceptionV3, LiteRT vs tflite-runtime, pipeline overhead on 1080p JPEGs.
+
+Every figure is measured in this one run, pinned to one CPU core, with the configurations interleaved
+round by round so that load from other processes hits all of them alike (this machine is shared).
+
+    .venv/bin/python bench/bench_scoring.py                    # LiteRT only
+    .venv/bin/python bench/bench_scoring.py --tflite-runtime-python /path/to/venv/bin/python
+
+tflite-runtime 2.14 (its last release) needs numpy < 2 and has no wheels past Python 3.11, so it is measured
+from a separate virtual environment when one is given (``python3 -m venv V && V/bin/pip install "numpy<2"
+tflite-runtime==2.14.0 pillow``). The float32 model is built once with TensorFlow (the ``models`` extra)
+and cached under var/bench/; weights do not change speed, so random weights are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "var" / "bench"
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Runs inside a subprocess pinned to one core: time invokes (and, with --pipeline, the whole path)."""
+    import time
+
+    import numpy as np
+
+    os.sched_setaffinity(0, {args.core})
+    if args.runtime == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+    else:
+        from tflite_runtime.interpreter import Interpreter
+    interp = Interpreter(model_path=args.model, num_threads=args.threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    x = np.random.default_rng(0).integers(0, 255, inp["shape"], dtype=np.uint8)
+    if inp["dtype"] == np.float32:
+        x = x.astype(np.float32) / 127.5 - 1
+    elif inp["dtype"] == np.int8:
+        x = (x.astype(np.int16) - 128).astype(np.int8)
+    for _ in range(2):
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+    times = []
+    for _ in range(args.n):
+        t0 = time.perf_counter()
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        times.append((time.perf_counter() - t0) * 1000)
+    result = {"invoke_ms": statistics.median(times)}
+    if args.pipeline:
+        result.update(_pipeline(args))
+    print(json.dumps(result))
+
+
+def _pipeline(args: argparse.Namespace) -> dict[str, float]:
+    """decode + preprocess + invoke on 1080p JPEG bytes through the real Scorer, full frame and face box."""
+    import io
+    import time
+
+    import numpy as np
+
+    from amgs.preprocess import prepare
+    from amgs.runtime import Model
+    from amgs.synth.faces import render_scene, sample_params
+
+    model = Model(args.int8_model, num_threads=args.threads)
+    spec = model.manifest.input
+    rng = np.random.default_rng(1)
+    frames = []
+    for _ in range(6):
+        scene = render_scene(
+            sample_params(rng, dict.fromkeys(("ot", "nb", "cb", "ep", "wc"), 1.0)),
+            frame=(1920, 1080),
+            face_px=int(rng.integers(350, 700)),
+            rng=rng,
+        )
+        buf = io.BytesIO()
+        scene.image.save(buf, "JPEG", quality=90)
+        frames.append((buf.getvalue(), scene.face_box, np.asarray(scene.image)))
+    out: dict[str, float] = {}
+    for label, use_box, raw in (("frame", False, False), ("box", True, False), ("raw", True, True)):
+        prep, inv = [], []
+        for i in range(args.n):
+            data, box, array = frames[i % len(frames)]
+            t0 = time.perf_counter()
+            x = prepare(array if raw else data, spec, box if use_box else None)
+            t1 = time.perf_counter()
+            model.run(x)
+            t2 = time.perf_counter()
+            prep.append((t1 - t0) * 1000)
+            inv.append((t2 - t1) * 1000)
+        out[f"{label}_prep_ms"] = statistics.median(prep)
+        out[f"{label}_invoke_ms"] = statistics.median(inv)
+    out["jpeg_kb"] = statistics.mean(len(f[0]) for f in frames) / 1024
+    return out
+
+
+def float_model() -> Path:
+    path = CACHE / "inceptionv3_299_float32.tflite"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    from amgs.models.architecture import build_model
+    from amgs.models.quantize import convert_float
+
+    print("building the float32 InceptionV3 reference once (TensorFlow)...", file=sys.stderr)
+    path.write_bytes(convert_float(build_model(299)))
+    return path
+
+
+def run_worker(
+    python: str, runtime: str, model: Path, n: int, core: int, threads: int, pipeline: bool, int8_model: Path
+) -> dict:
+    cmd = [
+        python,
+        __file__,
+        "--worker",
+        "--runtime",
+        runtime,
+        "--model",
+        str(model),
+        "--n",
+        str(n),
+        "--core",
+        str(core),
+        "--threads",
+        str(threads),
+        "--int8-model",
+        str(int8_model),
+    ]
+    if pipeline:
+        cmd.append("--pipeline")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{runtime} worker failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--runtime", default="litert")
+    parser.add_argument("--model")
+    parser.add_argument("--int8-model")
+    parser.add_argument("--pipeline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=20, help="invokes per configuration per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--core", type=int, default=0, help="the CPU core everything is pinned to")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tflite-runtime-python", help="python of a venv with tflite-runtime (numpy < 2)")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    from amgs.models import DEFAULT_MODEL
+
+    int8 = DEFAULT_MODEL
+    fp32 = float_model()
+    configs = [("litert", int8), ("litert", fp32)]
+    if args.tflite_runtime_python:
+        configs += [("tflite_runtime", int8), ("tflite_runtime", fp32)]
+    results: dict[tuple[str, str], list[float]] = {}
+    pipe: list[dict] = []
+    for r in range(args.rounds):
+        for runtime, model in configs:
+            python = sys.executable if runtime == "litert" else args.tflite_runtime_python
+            pipeline = runtime == "litert" and model == int8
+            res = run_worker(python, runtime, model, args.n, args.core, args.threads, pipeline, int8)
+            results.setdefault((runtime, "int8" if model == int8 else "float32"), []).append(res["invoke_ms"])
+            if pipeline:
+                pipe.append(res)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(
+        f"\nInceptionV3 299x299, 2 classes + 5 AU heads; {args.threads} thread(s) pinned to core {args.core}; "
+        f"median of {args.rounds} rounds x {args.n} invokes"
+    )
+    print(f"{'runtime':<16}{'int8 ms':>10}{'float32 ms':>12}{'float/int8':>12}")
+    for runtime in dict.fromkeys(k[0] for k in med):
+        i8, f32 = med.get((runtime, "int8")), med.get((runtime, "float32"))
+        print(f"{runtime:<16}{i8:>10.1f}{f32:>12.1f}{f32 / i8:>12.2f}")
+    if ("tflite_runtime", "int8") in med:
+        print(
+            f"LiteRT speed-up over tflite-runtime 2.14 on int8: {med[('tflite_runtime', 'int8')] / med[('litert', 'int8')]:.2f}x"
+        )
+    else:
+        print("tflite-runtime: not measured (pass --tflite-runtime-python; see the module docstring)")
+    print(
+        f"\nPipeline on 1080p frames, JPEG q90 ({statistics.mean(p['jpeg_kb'] for p in pipe):.0f} KB) through amgs.preprocess + Scorer model:"
+    )
+    for label, what in (
+        ("frame", "JPEG whole frame -> 299"),
+        ("box", "JPEG face box -> 299"),
+        ("raw", "raw RGB frame, face box"),  # what the device does: camera frames arrive decoded
+    ):
+        prep = statistics.median(p[f"{label}_prep_ms"] for p in pipe)
+        inv = statistics.median(p[f"{label}_invoke_ms"] for p in pipe)
+        print(
+            f"  {what:<26} decode+preprocess {prep:5.1f} ms, invoke {inv:5.1f} ms, "
+            f"overhead ratio (decode+preprocess+invoke)/invoke = {(prep + inv) / inv:.3f}  (target <= 1.15)"
+        )
+
+
+if __name__ == "__main__":
+    main()
