@@ -1,0 +1,187 @@
+"""Alert life cycle on a real SQLite file with real receivers: fire, de-duplicate, re-notify, escalate,
+acknowledge, auto-resolve, and delivery failure (receiver down -> retried, not lost)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlite_utils
+from amgs.server.alerts.channels import build_channels
+from amgs.server.alerts.config import AlertsConfig, NotifyConfig
+from amgs.server.alerts.engine import AlertEngine
+from amgs.server.alerts.outbox import Deliverer
+from amgs.server.alerts.rules import Condition
+from amgs.server.alerts.store import alert_events
+
+from amgs.contract import validate
+from tests.alert_helpers import SmtpReceiver, WebhookReceiver
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw) -> None:
+        self.now += timedelta(**kw)
+
+
+PAIN = Condition(
+    "sustained_pain", "lab1", "C01", "alert", "sustained pain in cage C01", 0.6, 0.5, "M1", "dev1"
+)
+
+
+@pytest.fixture
+def receivers():
+    hook, smtp = WebhookReceiver().start(), SmtpReceiver().start()
+    yield hook, smtp
+    hook.stop()
+    smtp.stop()
+
+
+def make(tmp_path, hook, smtp, **alerts):
+    db = sqlite_utils.Database(tmp_path / "collector.db")
+    notify = NotifyConfig(
+        mqtt={"enabled": False},
+        webhooks=[{"url": hook.url, "min_severity": "warning"}],
+        email={"host": "127.0.0.1", "port": smtp.port, "to": ["vet@example.org"], "min_severity": "alert"},
+        retry_initial_s=10,
+    )
+    clock = Clock()
+    engine = AlertEngine(
+        db, AlertsConfig(renotify_after_min=60, resolve_after_min=10, **alerts), notify, clock, clock
+    )
+    deliverer = Deliverer(db, notify, build_channels(notify, None), clock)
+    return engine, deliverer, clock
+
+
+def test_fire_dedupe_renotify_ack_resolve(tmp_path, receivers):
+    hook, smtp = receivers
+    engine, deliverer, clock = make(tmp_path, hook, smtp)
+
+    assert [c.kind for c in engine.apply([PAIN])] == ["opened"]
+    assert deliverer.deliver_due() == (2, 0)
+    assert hook.received[0]["event"] == "opened"
+    validate(hook.received[0]["alert"], "amgs.alert/1")
+    assert smtp.messages[0]["Subject"] == "[aMGS] ALERT cage C01 - sustained pain"
+    assert "sustained pain in cage C01" in smtp.messages[0].get_payload()
+
+    # Same condition 30 min later: one alert, no new notification (de-duplicated).
+    clock.advance(minutes=30)
+    assert [c.kind for c in engine.apply([PAIN])] == []
+    assert deliverer.deliver_due() == (0, 0)
+    assert engine.db["alerts"].count == 1
+
+    # Still open, unacknowledged, 60 min after the last notification: re-notified.
+    clock.advance(minutes=31)
+    assert [c.kind for c in engine.apply([PAIN])] == ["renotified"]
+    assert deliverer.deliver_due() == (2, 0)
+    assert smtp.messages[-1]["Subject"].startswith("[aMGS] STILL OPEN: ALERT cage C01")
+
+    # Acknowledged: no more reminders while it holds; the webhook hears about the acknowledgement.
+    alert_id = next(engine.db["alerts"].rows)["alert_id"]
+    row = engine.acknowledge(alert_id, "alice", "gave buprenorphine 0.1 mg/kg")
+    assert (row["state"], row["acknowledged_by"], row["ack_comment"]) == (
+        "acknowledged",
+        "alice",
+        "gave buprenorphine 0.1 mg/kg",
+    )
+    assert deliverer.deliver_due() == (1, 0)
+    assert hook.received[-1]["event"] == "acknowledged"
+    clock.advance(hours=3)
+    assert engine.apply([PAIN]) == []
+    assert deliverer.deliver_due() == (0, 0)
+
+    # Condition clears: resolved only after staying clear for resolve_after_min.
+    clock.advance(minutes=5)
+    assert engine.apply([]) == []
+    clock.advance(minutes=6)
+    assert [c.kind for c in engine.apply([])] == ["resolved"]
+    assert deliverer.deliver_due() == (2, 0)
+    assert hook.received[-1]["alert"]["state"] == "resolved"
+    assert smtp.messages[-1]["Subject"].startswith("[aMGS] resolved: ALERT cage C01")
+    kinds = [e["kind"] for e in alert_events(engine.db, alert_id)]
+    assert kinds == ["opened", "renotified", "acknowledged", "resolved"]
+
+    # A new episode is a new alert.
+    clock.advance(minutes=1)
+    assert [c.kind for c in engine.apply([PAIN])] == ["opened"]
+    assert engine.db["alerts"].count == 2
+
+
+def test_escalation_reopens_acknowledged_alert(tmp_path, receivers):
+    hook, smtp = receivers
+    engine, deliverer, clock = make(tmp_path, hook, smtp)
+    engine.apply([PAIN])
+    alert_id = next(engine.db["alerts"].rows)["alert_id"]
+    engine.acknowledge(alert_id, "bob")
+    deliverer.deliver_due()
+    clock.advance(minutes=5)
+    worse = Condition(**{**PAIN.__dict__, "severity": "humane_endpoint", "message": "HUMANE ENDPOINT level"})
+    assert [c.kind for c in engine.apply([worse])] == ["escalated"]
+    row = engine.get(alert_id)
+    assert (row["state"], row["severity"]) == ("open", "humane_endpoint")
+    deliverer.deliver_due()
+    assert smtp.messages[-1]["Subject"] == "[aMGS] ESCALATED: HUMANE ENDPOINT cage C01 - sustained pain"
+
+
+def test_receiver_down_retried_not_lost(tmp_path, receivers):
+    hook, smtp = receivers
+    engine, deliverer, clock = make(tmp_path, hook, smtp)
+    hook.stop()
+    smtp.stop()
+    engine.apply([PAIN])
+    assert deliverer.deliver_due() == (0, 2)
+    pending = deliverer.pending()
+    assert len(pending) == 2 and all(p["attempts"] == 1 for p in pending)
+    assert any("unreachable" in p["last_error"] for p in pending)
+    assert any("SMTP relay" in p["last_error"] for p in pending)
+
+    # Not due yet: nothing is attempted; then it fails again and backs off further.
+    clock.advance(seconds=5)
+    assert deliverer.deliver_due() == (0, 0)
+    clock.advance(seconds=6)
+    assert deliverer.deliver_due() == (0, 2)
+    assert {p["attempts"] for p in deliverer.pending()} == {2}
+    assert deliverer.backoff(2) == timedelta(seconds=20)
+
+    # The webhook answers 500: still a failure, still kept.
+    hook.start()
+    hook.status = 500
+    clock.advance(seconds=21)
+    assert deliverer.deliver_due() == (0, 2)
+    assert any("HTTP 500" in p["last_error"] for p in deliverer.pending())
+
+    # Receivers back: everything queued arrives, in order, exactly once.
+    hook.status = 200
+    smtp2 = SmtpReceiver(smtp.port).start()
+    try:
+        engine.apply([])  # nothing new while clear for < resolve_after_min
+        clock.advance(minutes=1)
+        assert deliverer.deliver_due() == (2, 0)
+        assert deliverer.pending() == []
+        assert [r["event"] for r in hook.received] == ["opened"]
+        assert len(smtp2.messages) == 1
+    finally:
+        smtp2.stop()
+
+
+def test_order_per_target_is_kept_after_a_failure(tmp_path, receivers):
+    hook, smtp = receivers
+    engine, deliverer, clock = make(tmp_path, hook, smtp)
+    hook.stop()
+    engine.apply([PAIN])
+    deliverer.deliver_due()
+    alert_id = next(engine.db["alerts"].rows)["alert_id"]
+    engine.acknowledge(alert_id, "carol", "seen")
+    hook.start()
+    # The acknowledgement is due now but the earlier "opened" is not: neither goes, order is kept.
+    assert deliverer.deliver_due() == (0, 0)
+    clock.advance(seconds=11)
+    assert deliverer.deliver_due() == (2, 0)
+    assert [r["event"] for r in hook.received] == ["opened", "acknowledged"]
+    assert json.loads(json.dumps(hook.received[1]))["alert"]["state"] == "acknowledged"
