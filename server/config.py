@@ -1,0 +1,210 @@
+"""Collector configuration: one TOML file, validated up front.
+
+Every section is a strict pydantic model (``extra="forbid"``): an unknown key or a bad value is refused
+before anything starts, and the error names the key, the value given and what is allowed.
+
+Sections owned by this module: ``[mqtt]``, ``[storage]``, ``[ingest]``, ``[http]``, ``[photoperiod]``.
+The dashboard/alerts room adds its own sections (``[alerts]``, ``[notify]``, ``[web]``/``[auth]``) to
+:class:`ServerConfig` below, in the block marked for it.
+
+Secrets are never written into this file: the MQTT password lives in ``mqtt.password_file``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from amgs.contract import ID_PATTERN
+
+
+class ConfigError(ValueError):
+    """The collector configuration is missing, unreadable or invalid; the message says what to fix."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TlsConfig(Section):
+    ca_file: Path = Field(description="CA certificate that signed the broker's certificate (PEM)")
+    cert_file: Path | None = Field(None, description="client certificate, when the broker requires one")
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip host-name verification (never in production)")
+
+
+class MqttConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password_file: Path | None = Field(None, description="file holding the collector's MQTT password")
+    tls: TlsConfig | None = None
+    client_id: str = Field(
+        "amgs-collector", pattern=ID_PATTERN, description="fixed: the broker keeps the session under it"
+    )
+    site: str = Field("+", description="site to collect ('+' = every site on this broker)")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="how long the broker queues QoS 1 messages while the collector is down",
+    )
+    receive_maximum: int = Field(
+        2000, ge=1, le=65535, description="unacknowledged messages the broker may have in flight to us"
+    )
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        import re
+
+        if v != "+" and not re.match(ID_PATTERN, v):
+            raise ValueError("must be '+' or a site id (letters, digits, '_', '.', '-')")
+        return v
+
+    def password(self) -> str | None:
+        """Read the password file (stripped); never logged."""
+        if self.password_file is None:
+            return None
+        try:
+            return self.password_file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"mqtt.password_file {str(self.password_file)!r} cannot be read: {e}") from None
+
+
+class StorageConfig(Section):
+    state_dir: Path = Field(Path("/var/lib/amgs-collector"), description="database, crops and backups")
+    db_file: str = "collector.db"
+    wal: bool = True
+    backup_before_migrate: bool = True
+    backups_keep: int = Field(5, ge=0, description="migration/daily backups kept in state_dir/backups")
+    raw_retention_days: float = Field(
+        400, ge=0, description="raw scores older than this are deleted (rollups are kept); 0 = keep forever"
+    )
+    quarantine_retention_days: float = Field(90, ge=0, description="0 = keep forever")
+    quarantine_payload_bytes: int = Field(4096, ge=0, le=1 << 20, description="raw payload kept per entry")
+    crop_max_bytes: int = Field(512 * 1024, ge=1024, description="larger crops are quarantined")
+    crops_max_total_mb: float = Field(
+        2048, ge=0, description="oldest crops deleted beyond this; 0 = no crops"
+    )
+    max_db_mb: float = Field(0, ge=0, description="refuse writes beyond this database size; 0 = no limit")
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / self.db_file
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.state_dir / "crops"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.state_dir / "backups"
+
+
+class IngestConfig(Section):
+    batch_max: int = Field(1000, ge=1, le=100_000, description="messages per transaction at most")
+    batch_wait_ms: float = Field(20, ge=0, le=10_000, description="wait this long to fill a batch")
+    queue_max: int = Field(100_000, ge=100, description="received messages held in memory at most")
+    require_registered_devices: bool = Field(
+        False, description="quarantine scores from devices not registered with `amgs server device add`"
+    )
+    gap_timeout_s: float = Field(
+        3600,
+        ge=0,
+        description="a missing seq still absent after this is declared lost and the watermark moves past it",
+    )
+    retry_backoff_s: float = Field(2, gt=0, le=600, description="wait before retrying a failed commit")
+
+
+class HttpConfig(Section):
+    bind: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 = any free port (tests)")
+    root_path: str = Field("", description="set when served behind a reverse proxy under a prefix")
+
+
+class PhotoperiodConfig(Section):
+    lights_on: dt.time = dt.time(7, 0)
+    lights_off: dt.time = dt.time(19, 0)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as 'Europe/London' or 'UTC'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PhotoperiodConfig:
+        if self.lights_on == self.lights_off:
+            raise ValueError("lights_on and lights_off must differ")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class ServerConfig(Section):
+    mqtt: MqttConfig = MqttConfig()
+    storage: StorageConfig = StorageConfig()
+    ingest: IngestConfig = IngestConfig()
+    http: HttpConfig = HttpConfig()
+    photoperiod: PhotoperiodConfig = PhotoperiodConfig()
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    # ---- sections of the dashboard/alerts room (server/web, server/alerts) go below this line ----
+
+
+def _format_errors(err: ValidationError, data: dict[str, Any]) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parent = ServerConfig
+            for part in e["loc"][:-1]:
+                field = parent.model_fields.get(str(part))
+                ann = getattr(field, "annotation", None)
+                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+                if parent is None:
+                    break
+            allowed = ", ".join(parent.model_fields) if parent else "see docs/server.md"
+            lines.append(f"unknown key {key!r} (allowed here: {allowed})")
+        else:
+            value = e.get("input")
+            lines.append(f"{key} = {value!r:.80}: {e['msg']}")
+    return "; ".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> ServerConfig:
+    """Validate a config mapping (as read from TOML)."""
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_format_errors(e, data)}") from None
+
+
+def load_config(path: Path | str | None) -> ServerConfig:
+    """Read and validate a TOML config file; ``None`` gives the defaults."""
+    if path is None:
+        return ServerConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist (see examples/server.toml)") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,625 @@
+"""MGS time courses per cage, animal and group, read from the rollup tables.
+
+Bins run from 5 min to 1 day (any multiple of 5 min). A bin holds the 5-min (or 1-h) rollup buckets
+whose *midpoint* falls in it, so wall-clock bins are exact and bins aligned to an event time that is
+not on a 5-min boundary are off by at most 2.5 min (documented in docs/server.md).
+
+Per bin: images scored (``n``), mean aMGS with SD and SEM over images, fraction classified pain,
+AU means and the AU-based MGS when the model has AU heads, activity (mean frame motion), fraction
+asleep, scores needing review, scores from unsynchronized clocks, images rejected by reason (from the
+devices' status counters), and the light/dark phase from the configured photoperiod.
+
+Alignment: ``wall`` (bins from local midnight of the start day) or ``event`` (hours since the animal's,
+or the cage's, first event of a kind, e.g. ``surgery``). With a baseline window each value also gets a
+``delta_amgs`` relative to that animal's own pre-event mean. Group curves are the mean +/- SEM over
+animals of each animal's per-bin mean (or delta), the form of the paper's laparotomy/sham/analgesic figure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from amgs.contract import AU_KEYS, format_time, parse_time
+
+from .db import ROLLUP_SUMS, ROLLUP_TABLES
+
+MIN_BIN_S = 300
+MAX_BIN_S = 86400
+
+
+class QueryError(ValueError):
+    """A time-course request cannot be answered as asked (bad bin, unknown cage, no event...)."""
+
+
+def parse_bin(value: str | int | float) -> int:
+    """``"5m"``, ``"1h"``, ``"1d"``, ``"90m"`` or seconds -> seconds (multiple of 300, 300..86400)."""
+    if isinstance(value, int | float):
+        seconds = int(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(value))
+        if not m:
+            raise QueryError(f"bin {value!r} is not understood: use e.g. 5m, 15m, 1h, 6h, 1d or seconds")
+        seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if seconds % MIN_BIN_S or not MIN_BIN_S <= seconds <= MAX_BIN_S:
+        raise QueryError(f"bin of {seconds} s is not allowed: use a multiple of 5 min from 5 min to 1 day")
+    return seconds
+
+
+def parse_when(value: str | float | int | None, default: float) -> float:
+    """RFC 3339 / ISO 8601 text or Unix seconds -> Unix seconds (``None`` -> ``default``)."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        t = parse_time(value)
+    except ValueError:
+        raise QueryError(f"time {value!r} is not understood: use e.g. 2026-03-01T08:00:00Z") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+def iso(t: float | None) -> str | None:
+    return None if t is None else format_time(dt.datetime.fromtimestamp(t, dt.UTC))
+
+
+# --------------------------------------------------------------------------- photoperiod
+
+
+def _is_light(t: float, photoperiod) -> bool:
+    local = dt.datetime.fromtimestamp(t, photoperiod.tz).time()
+    on, off = photoperiod.lights_on, photoperiod.lights_off
+    return on <= local < off if on < off else not off <= local < on
+
+
+def phase(t0: float, t1: float, photoperiod) -> str:
+    """``light``, ``dark`` or ``mixed`` for the interval [t0, t1)."""
+    if photoperiod is None:
+        return "unknown"
+    samples = {_is_light(t, photoperiod) for t in (t0, (t0 + t1) / 2, t1 - 1)}
+    for switch in dark_periods(t0, t1, photoperiod, edges_only=True):
+        samples.add(_is_light(switch, photoperiod))
+    if len(samples) > 1:
+        return "mixed"
+    return "light" if samples.pop() else "dark"
+
+
+def dark_periods(t0: float, t1: float, photoperiod, edges_only: bool = False) -> list:
+    """Dark intervals ``[start, end]`` (Unix s) overlapping [t0, t1); for shading charts."""
+    tz = photoperiod.tz
+    day = dt.datetime.fromtimestamp(t0, tz).date() - dt.timedelta(days=1)
+    last = dt.datetime.fromtimestamp(t1, tz).date() + dt.timedelta(days=1)
+    edges = []
+    while day <= last:
+        for clock, light in ((photoperiod.lights_on, True), (photoperiod.lights_off, False)):
+            edges.append((dt.datetime.combine(day, clock, tzinfo=tz).timestamp(), light))
+        day += dt.timedelta(days=1)
+    edges.sort()
+    if edges_only:
+        return [t for t, _ in edges if t0 < t < t1]
+    out, dark_start = [], None
+    for t, light in edges:
+        if not light and dark_start is None:
+            dark_start = t
+        elif light and dark_start is not None:
+            if t > t0 and dark_start < t1:
+                out.append([max(dark_start, t0), min(t, t1)])
+            dark_start = None
+    return out
+
+
+# --------------------------------------------------------------------------- bins from rollups
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which rollup rows belong to a series: a cage (all its animals) or an animal."""
+
+    cage_id: str | None = None
+    animal_id: str | None = None
+    include_cage_untagged: bool = False  # single-housed animal: its cage's untagged scores are its own
+
+    def where(self) -> tuple[str, list[Any]]:
+        if self.animal_id is None:
+            return "cage_id = ?", [self.cage_id]
+        if self.include_cage_untagged and self.cage_id:
+            return "(animal_id = ? OR (cage_id = ? AND animal_id = ''))", [self.animal_id, self.cage_id]
+        return "animal_id = ?", [self.animal_id]
+
+
+def _table_for(bin_s: int, origin: float) -> tuple[str, int]:
+    if bin_s % 3600 == 0 and int(origin) % 3600 == 0:
+        return ROLLUP_TABLES[3600], 3600
+    return ROLLUP_TABLES[300], 300
+
+
+def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: float) -> dict[int, dict]:
+    """Bin index -> summed rollup columns, for buckets whose midpoint lies in [t0, t1)."""
+    table, width = _table_for(bin_s, origin)
+    where, params = source.where()
+    # Integer bin index, floor division made safe for times before the origin by a positive shift.
+    shift = (int(max(0.0, origin - t0)) // bin_s + 2) * bin_s
+    o = int(round(origin))
+    sums = ", ".join(f"total({c})" for c in ROLLUP_SUMS)
+    sql = (
+        f"SELECT (bucket + {width // 2} - ? + ?) / ? - ? AS b, {sums} FROM {table} "
+        f"WHERE {where} AND bucket + {width // 2} >= ? AND bucket + {width // 2} < ? GROUP BY b"
+    )
+    rows = conn.execute(sql, [o, shift, bin_s, shift // bin_s, *params, t0, t1]).fetchall()
+    return {int(r[0]): dict(zip(ROLLUP_SUMS, r[1:], strict=True)) for r in rows}
+
+
+def stats(s: dict | None) -> dict[str, Any]:
+    """Rollup sums -> the per-bin figures the API returns."""
+    n = int(s["n"]) if s else 0
+    out: dict[str, Any] = {"n": n}
+    if not n:
+        out.update(
+            mean_amgs=None, sd_amgs=None, sem_amgs=None, frac_pain=None, n_pain=0, n_review=0, n_unsynced=0
+        )
+        out.update(au=None, mgs_au=None, activity=None, frac_asleep=None)
+        return out
+    mean = s["sum_amgs"] / n
+    var = max(0.0, (s["sumsq_amgs"] - s["sum_amgs"] ** 2 / n) / (n - 1)) if n > 1 else None
+    out.update(
+        mean_amgs=mean,
+        sd_amgs=math.sqrt(var) if var is not None else None,
+        sem_amgs=math.sqrt(var / n) if var is not None else None,
+        frac_pain=s["n_pain"] / n,
+        n_pain=int(s["n_pain"]),
+        n_review=int(s["n_review"]),
+        n_unsynced=int(s["n_unsynced"]),
+    )
+    n_au = s["n_au"]
+    out["au"] = {k: s[f"sum_{k}"] / n_au for k in AU_KEYS} if n_au else None
+    out["mgs_au"] = s["sum_mgs_au"] / n_au if n_au else None
+    out["activity"] = s["sum_motion"] / s["n_motion"] if s["n_motion"] else None
+    out["frac_asleep"] = s["n_asleep"] / n
+    return out
+
+
+def _add(a: dict | None, b: dict) -> dict:
+    return dict(b) if a is None else {k: a[k] + b[k] for k in ROLLUP_SUMS}
+
+
+# --------------------------------------------------------------------------- rejected frames
+
+
+def cage_devices(conn, cage_id: str) -> list[str]:
+    """Devices assigned to a cage (any period) or reporting a view of it."""
+    found = {
+        r[0] for r in conn.execute("SELECT device_id FROM device_assignments WHERE cage_id = ?", [cage_id])
+    }
+    for device_id, views in conn.execute(
+        "SELECT device_id, views_json FROM devices WHERE views_json IS NOT NULL"
+    ):
+        try:
+            if any(v.get("cage_id") == cage_id for v in json.loads(views)):
+                found.add(device_id)
+        except (ValueError, AttributeError, TypeError):
+            continue
+    return sorted(found)
+
+
+def rejected_by_bin(conn, devices: list[str], t0: float, t1: float, bin_s: int, origin: float) -> dict:
+    """Bin index -> {reason: frames rejected}, from deltas of the devices' cumulative status counters."""
+    out: dict[int, dict[str, int]] = {}
+    for device_id in devices:
+        rows = conn.execute(
+            "SELECT t, rejected_json FROM status_log WHERE device_id = ? AND t < ? AND rejected_json IS NOT NULL "
+            "AND t >= coalesce((SELECT max(t) FROM status_log WHERE device_id = ? AND t < ?), ?) ORDER BY t",
+            [device_id, t1, device_id, t0, t0],
+        ).fetchall()
+        previous: dict[str, int] | None = None
+        for t, text in rows:
+            try:
+                current = {str(k): int(v) for k, v in json.loads(text).items()}
+            except (ValueError, AttributeError, TypeError):
+                continue
+            if previous is not None and t >= t0:
+                b = math.floor((t - origin) / bin_s)
+                for reason, value in current.items():
+                    delta = value - previous.get(reason, 0)
+                    delta = value if delta < 0 else delta  # counter restarted with the agent
+                    if delta:
+                        out.setdefault(b, {})[reason] = out.get(b, {}).get(reason, 0) + delta
+            previous = current
+    return out
+
+
+# --------------------------------------------------------------------------- series
+
+
+def local_midnight(t: float, photoperiod) -> float:
+    tz = photoperiod.tz if photoperiod is not None else dt.UTC
+    day = dt.datetime.fromtimestamp(t, tz).date()
+    return dt.datetime.combine(day, dt.time(0), tzinfo=tz).timestamp()
+
+
+def first_event(conn, kind: str, animal_id: str | None = None, cage_id: str | None = None) -> dict | None:
+    """The animal's first event of ``kind``; else its cage's."""
+    for column, value in (("animal_id", animal_id), ("cage_id", cage_id)):
+        if value is None:
+            continue
+        row = conn.execute(
+            f"SELECT id, kind, t, at, animal_id, cage_id, value, unit, notes FROM events "
+            f"WHERE {column} = ? AND kind = ? ORDER BY t LIMIT 1",
+            [value, kind],
+        ).fetchone()
+        if row:
+            return dict(
+                zip(
+                    ("id", "kind", "t", "at", "animal_id", "cage_id", "value", "unit", "notes"),
+                    row,
+                    strict=True,
+                )
+            )
+    return None
+
+
+def baseline(conn, source: Source, event_t: float, hours: float) -> dict[str, Any]:
+    """Mean aMGS over the ``hours`` before the event (the animal's own reference)."""
+    t0 = event_t - hours * 3600
+    total = None
+    for s in binned_sums(conn, source, t0, event_t, MIN_BIN_S, event_t).values():
+        total = _add(total, s)
+    st = stats(total)
+    return {
+        "from": iso(t0),
+        "to": iso(event_t),
+        "hours": hours,
+        "n": st["n"],
+        "mean_amgs": st["mean_amgs"],
+        "sem_amgs": st["sem_amgs"],
+        "frac_pain": st["frac_pain"],
+    }
+
+
+def series(
+    conn,
+    source: Source,
+    t0: float,
+    t1: float,
+    bin_s: int,
+    *,
+    photoperiod=None,
+    event: dict | None = None,
+    baseline_hours: float | None = None,
+    devices: list[str] | None = None,
+    include_empty: bool = True,
+) -> dict[str, Any]:
+    """One series: bins over [t0, t1), wall-clock aligned or in hours since ``event``."""
+    if t1 <= t0:
+        raise QueryError("end must be after start")
+    if (t1 - t0) / bin_s > 20000:
+        raise QueryError(
+            f"{(t1 - t0) / bin_s:.0f} bins requested: use a wider bin or a shorter range (<= 20000)"
+        )
+    origin = event["t"] if event else local_midnight(t0, photoperiod)
+    sums = binned_sums(conn, source, t0, t1, bin_s, origin)
+    rejected = rejected_by_bin(conn, devices or [], t0, t1, bin_s, origin) if devices else {}
+    base = baseline(conn, source, event["t"], baseline_hours) if event and baseline_hours else None
+    first = math.floor((t0 - origin) / bin_s)
+    last = math.ceil((t1 - origin) / bin_s)
+    bins = []
+    for b in range(first, last):
+        if not include_empty and b not in sums:
+            continue
+        start = origin + b * bin_s
+        row: dict[str, Any] = {"start": iso(start), "start_t": start, "end_t": start + bin_s}
+        if event:
+            row["hours"] = b * bin_s / 3600
+        row.update(stats(sums.get(b)))
+        if base is not None:
+            m = row["mean_amgs"]
+            row["delta_amgs"] = None if m is None or base["mean_amgs"] is None else m - base["mean_amgs"]
+        row["rejected"] = rejected.get(b, {})
+        if photoperiod is not None:
+            row["phase"] = phase(start, start + bin_s, photoperiod)
+        bins.append(row)
+    out: dict[str, Any] = {
+        "start": iso(t0),
+        "end": iso(t1),
+        "bin_s": bin_s,
+        "align": "event" if event else "wall",
+        "event": event,
+        "baseline": base,
+        "bins": bins,
+    }
+    if photoperiod is not None:
+        out["dark"] = [[iso(a), iso(b)] for a, b in dark_periods(t0, t1, photoperiod)]
+    return out
+
+
+def _window(t0, t1, event, default_before_h=24.0, default_after_h=72.0) -> tuple[float, float]:
+    """Event-aligned requests without explicit times cover 24 h before to 72 h after the event."""
+    if event is None:
+        return t0, t1
+    return (t0 if t0 is not None else event["t"] - default_before_h * 3600), (
+        t1 if t1 is not None else event["t"] + default_after_h * 3600
+    )
+
+
+def _now_window(t0, t1, now, days=7.0) -> tuple[float, float]:
+    end = t1 if t1 is not None else now
+    return (t0 if t0 is not None else end - days * 86400), end
+
+
+def cage_timecourse(
+    conn,
+    cage_id: str,
+    *,
+    start: float | None,
+    end: float | None,
+    bin_s: int,
+    now: float,
+    photoperiod=None,
+    event_kind: str | None = None,
+    baseline_hours: float | None = None,
+) -> dict[str, Any]:
+    event = None
+    if event_kind:
+        event = first_event(conn, event_kind, cage_id=cage_id)
+        if event is None:
+            raise QueryError(f"cage {cage_id!r} has no {event_kind!r} event to align to")
+        start, end = _window(start, end, event)
+    t0, t1 = _now_window(start, end, now)
+    out = series(
+        conn,
+        Source(cage_id=cage_id),
+        t0,
+        t1,
+        bin_s,
+        photoperiod=photoperiod,
+        event=event,
+        baseline_hours=baseline_hours,
+        devices=cage_devices(conn, cage_id),
+    )
+    out["cage_id"] = cage_id
+    out["events"] = events_between(conn, t0, t1, cage_id=cage_id)
+    return out
+
+
+def animal_row(conn, animal_id: str) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT animal_id, cage_id, group_id, strain, sex, coat, housing FROM animals WHERE animal_id = ?",
+        [animal_id],
+    ).fetchone()
+    if row is None:
+        raise QueryError(f"animal {animal_id!r} is not registered: add it with `amgs server animal add`")
+    return dict(
+        zip(("animal_id", "cage_id", "group_id", "strain", "sex", "coat", "housing"), row, strict=True)
+    )
+
+
+def animal_source(animal: dict) -> Source:
+    return Source(
+        cage_id=animal["cage_id"],
+        animal_id=animal["animal_id"],
+        include_cage_untagged=animal.get("housing") == "single",
+    )
+
+
+def animal_timecourse(
+    conn,
+    animal_id: str,
+    *,
+    start: float | None,
+    end: float | None,
+    bin_s: int,
+    now: float,
+    photoperiod=None,
+    event_kind: str | None = None,
+    baseline_hours: float | None = None,
+) -> dict[str, Any]:
+    animal = animal_row(conn, animal_id)
+    event = None
+    if event_kind:
+        event = first_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+        if event is None:
+            raise QueryError(f"animal {animal_id!r} (and its cage) has no {event_kind!r} event to align to")
+        start, end = _window(start, end, event)
+    t0, t1 = _now_window(start, end, now)
+    devices = cage_devices(conn, animal["cage_id"]) if animal["cage_id"] else []
+    out = series(
+        conn,
+        animal_source(animal),
+        t0,
+        t1,
+        bin_s,
+        photoperiod=photoperiod,
+        event=event,
+        baseline_hours=baseline_hours,
+        devices=devices,
+    )
+    out["animal"] = animal
+    out["events"] = events_between(conn, t0, t1, cage_id=animal["cage_id"], animal_id=animal_id)
+    return out
+
+
+def _mean_sem(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
+def group_timecourse(
+    conn,
+    group_id: str,
+    *,
+    bin_s: int,
+    now: float,
+    start: float | None = None,
+    end: float | None = None,
+    event_kind: str | None = "surgery",
+    baseline_hours: float | None = None,
+    hours_before: float = 24.0,
+    hours_after: float = 72.0,
+    photoperiod=None,
+) -> dict[str, Any]:
+    """Mean +/- SEM over the group's animals of each animal's per-bin mean aMGS (and fraction pain).
+
+    With ``event_kind`` each animal is aligned to its own event and the window is given in hours
+    (``hours_before``/``hours_after``); without it, bins are wall-clock over [start, end).
+    """
+    group = conn.execute(
+        "SELECT group_id, name, description, study FROM groups WHERE group_id = ?", [group_id]
+    )
+    group = group.fetchone()
+    if group is None:
+        raise QueryError(f"group {group_id!r} does not exist: add it with `amgs server group add`")
+    animal_ids = [r[0] for r in conn.execute("SELECT animal_id FROM animals WHERE group_id = ?", [group_id])]
+    per_animal, skipped = {}, []
+    for animal_id in animal_ids:
+        animal = animal_row(conn, animal_id)
+        if event_kind:
+            event = first_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+            if event is None:
+                skipped.append({"animal_id": animal_id, "reason": f"no {event_kind!r} event"})
+                continue
+            t0, t1 = event["t"] - hours_before * 3600, event["t"] + hours_after * 3600
+        else:
+            event = None
+            t0, t1 = _now_window(start, end, now)
+        s = series(
+            conn,
+            animal_source(animal),
+            t0,
+            t1,
+            bin_s,
+            event=event,
+            baseline_hours=baseline_hours,
+            photoperiod=None,
+        )
+        per_animal[animal_id] = s
+    key = "hours" if event_kind else "start_t"
+    collected: dict[float, dict[str, list[float]]] = {}
+    for s in per_animal.values():
+        for row in s["bins"]:
+            slot = collected.setdefault(row[key], {"mean": [], "frac": [], "delta": [], "n": []})
+            slot["n"].append(row["n"])
+            if row["n"]:
+                slot["mean"].append(row["mean_amgs"])
+                slot["frac"].append(row["frac_pain"])
+                if row.get("delta_amgs") is not None:
+                    slot["delta"].append(row["delta_amgs"])
+    bins = []
+    for k in sorted(collected):
+        slot = collected[k]
+        mean, sem = _mean_sem(slot["mean"])
+        frac, frac_sem = _mean_sem(slot["frac"])
+        delta, delta_sem = _mean_sem(slot["delta"])
+        row = {key: k, "n_animals": len(slot["mean"]), "n_images": sum(slot["n"])}
+        if not event_kind:
+            row["start"] = iso(k)
+        row.update(mean_amgs=mean, sem_amgs=sem, frac_pain=frac, sem_frac_pain=frac_sem)
+        if baseline_hours:
+            row.update(delta_amgs=delta, sem_delta_amgs=delta_sem)
+        bins.append(row)
+    return {
+        "group": dict(zip(("group_id", "name", "description", "study"), group, strict=True)),
+        "align": "event" if event_kind else "wall",
+        "event_kind": event_kind,
+        "bin_s": bin_s,
+        "baseline_hours": baseline_hours,
+        "animals": sorted(per_animal),
+        "skipped": skipped,
+        "bins": bins,
+        "per_animal": {
+            a: {"event": s["event"], "baseline": s["baseline"], "bins": s["bins"]}
+            for a, s in per_animal.items()
+        },
+    }
+
+
+def events_between(
+    conn, t0: float, t1: float, cage_id: str | None = None, animal_id: str | None = None
+) -> list:
+    clauses, params = [], []
+    if cage_id:
+        clauses.append("cage_id = ?")
+        params.append(cage_id)
+    if animal_id:
+        clauses.append("animal_id = ?")
+        params.append(animal_id)
+    who = f"({' OR '.join(clauses)}) AND" if clauses else ""
+    rows = conn.execute(
+        f"SELECT id, kind, t, at, animal_id, cage_id, value, unit, notes FROM events WHERE {who} t >= ? AND t < ? "
+        "ORDER BY t",
+        [*params, t0, t1],
+    ).fetchall()
+    cols = ("id", "kind", "t", "at", "animal_id", "cage_id", "value", "unit", "notes")
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+# --------------------------------------------------------------------------- facility overview
+
+
+def overview(conn, now: float, hours: int = 24) -> list[dict[str, Any]]:
+    """Every cage: last score, last-hour and last-``hours`` figures, an hourly sparkline, devices."""
+    t_end = int(now // 3600 + 1) * 3600
+    t_start = t_end - hours * 3600
+    cages = {
+        r[0]: {"cage_id": r[0], "room_id": r[1], "name": r[2]}
+        for r in conn.execute("SELECT cage_id, room_id, name FROM cages")
+    }
+    spark: dict[str, dict[int, dict]] = {}
+    sums = ", ".join(f"total({c})" for c in ROLLUP_SUMS)
+    for row in conn.execute(
+        f"SELECT cage_id, bucket, {sums} FROM rollup_1h WHERE bucket >= ? AND bucket < ? GROUP BY cage_id, bucket",
+        [t_start, t_end],
+    ):
+        spark.setdefault(row[0], {})[row[1]] = dict(zip(ROLLUP_SUMS, row[2:], strict=True))
+    for cage_id in spark:
+        cages.setdefault(cage_id, {"cage_id": cage_id, "room_id": None, "name": None})
+    groups = {}
+    for cage_id, group_id in conn.execute("SELECT cage_id, group_id FROM animals WHERE cage_id IS NOT NULL"):
+        groups.setdefault(cage_id, set()).add(group_id)
+    assigned = {}
+    for cage_id, device_id in conn.execute(
+        "SELECT cage_id, device_id FROM device_assignments WHERE end_t IS NULL OR end_t > ?", [now]
+    ):
+        assigned.setdefault(cage_id, set()).add(device_id)
+    devices = {
+        r[0]: {"device_id": r[0], "state": r[1], "state_since": iso(r[2]), "last_seen": iso(r[3])}
+        for r in conn.execute("SELECT device_id, state, state_since, last_seen FROM devices")
+    }
+    out = []
+    for cage_id in sorted(cages):
+        tile = dict(cages[cage_id])
+        last = conn.execute("SELECT max(t) FROM scores WHERE cage_id = ?", [cage_id]).fetchone()[0]
+        buckets = spark.get(cage_id, {})
+        total = None
+        for s in buckets.values():
+            total = _add(total, s)
+        tile["last_score_at"] = iso(last)
+        tile["groups"] = sorted(g for g in groups.get(cage_id, ()) if g)
+        tile["window_h"] = hours
+        tile["window"] = stats(total)
+        tile["last_hour"] = stats(buckets.get(t_end - 3600))
+        tile["sparkline"] = [
+            {
+                "start": iso(b),
+                **{k: v for k, v in stats(buckets.get(b)).items() if k in ("n", "mean_amgs", "frac_pain")},
+            }
+            for b in range(t_start, t_end, 3600)
+        ]
+        tile["devices"] = [
+            devices.get(d, {"device_id": d, "state": None}) for d in sorted(assigned.get(cage_id, ()))
+        ]
+        out.append(tile)
+    return out
