@@ -1,0 +1,193 @@
+"""The shipped broker config + provisioning, attacked with a real Mosquitto over TLS and loopback.
+
+A device's credentials must not let it speak for another device, read other devices' data, forge its own
+watermark or take over another device's session; anonymous and wrong-password clients are refused; a
+client that does not trust the site CA cannot connect; revoking a device shuts it out.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+
+import pytest
+from deploy_site import Client, Site, make_ca, new_site_root
+
+from amgs import contract
+from amgs.broker import mosquitto_path
+
+pytestmark = pytest.mark.skipif(
+    mosquitto_path() is None or shutil.which("openssl") is None,
+    reason="needs mosquitto and openssl (scripts/setup.sh test --system-packages)",
+)
+
+SITE = "lab1"
+
+
+@pytest.fixture(scope="module")
+def site():
+    root = new_site_root()
+    s = Site(root, site=SITE)
+    assert s.provision("collector").exit_code == 0
+    for name, cage in (("cage-a", "c1"), ("cage-b", "c2"), ("cage-r", "c3")):
+        r = s.provision("device", name, "--cage", cage)
+        assert r.exit_code == 0, r.output
+    s.start()
+    yield s
+    s.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def clients():
+    made: list[Client] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def device(site: Site, clients: list, name: str, **kw) -> Client:
+    c = Client(site.tls_port, name, site.password(name), ca=site.ca, **kw)
+    clients.append(c)
+    rc = c.connect()
+    assert not rc.is_failure, f"{name} could not connect: {rc}"
+    return c
+
+
+def collector(site: Site, clients: list) -> Client:
+    c = Client(site.plain_port, "collector", site.collector_password())
+    clients.append(c)
+    assert not c.connect().is_failure
+    for t in contract.collector_subscriptions("+"):
+        assert not c.subscribe(t)[0].is_failure
+    return c
+
+
+def score_payload(dev: str, cage: str, seq: int = 1) -> bytes:
+    return json.dumps({"device_id": dev, "cage_id": cage, "seq": seq}).encode()
+
+
+def test_device_publishes_its_own_scores_to_the_collector(site, clients):
+    col = collector(site, clients)
+    a = device(site, clients, "cage-a")
+    assert not a.publish(contract.score_topic(SITE, "cage-a"), score_payload("cage-a", "c1")).is_failure
+    assert not a.publish(contract.status_topic(SITE, "cage-a"), b"{}", retain=True).is_failure
+    got = {t for t, _, retained in col.drain() if not retained}
+    assert got == {contract.score_topic(SITE, "cage-a"), contract.status_topic(SITE, "cage-a")}
+
+
+def test_device_cannot_publish_into_another_devices_topics(site, clients):
+    col = collector(site, clients)
+    a = device(site, clients, "cage-a")
+    forged = [
+        contract.score_topic(SITE, "cage-b"),
+        contract.status_topic(SITE, "cage-b"),
+        contract.crop_topic(SITE, "cage-b", contract.new_msg_id()),
+        contract.score_topic("other-site", "cage-a"),  # its own id under another site
+        contract.ack_topic(SITE, "cage-a"),  # forging its own watermark
+        contract.command_topic(SITE, "cage-b"),
+        contract.alert_topic(SITE, "c2"),
+    ]
+    for topic in forged:
+        rc = a.publish(topic, score_payload("cage-b", "c2"))
+        assert rc.is_failure and rc.getName() == "Not authorized", (topic, rc)
+    assert [t for t, _, _ in col.drain(wait=0.5) if t in forged] == []
+
+
+def test_device_cannot_read_other_devices_data(site, clients):
+    b = device(site, clients, "cage-b")
+    col = collector(site, clients)
+    # The collector's retained watermark for b, and b's retained status and a score.
+    ack_b = contract.ack_topic(SITE, "cage-b")
+    assert not col.publish(ack_b, b'{"committed_seq": 7}', retain=True).is_failure
+    a = device(site, clients, "cage-a")
+    for pattern in (
+        f"{contract.TOPIC_ROOT}/#",
+        f"{contract.TOPIC_ROOT}/{SITE}/cage-b/#",
+        ack_b,
+        "#",
+        "$SYS/#",
+    ):
+        a.subscribe(pattern)  # granted or not, nothing of b's may arrive
+    b.publish(contract.status_topic(SITE, "cage-b"), b'{"state": "online"}', retain=True)
+    b.publish(contract.score_topic(SITE, "cage-b"), score_payload("cage-b", "c2"))
+    col.publish(contract.command_topic(SITE, "cage-b"), b"{}")
+    leaked = [t for t, _, _ in a.drain(wait=1.0) if "/cage-b/" in t or t.startswith("$SYS")]
+    assert leaked == []
+
+
+def test_device_reads_its_own_ack_and_command(site, clients):
+    col = collector(site, clients)
+    ack_a = contract.ack_topic(SITE, "cage-a")
+    assert not col.publish(ack_a, b'{"committed_seq": 3}', retain=True).is_failure
+    a = device(site, clients, "cage-a")
+    assert not a.subscribe(ack_a)[0].is_failure
+    assert not a.subscribe(contract.command_topic(SITE, "cage-a"))[0].is_failure
+    col.publish(contract.command_topic(SITE, "cage-a"), b'{"command": "publish_status"}')
+    got = {t: p for t, p, _ in a.drain()}
+    assert got[ack_a] == b'{"committed_seq": 3}'
+    assert contract.command_topic(SITE, "cage-a") in got
+
+
+def test_device_cannot_take_over_another_devices_session(site, clients):
+    b = device(site, clients, "cage-b")
+    device(site, clients, "cage-a", client_id="cage-b")  # the broker uses the user name as client id
+    assert b.drain(wait=1.0) == []
+    assert b.disconnects.empty(), "cage-a's login kicked cage-b off the broker"
+    assert not b.publish(contract.score_topic(SITE, "cage-b"), score_payload("cage-b", "c2")).is_failure
+
+
+@pytest.mark.parametrize("listener", ["plain", "tls"])
+@pytest.mark.parametrize(
+    "who", ["anonymous", "wrong password", "unknown user", "collector name with a device password"]
+)
+def test_refused_logins(site, clients, listener, who):
+    user, password = {
+        "anonymous": (None, None),
+        "wrong password": ("cage-a", "not-the-password"),
+        "unknown user": ("cage-zz", "whatever"),
+        "collector name with a device password": ("collector", site.password("cage-a")),
+    }[who]
+    port, ca = (site.plain_port, None) if listener == "plain" else (site.tls_port, site.ca)
+    c = Client(port, user, password, ca=ca)
+    clients.append(c)
+    rc = c.connect()
+    assert rc.is_failure and rc.getName() in {"Not authorized", "Bad user name or password"}, rc
+
+
+def test_tls_with_the_wrong_ca_fails(site, clients, tmp_path):
+    other = tmp_path / "other-ca"
+    make_ca(other, "localhost", "127.0.0.1")
+    c = Client(site.tls_port, "cage-a", site.password("cage-a"), ca=other / "ca.crt")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        c.connect()
+
+
+def test_tls_with_a_host_name_not_in_the_certificate_fails(site, clients):
+    c = Client(site.tls_port, "cage-a", site.password("cage-a"), ca=site.ca, host="127.0.0.2")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        c.connect()
+
+
+def test_plain_listener_is_loopback_only(site):
+    conf = (site.root / "conf.d" / "amgs.conf").read_text()
+    assert f"listener {site.plain_port} 127.0.0.1\n" in conf
+
+
+def test_revoked_device_is_shut_out(site, clients):
+    col = collector(site, clients)
+    password = site.password("cage-r")
+    r = device(site, clients, "cage-r")
+    assert not r.publish(contract.score_topic(SITE, "cage-r"), score_payload("cage-r", "c3")).is_failure
+    assert [t for t, _, retained in col.drain() if not retained] == [contract.score_topic(SITE, "cage-r")]
+    result = site.provision("revoke", "cage-r")
+    assert result.exit_code == 0, result.output
+    site.reloaded()
+    # Still connected at the moment of revocation: its publishes no longer reach anyone.
+    if r.disconnects.empty():
+        r.publish(contract.score_topic(SITE, "cage-r"), score_payload("cage-r", "c3", 2))
+    assert [t for t, _, retained in col.drain(wait=0.5) if not retained] == []
+    again = Client(site.tls_port, "cage-r", password, ca=site.ca)
+    clients.append(again)
+    assert again.connect().is_failure
