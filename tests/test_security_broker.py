@@ -130,12 +130,21 @@ def test_device_reads_its_own_ack_and_command(site, clients):
     assert contract.command_topic(SITE, "cage-a") in got
 
 
-def test_device_cannot_take_over_another_devices_session(site, clients):
-    b = device(site, clients, "cage-b")
-    device(site, clients, "cage-a", client_id="cage-b")  # the broker uses the user name as client id
-    assert b.drain(wait=1.0) == []
-    assert b.disconnects.empty(), "cage-a's login kicked cage-b off the broker"
-    assert not b.publish(contract.score_topic(SITE, "cage-b"), score_payload("cage-b", "c2")).is_failure
+@pytest.mark.parametrize("victim", ["cage-b", "collector"])
+def test_device_cannot_take_over_another_session(site, clients, victim):
+    """Over TLS the broker uses the user name as client id, so a stolen client id does nothing."""
+    if victim == "collector":
+        v = Client(site.plain_port, "collector", site.collector_password(), client_id="amgs-collector")
+        clients.append(v)
+        assert not v.connect().is_failure
+        topic = contract.ack_topic(SITE, "cage-b")
+    else:
+        v = device(site, clients, victim)
+        topic = contract.score_topic(SITE, "cage-b")
+    device(site, clients, "cage-a", client_id=v.c._client_id.decode())
+    assert v.drain(wait=1.0) == []
+    assert v.disconnects.empty(), f"cage-a's login kicked {victim} off the broker"
+    assert not v.publish(topic, score_payload("cage-b", "c2")).is_failure
 
 
 @pytest.mark.parametrize("listener", ["plain", "tls"])
