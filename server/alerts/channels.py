@@ -18,8 +18,8 @@ import urllib.request
 from email.message import EmailMessage
 from typing import Any
 
-from amgs.server.alerts.config import EmailNotify, NotifyConfig, WebhookNotify
-from amgs.server.alerts.outbox import Channel, DeliveryError
+from .config import EmailNotify, NotifyConfig, WebhookNotify
+from .outbox import Channel, DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,14 @@ class MqttChannel:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if auth.get("username"):
             self.client.username_pw_set(auth["username"], auth.get("password"))
+        tls = auth.get("tls")
+        if tls is not None:
+            self.client.tls_set(
+                ca_certs=str(tls.ca_file),
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+            )
+            self.client.tls_insecure_set(tls.insecure)
         self.client.on_connect = lambda c, u, f, rc, p=None: (
             self._connected.set() if not rc.is_failure else None
         )

@@ -58,6 +58,9 @@ class BaselineRiseRule(_Strict):
     min_images: int = Field(20, ge=1)
     rise: float = Field(0.25, gt=0, le=1)
     baseline_min_images: int = Field(20, ge=1)
+    baseline_hours: float = Field(
+        24, gt=0, le=24 * 14, description="baseline = this long before the first surgery"
+    )
     severity: Severity = "warning"
 
 

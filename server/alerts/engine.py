@@ -18,12 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
-from amgs.server.alerts.config import AlertsConfig, NotifyConfig
-from amgs.server.alerts.outbox import enqueue_notifications
-from amgs.server.alerts.rules import Condition, more_severe
-from amgs.server.alerts.store import ALERTS, OPEN_STATES, add_event, create_alert_tables, open_alerts
 
 from amgs.contract import format_time, parse_time
+
+from .config import AlertsConfig, NotifyConfig
+from .outbox import enqueue_notifications
+from .rules import Condition, more_severe
+from .store import ALERTS, OPEN_STATES, add_event, create_alert_tables, open_alerts
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +48,24 @@ class AlertEngine:
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        db: sqlite_utils.Database | Callable[[], sqlite_utils.Database],
         alerts: AlertsConfig,
         notify: NotifyConfig,
         clock: Callable[[], datetime] = wall_clock,
         outbox_clock: Callable[[], datetime] = wall_clock,
     ) -> None:
-        self.db = db
+        self._db = db
         self.cfg = alerts
         self.notify = notify
         self.clock = clock
         self.outbox_clock = outbox_clock
         self._lock = threading.RLock()
-        create_alert_tables(db)
+        create_alert_tables(self.db)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection (the collector gives each thread its own)."""
+        return self._db() if callable(self._db) else self._db
 
     # ------------------------------------------------------------------ evaluation
 
@@ -76,7 +82,7 @@ class AlertEngine:
         stamp = format_time(now)
         active = {c.key: c for c in conditions}
         changes: list[Change] = []
-        with self._lock, self.db.conn:
+        with self._lock, self.db.atomic():
             for alert in open_alerts(self.db):
                 cond = active.pop(alert["dedupe_key"], None)
                 if cond is None:
@@ -180,7 +186,7 @@ class AlertEngine:
     def acknowledge(self, alert_id: str, actor: str, comment: str = "") -> dict[str, Any]:
         """Stop re-notification; the alert stays visible until its condition clears (or someone resolves it)."""
         now = self.clock()
-        with self._lock, self.db.conn:
+        with self._lock, self.db.atomic():
             alert = self.get(alert_id)
             if alert["state"] != "open":
                 raise ValueError(
@@ -207,7 +213,7 @@ class AlertEngine:
 
     def resolve(self, alert_id: str, actor: str, comment: str = "") -> dict[str, Any]:
         """Close an alert by hand (e.g. animal treated or removed). If the condition still holds it reopens."""
-        with self._lock, self.db.conn:
+        with self._lock, self.db.atomic():
             alert = self.get(alert_id)
             if alert["state"] not in OPEN_STATES:
                 raise ValueError(f"alert {alert_id} is already {alert['state']}")

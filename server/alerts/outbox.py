@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlite_utils
-from amgs.server.alerts.config import SEVERITY_RANK, AlertsConfig, NotifyConfig
-from amgs.server.alerts.store import ALERTS, OUTBOX, alert_message
 
 from amgs.contract import alert_topic, format_time
+
+from .config import SEVERITY_RANK, AlertsConfig, NotifyConfig
+from .store import ALERTS, OUTBOX, alert_message
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +90,19 @@ class Deliverer:
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        db: sqlite_utils.Database | Callable[[], sqlite_utils.Database],
         notify: NotifyConfig,
         channels: dict[str, Channel],
         clock: Callable[[], datetime],
     ) -> None:
-        self.db = db
+        self._db = db
         self.notify = notify
         self.channels = channels
         self.clock = clock
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return self._db() if callable(self._db) else self._db
 
     def backoff(self, attempts: int) -> timedelta:
         seconds = min(self.notify.retry_max_s, self.notify.retry_initial_s * 2 ** max(0, attempts - 1))
@@ -136,7 +141,7 @@ class Deliverer:
                 attempts = row["attempts"] + 1
                 retry_at = now + self.backoff(attempts)
                 error = f"{type(e).__name__}: {e}"[:500]
-                with self.db.conn:
+                with self.db.atomic():
                     self.db[OUTBOX].update(
                         row["id"],
                         {"attempts": attempts, "next_attempt_at": format_time(retry_at), "last_error": error},
@@ -152,7 +157,7 @@ class Deliverer:
                 blocked.add(key)
                 failed += 1
                 continue
-            with self.db.conn:
+            with self.db.atomic():
                 self.db[OUTBOX].update(
                     row["id"], {"attempts": row["attempts"] + 1, "delivered_at": format_time(self.clock())}
                 )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from amgs.server.alerts.config import SEVERITY_RANK, AlertsConfig, SustainedPainRule
+from .config import SEVERITY_RANK, AlertsConfig, SustainedPainRule
 
 
 @dataclass(frozen=True)
