@@ -1,0 +1,141 @@
+"""The collector's MQTT connection: persistent session, QoS 1, manual acknowledgement.
+
+paho-mqtt 2.x, MQTT v5, a fixed client id and ``clean_start=False`` with a session expiry, so the
+broker keeps our subscriptions and queues QoS 1 messages while the collector is down. With
+``manual_ack=True`` a message is acknowledged (PUBACK) only after the writer committed it: if the
+process dies first, the broker redelivers it and the idempotent insert makes that harmless.
+
+Callbacks only enqueue; subscriptions are made in ``on_connect``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from amgs.contract import collector_subscriptions
+
+from .ingest import Incoming
+
+log = logging.getLogger(__name__)
+
+
+class MqttIngest:
+    """Receives into ``inbox``; ``ack`` and ``publish`` may be called from the writer thread."""
+
+    def __init__(self, config, inbox: queue.Queue, stats=None) -> None:
+        self.cfg = config.mqtt
+        self.queue_max = config.ingest.queue_max
+        self.inbox = inbox
+        self.stats = stats
+        self.generation = 0
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self.dropped_qos0 = 0
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if self.cfg.username:
+            c.username_pw_set(self.cfg.username, self.cfg.password())
+        if self.cfg.tls is not None:
+            tls = self.cfg.tls
+            c.tls_set(
+                ca_certs=str(tls.ca_file),
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            c.tls_insecure_set(tls.insecure)
+        c.reconnect_delay_set(1, 30)
+        c.max_queued_messages_set(0)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self.client = c
+
+    # ---------------------------------------------------------------- callbacks (enqueue only)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {reason_code}"
+            log.error("%s", self.last_error)
+            return
+        self.generation += 1
+        self.last_error = None
+        log.info(
+            "connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present
+        )
+        client.subscribe([(topic, 1) for topic in collector_subscriptions(self.cfg.site)])
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if reason_code != 0:
+            self.last_error = f"disconnected: {reason_code}"
+            log.warning("MQTT %s; reconnecting", self.last_error)
+
+    def _on_message(self, client, userdata, message) -> None:
+        if message.qos == 0 and self.inbox.qsize() >= self.queue_max:
+            self.dropped_qos0 += 1  # crops are best effort; scores (QoS 1) are bounded by receive_maximum
+            return
+        self.inbox.put(
+            Incoming(
+                message.topic,
+                message.payload,
+                message.mid,
+                message.qos,
+                bool(message.retain),
+                time.time(),
+                self.generation,
+            )
+        )
+        if self.stats is not None:
+            self.stats.received += 1
+
+    # ---------------------------------------------------------------- called by the writer
+
+    def ack(self, mid: int, qos: int, generation: int) -> None:
+        """PUBACK a committed message, unless it came on an earlier connection (the broker resends those)."""
+        if qos and generation == self.generation and self.connected.is_set():
+            self.client.ack(mid, qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum
+        self.client.connect_async(
+            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "host": self.cfg.host,
+            "port": self.cfg.port,
+            "connected": self.connected.is_set(),
+            "last_error": self.last_error,
+            "dropped_qos0": self.dropped_qos0,
+        }

@@ -1,0 +1,214 @@
+"""``amgs server run``: the collector process.
+
+Threads: paho's network loop (callbacks only enqueue), one writer (all ingest writes), uvicorn (HTTP),
+and one thread per periodic job. Shutdown (SIGTERM/SIGINT) stops intake, lets the writer commit and
+acknowledge what it holds, then stops. Under systemd (``Type=notify``) it sends ``READY=1`` once the
+database is migrated and HTTP listens, and ``WATCHDOG=1`` while the writer thread is alive.
+
+Periodic jobs (the registration point for other rooms, e.g. the alert engine)::
+
+    from amgs.server.service import PeriodicJob, JobContext
+
+    def periodic_jobs(config) -> list[PeriodicJob]:          # in the module named in JOB_PROVIDERS
+        return [PeriodicJob("alerts", every_s=30, run=evaluate)]
+
+    def evaluate(ctx: JobContext) -> None:                   # runs in its own thread, every 30 s
+        conn = ctx.db.local()                                # this thread's sqlite-utils Database
+        ctx.publish(topic, payload_bytes, qos=1, retain=True)
+
+A job that raises is logged and run again at its next time; it never stops the collector. Jobs may
+also be passed to :class:`Collector` directly (``jobs=[...]``) or added with :meth:`Collector.add_job`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+
+from .app import create_app
+from .config import ServerConfig
+from .db import CollectorDB, open_database
+from .mqtt import MqttIngest
+from .writer import IngestStats, Writer
+
+log = logging.getLogger(__name__)
+
+JOB_PROVIDERS = ("amgs.server.alerts:periodic_jobs",)
+"""``module:function`` returning ``list[PeriodicJob]`` for a config; a module that does not exist is skipped."""
+
+
+@dataclass
+class JobContext:
+    config: ServerConfig
+    db: CollectorDB
+    publish: Callable[..., None]  # publish(topic, payload: bytes, qos=1, retain=False)
+    stats: IngestStats
+    app: object | None = None  # the FastAPI app (app.state is shared with the HTTP side)
+
+
+@dataclass
+class PeriodicJob:
+    name: str
+    every_s: float
+    run: Callable[[JobContext], None]
+    first_delay_s: float = 0.0
+
+
+def provided_jobs(config: ServerConfig) -> list[PeriodicJob]:
+    jobs: list[PeriodicJob] = []
+    for spec in JOB_PROVIDERS:
+        module_name, func = spec.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                continue
+            raise
+        provider = getattr(module, func, None)
+        if provider is not None:
+            jobs.extend(provider(config) or [])
+    return jobs
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness / watchdog; a no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as e:
+        log.debug("sd_notify failed: %s", e)
+
+
+class Collector:
+    """Everything ``amgs server run`` starts, as one object tests can start and stop in-process."""
+
+    def __init__(
+        self, config: ServerConfig, jobs: list[PeriodicJob] | None = None, with_http: bool = True
+    ) -> None:
+        self.config = config
+        self.db = open_database(config)
+        self.stats = IngestStats()
+        self.inbox: queue.Queue = queue.Queue()
+        self.mqtt = MqttIngest(config, self.inbox, self.stats)
+        self.writer = Writer(self.db, config, self.inbox, self.mqtt, self.stats)
+        self.jobs = list(jobs or [])
+        self.with_http = with_http
+        self.app = create_app(config, self.db, self) if with_http else None
+        self.http: uvicorn.Server | None = None
+        self.http_port: int | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.mqtt.publish(topic, payload, qos, retain)
+
+    def add_job(self, job: PeriodicJob) -> None:
+        self.jobs.append(job)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> Collector:
+        self.writer.start()
+        self.mqtt.start()
+        if self.with_http:
+            self._start_http()
+        for job in self.jobs:
+            t = threading.Thread(target=self._run_job, args=(job,), name=f"amgs-job-{job.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info(
+            "collector running: database %s, broker %s:%d, HTTP %s",
+            self.db.path,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            f"{self.config.http.bind}:{self.http_port}" if self.with_http else "off",
+        )
+        return self
+
+    def _start_http(self) -> None:
+        cfg = uvicorn.Config(
+            self.app,
+            host=self.config.http.bind,
+            port=self.config.http.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        self.http = uvicorn.Server(cfg)
+        self.http.install_signal_handlers = lambda: None  # signals belong to the main thread's run loop
+        t = threading.Thread(target=self.http.run, name="amgs-http", daemon=True)
+        t.start()
+        self._threads.append(t)
+        deadline = time.monotonic() + 15
+        while not self.http.started:
+            if not t.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the HTTP server did not start on {self.config.http.bind}:{self.config.http.port} "
+                    "(port in use? see the log above)"
+                )
+            time.sleep(0.02)
+        self.http_port = self.http.servers[0].sockets[0].getsockname()[1]
+
+    def _run_job(self, job: PeriodicJob) -> None:
+        ctx = JobContext(self.config, self.db, self.publish, self.stats, self.app)
+        if self._stop.wait(job.first_delay_s):
+            return
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                job.run(ctx)
+            except Exception:
+                log.exception("periodic job %s failed; it runs again in %.0f s", job.name, job.every_s)
+            self._stop.wait(max(0.0, job.every_s - (time.monotonic() - started)))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop intake, let the writer commit and acknowledge what it holds, then stop everything."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        while not self.inbox.empty() and self.writer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.writer.stop()
+        self.writer.join(max(0.1, deadline - time.monotonic()))
+        self.mqtt.stop()
+        if self.http is not None:
+            self.http.should_exit = True
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM/SIGINT; notify systemd of readiness and feed its watchdog."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        sd_notify("READY=1")
+        watchdog_us = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        interval = watchdog_us / 2e6 if watchdog_us else 5.0
+        while not stop.wait(interval):
+            if self.writer.is_alive() and time.time() - self.writer.alive_at < 60:
+                sd_notify("WATCHDOG=1")
+            else:
+                log.error("writer thread is stuck or dead: withholding the watchdog so systemd restarts us")
+        sd_notify("STOPPING=1")
+        log.info("stopping: committing what is received, then closing")
+        self.stop()
+
+
+def run(config: ServerConfig) -> None:
+    Collector(config, jobs=provided_jobs(config)).run_forever()
