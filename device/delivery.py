@@ -1,0 +1,343 @@
+"""MQTT delivery of the outbox: QoS 1, in sequence order, deleted only when delivery is confirmed.
+
+One thread owns the paho client (paho's own network thread runs beside it). paho callbacks only put
+events on a queue; this thread reads the outbox, publishes a window of records in ``seq`` order,
+tracks PUBACKs by message id (``on_publish``), and deletes records when delivery is confirmed:
+
+* ``confirm = "collector"`` (default, end to end): the collector publishes, retained on the ``ack``
+  topic, the highest ``seq`` up to which it has committed every score; records at or below it are
+  deleted. Records that stay above it ``resend_after_s`` after their PUBACK are re-sent (the oldest
+  first, at most one window), which repairs a broker that lost its queue in a restart.
+* ``confirm = "broker"``: a PUBACK deletes the record (hop by hop only).
+
+After an outage the backlog drains at full speed in order; new scores simply join the end of it.
+paho re-sends its in-flight messages itself after a reconnect, so the in-flight map stays valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from amgs.device.config import DeviceConfig
+from amgs.device.outbox import Outbox
+from paho.mqtt.enums import CallbackAPIVersion
+
+from amgs.contract import (
+    ContractError,
+    ack_topic,
+    command_topic,
+    crop_topic,
+    decode,
+    encode,
+    score_topic,
+    status_topic,
+)
+
+log = logging.getLogger(__name__)
+
+StatusFn = Callable[[str], dict[str, Any]]
+"""Builds a status message for a state ("online", "offline", "degraded"; "online" may be upgraded)."""
+
+
+class Delivery:
+    def __init__(
+        self,
+        cfg: DeviceConfig,
+        outbox_path: Path,
+        status_fn: StatusFn,
+        crop_reader: Callable[[str], bytes | None] = lambda _id: None,
+    ) -> None:
+        self.cfg = cfg
+        self.outbox_path = outbox_path
+        self.status_fn = status_fn
+        self.crop_reader = crop_reader
+        site, dev = cfg.device.site, cfg.device.id
+        self.topics = {
+            "score": score_topic(site, dev),
+            "status": status_topic(site, dev),
+            "ack": ack_topic(site, dev),
+            "command": command_topic(site, dev),
+        }
+        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.collector_mode = cfg.delivery.confirm == "collector"
+        self.window = cfg.delivery.window
+        # State owned by the delivery thread.
+        self.connected = False
+        self.subscribed_at: float | None = None
+        self.inflight: dict[int, int] = {}  # paho mid -> seq
+        self.sent_at: dict[int, float] = {}  # seq -> monotonic time of the last publish (unconfirmed)
+        self.pubacked: set[int] = set()
+        self.send_after = 0  # highest seq handed to paho in this run
+        self.watermark = 0
+        self.stats: dict[str, Any] = {
+            "connected": False,
+            "queue_depth": 0,
+            "unconfirmed": 0,
+            "published": 0,
+            "resent": 0,
+            "confirmed": 0,
+            "bad_messages": 0,
+            "last_error": None,
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status_due = 0.0
+        self.client = self._make_client()
+
+    # ------------------------------------------------------------------ client and callbacks
+
+    def _make_client(self) -> mqtt.Client:
+        m = self.cfg.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"amgs-device-{self.cfg.device.id}", clean_session=True
+        )
+        client.max_inflight_messages_set(self.window)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(m.reconnect_min_s, m.reconnect_max_s)
+        if m.username is not None:
+            password = Path(m.password_file).read_text().strip() if m.password_file else None
+            client.username_pw_set(m.username, password)
+        if m.tls_ca_file is not None:
+            client.tls_set(ca_certs=str(m.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.will_set(self.topics["status"], encode(self.status_fn("offline")), qos=1, retain=True)
+        client.on_connect = lambda c, u, flags, rc, props: self.events.put(("connect", rc))
+        client.on_disconnect = lambda c, u, flags, rc, props: self.events.put(("disconnect", rc))
+        client.on_subscribe = lambda c, u, mid, rcs, props: self.events.put(("subscribed", mid))
+        client.on_publish = lambda c, u, mid, rc, props: self.events.put(("puback", mid))
+        client.on_message = lambda c, u, msg: self.events.put(("message", msg.topic, msg.payload))
+        return client
+
+    # ------------------------------------------------------------------ control (agent thread)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="amgs-delivery", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New records are in the outbox."""
+        self.events.put(("wake",))
+
+    def request_status(self) -> None:
+        self.events.put(("status",))
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Flush what can be sent within the flush timeout, publish status offline, disconnect."""
+        self._stop.set()
+        self.events.put(("wake",))
+        if self._thread:
+            self._thread.join(timeout if timeout is not None else self.cfg.delivery.flush_timeout_s + 10)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ the delivery thread
+
+    def _run(self) -> None:
+        self.outbox = Outbox(self.outbox_path, self.cfg.storage.outbox_max_records)
+        m = self.cfg.mqtt
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
+        self.client.loop_start()
+        flush_deadline: float | None = None
+        try:
+            while True:
+                self._handle_events(0.02 if self._can_send() else 0.5)
+                if self._stop.is_set():
+                    if flush_deadline is None:
+                        flush_deadline = time.monotonic() + self.cfg.delivery.flush_timeout_s
+                    if self._flushed() or time.monotonic() >= flush_deadline:
+                        break
+                if self._can_send():
+                    self._resend_overdue()
+                    self._send_new()
+                if self.connected and time.monotonic() >= self._status_due:
+                    self._publish_status()
+                self._update_stats()
+        except Exception as e:  # noqa: BLE001 - report, the agent notices the dead thread
+            log.exception("delivery thread failed")
+            self.stats["last_error"] = f"delivery thread failed: {e}"
+        finally:
+            self._shutdown()
+
+    def _handle_events(self, timeout: float) -> None:
+        try:
+            events = [self.events.get(timeout=timeout)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        confirmed: list[int] = []
+        for event in events:
+            kind = event[0]
+            if kind == "connect":
+                self._on_connect(event[1])
+            elif kind == "disconnect":
+                if self.connected:
+                    log.warning("MQTT connection lost (%s); reconnecting with backoff", event[1])
+                self.connected = False
+                self.subscribed_at = None
+            elif kind == "subscribed":
+                self.subscribed_at = time.monotonic()
+            elif kind == "puback":
+                seq = self.inflight.pop(event[1], None)
+                if seq is not None:
+                    self.pubacked.add(seq)
+                    if not self.collector_mode:
+                        confirmed.append(seq)
+            elif kind == "message":
+                self._on_message(event[1], event[2])
+            elif kind == "status":
+                self._status_due = 0.0
+        if confirmed:
+            self.outbox.delete(confirmed)
+            self._forget(confirmed)
+            self.stats["confirmed"] += len(confirmed)
+
+    def _on_connect(self, rc: Any) -> None:
+        if getattr(rc, "is_failure", False):
+            self.stats["last_error"] = f"broker refused the connection: {rc}"
+            log.error(
+                "MQTT broker %s:%s refused the connection: %s", self.cfg.mqtt.host, self.cfg.mqtt.port, rc
+            )
+            return
+        log.info("connected to MQTT broker %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self.connected = True
+        self.stats["last_error"] = None
+        self.client.subscribe([(self.topics["ack"], 1), (self.topics["command"], 1)])
+        self._status_due = 0.0
+
+    def _can_send(self) -> bool:
+        if not self.connected:
+            return False
+        if not self.collector_mode:
+            return True
+        # Give the retained watermark a moment to arrive so confirmed records are not sent again.
+        return self.subscribed_at is not None and time.monotonic() - self.subscribed_at > 0.3
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic == self.topics["ack"]:
+                ack = decode(payload, "amgs.ack/1")
+                if ack["device_id"] != self.cfg.device.id:
+                    raise ContractError(f"ack for device {ack['device_id']!r} on my topic", "device_id")
+                self._on_watermark(int(ack["committed_seq"]))
+            elif topic == self.topics["command"]:
+                self._on_command(decode(payload, "amgs.command/1"))
+        except ContractError as e:
+            self.stats["bad_messages"] += 1
+            log.warning("ignored a malformed message on %s: %s", topic, e)
+
+    def _on_watermark(self, seq: int) -> None:
+        if seq < self.watermark:
+            log.warning("collector watermark went back from %d to %d (collector reset?)", self.watermark, seq)
+        if not self.collector_mode:
+            self.watermark = seq
+            return
+        if seq > self.watermark or self.outbox.first_seq() is not None:
+            n = self.outbox.delete_upto(seq)
+            self.stats["confirmed"] += n
+            self._forget([s for s in self.sent_at if s <= seq])
+        self.watermark = max(self.watermark, seq)
+
+    def _on_command(self, cmd: dict[str, Any]) -> None:
+        name = cmd["command"]
+        if name == "publish_status":
+            self._status_due = 0.0
+        elif name == "resend_from":
+            start = int(cmd.get("seq", 0))
+            log.info("collector asked to re-send from seq %d", start)
+            self.send_after = min(self.send_after, max(0, start - 1))
+        elif name == "send_crops":
+            for msg_id in cmd.get("msg_ids", []):
+                data = self.crop_reader(msg_id)
+                if data is not None and self.connected:
+                    self.client.publish(
+                        crop_topic(self.cfg.device.site, self.cfg.device.id, msg_id), data, qos=0
+                    )
+
+    def _forget(self, seqs: list[int]) -> None:
+        for s in seqs:
+            self.sent_at.pop(s, None)
+            self.pubacked.discard(s)
+
+    def _publish(self, seq: int, payload: bytes) -> bool:
+        info = self.client.publish(self.topics["score"], payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish of seq %d failed: %s", seq, mqtt.error_string(info.rc))
+            return False
+        self.inflight[info.mid] = seq
+        self.sent_at[seq] = time.monotonic()
+        self.pubacked.discard(seq)
+        return True
+
+    def _send_new(self) -> None:
+        room = self.window - len(self.inflight)
+        if room <= 0:
+            return
+        for rec in self.outbox.pending(max(self.send_after, self.watermark), room):
+            if not self._publish(rec.seq, rec.payload):
+                return
+            self.send_after = rec.seq
+            self.stats["published"] += 1
+
+    def _resend_overdue(self) -> None:
+        """Collector mode: re-send the oldest records above the watermark whose PUBACK is long past."""
+        if not self.collector_mode or not self.pubacked:
+            return
+        room = self.window - len(self.inflight)
+        limit = self.watermark + self.window
+        cutoff = time.monotonic() - self.cfg.delivery.resend_after_s
+        due = sorted(s for s in self.pubacked if s <= limit and self.sent_at.get(s, 0) < cutoff)[:room]
+        for seq in due:
+            rec = self.outbox.get(seq)
+            if rec is None:  # confirmed or dropped meanwhile
+                self._forget([seq])
+                continue
+            if self._publish(seq, rec.payload):
+                self.stats["resent"] += 1
+
+    def _flushed(self) -> bool:
+        """Everything in the outbox has reached the broker at least (or the broker is unreachable)."""
+        if not self.connected:
+            return False
+        return not self.inflight and not self.outbox.pending(max(self.send_after, self.watermark), 1)
+
+    def _update_stats(self) -> None:
+        self.stats["connected"] = self.connected
+        self.stats["queue_depth"] = self.outbox.count()
+        self.stats["unconfirmed"] = len(self.sent_at)
+
+    def _publish_status(self, state: str = "online") -> None:
+        self._status_due = time.monotonic() + self.cfg.status.interval_s
+        self._update_stats()
+        try:
+            payload = encode(self.status_fn(state))
+        except ContractError as e:
+            log.error("status message does not follow the contract: %s", e)
+            return
+        self.client.publish(self.topics["status"], payload, qos=1, retain=True)
+
+    def _shutdown(self) -> None:
+        try:
+            if self.connected:
+                self._update_stats()
+                info = self.client.publish(
+                    self.topics["status"], encode(self.status_fn("offline")), qos=1, retain=True
+                )
+                info.wait_for_publish(timeout=3)
+            self.client.disconnect()
+        except Exception as e:  # noqa: BLE001 - shutting down anyway
+            log.warning("clean MQTT shutdown failed: %s", e)
+        finally:
+            self.client.loop_stop()
+            self.outbox.close()

@@ -1,0 +1,162 @@
+"""Frame selection: which frame of a burst is worth scoring, and is the animal moving at all.
+
+Per view and burst: crop each frame (configured region, detector box, or whole frame), measure
+quality on the very pixels the model would see (variance of Laplacian for sharpness, mean grey for
+exposure, face size in source pixels), reject what fails, and keep the passing frame with the least
+motion (as Rodent Face Finder does). Motion energy between consecutive frames is reported per burst
+as an activity covariate; motion below a threshold for ``still_after_s`` marks the animal as possibly
+asleep, which is flagged or excluded by config.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import cv2
+import numpy as np
+from amgs.device.config import SelectionSection, ViewSection
+from amgs.device.sources import Frame
+
+from amgs.preprocess import Box, ImageError, load_pixels
+
+MOTION_THUMB = 64
+"""Side of the grey thumbnail motion is measured on (robust to noise, cheap)."""
+
+
+def sharpness(pixels: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image (higher = sharper)."""
+    grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def exposure(pixels: np.ndarray) -> float:
+    """Mean grey level 0-255."""
+    return float(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).mean())
+
+
+def thumbnail(frame: np.ndarray, box: Box) -> np.ndarray:
+    x, y, w, h = box
+    crop = frame[max(0, y) : y + h, max(0, x) : x + w]
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (MOTION_THUMB, MOTION_THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def motion(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute grey difference between two thumbnails."""
+    return float(np.abs(a - b).mean())
+
+
+@dataclass
+class Candidate:
+    frame: Frame
+    box: Box
+    pixels: np.ndarray  # model-size RGB uint8 crop
+    sharpness: float
+    exposure: float
+    face_px: int
+    motion: float = 0.0
+
+
+@dataclass
+class Selection:
+    """The frame chosen from one burst for one view, with what the record needs."""
+
+    view: ViewSection
+    chosen: Candidate
+    motion_energy: float
+    asleep: bool
+
+
+@dataclass
+class BurstOutcome:
+    selection: Selection | None
+    rejected: Counter = field(default_factory=Counter)
+    motion_energy: float | None = None
+
+
+class ViewSelector:
+    """Keeps per-view state (last thumbnail, last time the animal moved) across bursts."""
+
+    def __init__(self, view: ViewSection, cfg: SelectionSection, model_size: tuple[int, int], detector=None):
+        self.view = view
+        self.cfg = cfg
+        self.model_size = model_size
+        self.detector = detector
+        self._last_thumb: np.ndarray | None = None
+        self._last_active: datetime | None = None
+
+    def face_box(self, frame: Frame) -> Box | None:
+        if self.view.region is not None:
+            return self.view.region
+        h, w = frame.pixels.shape[:2]
+        if self.detector is not None:
+            return self.detector.best_box(frame.pixels)
+        return (0, 0, w, h)
+
+    def _candidate(self, frame: Frame, rejected: Counter) -> Candidate | None:
+        box = self.face_box(frame)
+        if box is None:
+            rejected["no_face"] += 1
+            return None
+        try:
+            pixels = load_pixels(frame.pixels, self.model_size, box).pixels
+        except ImageError:
+            rejected["region_outside_frame"] += 1
+            return None
+        h, w = frame.pixels.shape[:2]
+        x0, y0 = max(0, box[0]), max(0, box[1])
+        clipped = (x0, y0, min(w, box[0] + box[2]) - x0, min(h, box[1] + box[3]) - y0)
+        return Candidate(
+            frame, clipped, pixels, sharpness(pixels), exposure(pixels), min(clipped[2], clipped[3])
+        )
+
+    def _gate(self, c: Candidate) -> str | None:
+        if c.face_px < self.cfg.min_face_px:
+            return "face_too_small"
+        if c.exposure < self.cfg.min_exposure:
+            return "too_dark"
+        if c.exposure > self.cfg.max_exposure:
+            return "too_bright"
+        if c.sharpness < self.cfg.min_sharpness:
+            return "blurry"
+        return None
+
+    def select(self, frames: list[Frame]) -> BurstOutcome:
+        rejected: Counter = Counter()
+        cands = [c for c in (self._candidate(f, rejected) for f in frames) if c is not None]
+        if not cands:
+            return BurstOutcome(None, rejected)
+        thumbs = [thumbnail(c.frame.pixels, c.box) for c in cands]
+        diffs = [motion(a, b) for a, b in zip(thumbs, thumbs[1:], strict=False)]
+        if self._last_thumb is not None:
+            diffs.insert(0, motion(self._last_thumb, thumbs[0]))
+            for i, c in enumerate(cands):
+                c.motion = diffs[i]
+        else:
+            for i, c in enumerate(cands):
+                c.motion = diffs[i - 1] if i > 0 else (diffs[0] if diffs else 0.0)
+        self._last_thumb = thumbs[-1]
+        energy = float(np.mean(diffs)) if diffs else 0.0
+        asleep = self._asleep(energy, cands[0].frame.captured_at, cands[-1].frame.captured_at, bool(diffs))
+        passing = []
+        for c in cands:
+            reason = self._gate(c)
+            if reason:
+                rejected[reason] += 1
+            else:
+                passing.append(c)
+        if not passing:
+            return BurstOutcome(None, rejected, energy)
+        if asleep and self.cfg.asleep == "exclude":
+            rejected["asleep"] += len(passing)
+            return BurstOutcome(None, rejected, energy)
+        best = min(passing, key=lambda c: (c.motion, -c.sharpness))
+        return BurstOutcome(Selection(self.view, best, energy, asleep), rejected, energy)
+
+    def _asleep(self, energy: float, first: datetime, last: datetime, measured: bool) -> bool:
+        if self._last_active is None or (measured and energy >= self.cfg.motion_threshold):
+            self._last_active = last if measured and energy >= self.cfg.motion_threshold else first
+            return False
+        return (last - self._last_active).total_seconds() >= self.cfg.still_after_s

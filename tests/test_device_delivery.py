@@ -1,0 +1,169 @@
+"""No-loss delivery through a real Mosquitto: outages, collector watermark, broker mode, re-sends."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from amgs.device.agent import Agent
+from amgs.device.config import load_config
+from amgs.device.outbox import Outbox
+from test_device_helpers import AckingCollector, make_replay, synth_faces, write_config
+
+
+def _run_in_thread(agent: Agent) -> threading.Thread:
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    return t
+
+
+def _first_arrival_order(arrivals: list[tuple[int, str]]) -> list[int]:
+    seen: list[int] = []
+    for seq, _ in arrivals:
+        if seq not in seen:
+            seen.append(seq)
+    return seen
+
+
+def test_broker_outage_every_score_once_and_in_order(tmp_path, broker, scorer, synth_set):
+    n = 12
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, n), step_s=1.0)
+    cfg_path = write_config(
+        tmp_path / "d.toml",
+        port=broker.port,
+        state=tmp_path / "state",
+        frames=frames,
+        agent={"exit_when_done": True, "done_timeout_s": 60},
+    )
+    # Pace the replay (4 frames per second) so scores keep coming while the broker is down.
+    text = cfg_path.read_text().replace('kind = "folder"', 'kind = "folder"\nrealtime = true\nspeed = 4.0')
+    cfg_path.write_text(text)
+    collector = AckingCollector(broker.port)
+    agent = Agent(load_config(cfg_path), scorer=scorer)
+    thread = _run_in_thread(agent)
+    try:
+        collector.wait_for(2, timeout=60)
+        broker.stop()
+        time.sleep(2.0)  # scores pile up in the outbox meanwhile
+        backlog = Outbox(tmp_path / "state" / "outbox.sqlite3").count()
+        broker.start()
+        thread.join(120)
+        assert not thread.is_alive(), "agent did not finish"
+        collector.wait_for(n, timeout=30)
+    finally:
+        agent.stop_requested.set()
+        collector.close()
+    assert backlog >= 4, f"the outage should have left a backlog, found {backlog}"
+    assert collector.seqs() == list(range(1, n + 1))
+    assert len(collector.by_msg_id) == n  # exactly once by msg_id
+    assert _first_arrival_order(collector.arrivals) == list(range(1, n + 1))
+    by_seq = {}
+    for seq, msg_id in collector.arrivals:  # a re-sent seq always carries the same msg_id
+        assert by_seq.setdefault(seq, msg_id) == msg_id
+    assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 0
+    assert collector.committed == n
+
+
+def test_collector_mode_keeps_records_until_watermark_then_resends(tmp_path, broker, scorer, synth_set):
+    n = 5
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, n))
+    cfg_path = write_config(
+        tmp_path / "d.toml",
+        port=broker.port,
+        state=tmp_path / "state",
+        frames=frames,
+        agent={"exit_when_done": True, "done_timeout_s": 2},
+    )
+    silent = AckingCollector(broker.port, ack=False)  # receives, never confirms
+    try:
+        Agent(load_config(cfg_path), scorer=scorer).run()
+        silent.wait_for(n, timeout=10)
+    finally:
+        silent.close()
+    outbox = Outbox(tmp_path / "state" / "outbox.sqlite3")
+    assert outbox.count() == n, "unconfirmed scores must stay in the outbox"
+    first_ids = {m["msg_id"] for m in silent.by_msg_id.values()}
+
+    collector = AckingCollector(broker.port)
+    try:
+        # Second run: the replay is exhausted (cursor persisted), so it only re-sends what is unconfirmed.
+        Agent(load_config(cfg_path), scorer=scorer).run()
+        collector.wait_for(n, timeout=10)
+    finally:
+        collector.close()
+    assert set(collector.by_msg_id) == first_ids
+    assert outbox.count() == 0 and outbox.last_seq() == n
+
+
+class _LossyCollector(AckingCollector):
+    """Pretends the first delivery of some seqs never reached the database."""
+
+    def __init__(self, port: int, lose: set[int]) -> None:
+        self.lose = set(lose)
+        super().__init__(port)
+
+    def _run(self) -> None:
+        original = self._events.get
+
+        def get(timeout=None):
+            while True:
+                event = original(timeout=timeout)
+                if event[0] == "message" and b'"amgs.score/1"' in event[2]:
+                    from amgs.contract import decode
+
+                    seq = decode(event[2])["seq"]
+                    if seq in self.lose:
+                        self.lose.discard(seq)
+                        continue
+                return event
+
+        self._events.get = get  # type: ignore[method-assign]
+        super()._run()
+
+
+def test_unconfirmed_scores_are_resent_after_timeout(tmp_path, broker, scorer, synth_set):
+    n = 6
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, n))
+    cfg_path = write_config(
+        tmp_path / "d.toml",
+        port=broker.port,
+        state=tmp_path / "state",
+        frames=frames,
+        delivery={"resend_after_s": 1.0},
+    )
+    collector = _LossyCollector(broker.port, lose={2, 5})
+    try:
+        Agent(load_config(cfg_path), scorer=scorer).run()
+        collector.wait_for(n, timeout=10)
+    finally:
+        collector.close()
+    assert collector.seqs() == list(range(1, n + 1))
+    assert collector.committed == n
+    assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 0
+
+
+def test_broker_mode_deletes_on_puback(tmp_path, broker, scorer, synth_set):
+    n = 4
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, n))
+    cfg_path = write_config(
+        tmp_path / "d.toml",
+        port=broker.port,
+        state=tmp_path / "state",
+        frames=frames,
+        delivery={"confirm": "broker"},
+        agent={"exit_when_done": True, "done_timeout_s": 10},
+    )
+    listener = AckingCollector(broker.port, ack=False)  # no watermark at all
+    try:
+        Agent(load_config(cfg_path), scorer=scorer).run()
+        listener.wait_for(n, timeout=10)
+    finally:
+        listener.close()
+    assert listener.seqs() == list(range(1, n + 1))
+    assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 0
+    offline = listener.statuses[-1]
+    assert offline["state"] == "offline" and offline["last_seq"] == n
