@@ -1,0 +1,443 @@
+"""``amgs model ...``: train, quantize, inspect, evaluate and explain aMGS models.
+
+TensorFlow is imported inside the commands that need it (train, quantize, evaluate with a Keras float
+reference), never at start-up, so ``amgs --help`` stays fast on machines without it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _echo(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group()
+def cli() -> None:
+    """Train, int8-quantize, inspect, evaluate and explain aMGS models."""
+
+
+@cli.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run folder: model.keras, model.weights.h5, history.csv, train.json, backup/ (resume).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["head", "finetune"]),
+    default="finetune",
+    show_default=True,
+    help="head: frozen backbone, new softmax (the paper's); finetune: every layer learns.",
+)
+@click.option(
+    "--weights",
+    default="imagenet",
+    show_default=True,
+    help="imagenet (Keras download, needs a network), none (random init), or a weights file.",
+)
+@click.option("--size", type=click.IntRange(75, 600), default=299, show_default=True, help="Input pixels.")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option(
+    "--steps-per-epoch",
+    type=click.IntRange(1),
+    default=None,
+    help="Batches per epoch (default: one pass over the training images).",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--lr",
+    "learning_rate",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Peak Adam learning rate (warm-up, then cosine decay).",
+)
+@click.option("--warmup-steps", type=click.IntRange(0), default=100, show_default=True)
+@click.option(
+    "--au-heads/--no-au-heads",
+    default=True,
+    show_default=True,
+    help="Train the five action-unit heads from au_scores.csv (mean of raters).",
+)
+@click.option("--au-loss-weight", type=float, default=1.0, show_default=True)
+@click.option("--bn-momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option(
+    "--bn-recalibration-batches",
+    type=click.IntRange(0),
+    default=20,
+    show_default=True,
+    help="Re-estimate batch-norm statistics on this many training batches after training.",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random crop (up to 10 %), horizontal flip, brightness and contrast.",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0.01, 0.9),
+    default=0.15,
+    show_default=True,
+    help="Share of images held out, split by animal (an animal never sits on both sides).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
+def train(
+    data,
+    out_dir,
+    recipe,
+    weights,
+    size,
+    epochs,
+    steps_per_epoch,
+    batch_size,
+    learning_rate,
+    warmup_steps,
+    au_heads,
+    au_loss_weight,
+    bn_momentum,
+    bn_recalibration_batches,
+    augment,
+    val_fraction,
+    seed,
+    quiet,
+) -> None:
+    """Train on the labelled images in DATA (folders pain/ and no pain/, labels.csv, au_scores.csv,
+    animals.csv, boxes.json). Interrupted? Run the same command again: it resumes from the last epoch."""
+    from amgs.models.train import TrainConfig
+    from amgs.models.train import train as run_training
+
+    from amgs.datasets import DatasetError
+
+    cfg = TrainConfig(
+        size=size,
+        recipe=recipe,
+        weights=weights,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        au_heads=au_heads,
+        au_loss_weight=au_loss_weight,
+        bn_momentum=bn_momentum,
+        bn_recalibration_batches=bn_recalibration_batches,
+        augment=augment,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    try:
+        result = run_training(
+            data,
+            out_dir,
+            cfg,
+            verbose=2 if quiet or not sys.stderr.isatty() else 1,
+            log_fn=lambda m: _echo(m),
+        )
+    except (DatasetError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    _echo(
+        f"wrote {result.model_path} (quantize it with `amgs model quantize {result.model_path} "
+        f"--calibration {data} -o MODEL.tflite`)"
+    )
+
+
+@cli.command()
+@click.argument("keras_model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Labelled image folder to draw calibration images from (normally the training set).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The .tflite to write; its manifest goes beside it (.manifest.json).",
+)
+@click.option("--name", required=True, help="Model name for the manifest.")
+@click.option("--version", "model_version", required=True, help="Model version for the manifest.")
+@click.option("--training-data", required=True, help="Where the training images came from (provenance).")
+@click.option(
+    "--synthetic/--real",
+    required=True,
+    help="Trained on synthetic faces only (not validated on mice) or on real images.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(75, 600),
+    default=299,
+    show_default=True,
+    help="Input pixels of the deployed model (may differ from the training size).",
+)
+@click.option("--io", "io_dtype", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True)
+@click.option("--calibration-count", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--review-threshold", type=click.FloatRange(0.5, 1), default=0.65, show_default=True)
+@click.option(
+    "--edgetpu/--no-edgetpu",
+    default=True,
+    show_default=True,
+    help="Also run edgetpu_compiler (when it is installed).",
+)
+@click.option(
+    "--card",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a model card here (default: beside the model, .card.md).",
+)
+@click.option(
+    "--train-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The training run folder (its train.json goes into the card); default: the model's folder.",
+)
+def quantize(
+    keras_model,
+    calibration,
+    out,
+    name,
+    model_version,
+    training_data,
+    synthetic,
+    size,
+    io_dtype,
+    calibration_count,
+    threshold,
+    review_threshold,
+    edgetpu,
+    card,
+    train_dir,
+) -> None:
+    """Full-integer int8 quantization of a trained KERAS_MODEL, with manifest and model card."""
+    import shutil
+
+    from amgs.models.card import write_card
+    from amgs.models.package import package
+
+    try:
+        result = package(
+            keras_model,
+            calibration,
+            out,
+            name=name,
+            version=model_version,
+            training_data=training_data,
+            synthetic=synthetic,
+            size=size,
+            io_dtype=io_dtype,
+            calibration_count=calibration_count,
+            threshold=threshold,
+            review_threshold=review_threshold,
+            edgetpu=edgetpu,
+        )
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    m = result.manifest
+    _echo(
+        f"wrote {result.model_path} ({result.model_path.stat().st_size / 1e6:.1f} MB, full int8, "
+        f"{m.input.width}x{m.input.height} {m.input.dtype} input) and {result.model_path.with_suffix('.manifest.json')}"
+    )
+    if edgetpu and result.edgetpu_path is None:
+        how = "did not produce a model" if shutil.which("edgetpu_compiler") else "is not installed"
+        _echo(f"edgetpu_compiler {how}: the model runs on the CPU only (Coral apt repository, x86-64 Linux)")
+    card_path = card or result.model_path.with_suffix(".card.md")
+    write_card(card_path, result.model_path, train_dir or keras_model.parent)
+    _echo(f"wrote model card {card_path}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest and the checks as JSON.")
+def info(model, as_json) -> None:
+    """What MODEL's manifest and the .tflite file itself say, and whether they agree (exit 1 if not)."""
+    from amgs.models.package import inspect
+
+    from amgs.manifest import ManifestError
+
+    try:
+        manifest, checks = inspect(model)
+    except ManifestError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "manifest": json.loads(manifest.to_json()),
+                    "checks": [
+                        {"what": c.what, "manifest": c.manifest, "file": c.file, "ok": c.ok} for c in checks
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"{manifest.name} {manifest.version}  ({manifest.architecture}, {manifest.quantization})")
+        click.echo(f"training data: {manifest.training_data}")
+        if manifest.synthetic:
+            click.echo("SYNTHETIC-trained: a demonstration, not validated on real mice")
+        click.echo(
+            f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
+            f"edge TPU compiled: {manifest.edgetpu_compiled}"
+        )
+        for e in manifest.evaluation:
+            figs = ", ".join(f"{k}={v}" for k, v in e.figures.items() if k in _HEADLINE)
+            click.echo(f"evaluation on {e.dataset} ({e.n_images} images): {figs}")
+        width = max(len(c.what) for c in checks)
+        for c in checks:
+            mark = "ok      " if c.ok else "MISMATCH"
+            detail = c.file if c.ok else f"manifest {c.manifest} / file {c.file}"
+            click.echo(f"  {mark} {c.what:<{width}}  {detail}")
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise click.ClickException(
+            f"{len(bad)} disagreement(s) between {model} and its manifest ({', '.join(c.what for c in bad)}): "
+            "restore the original file or re-package with `amgs model quantize`"
+        )
+
+
+_HEADLINE = ("accuracy", "roc_auc", "pearson_r_au_vs_human_mgs", "float_int8_identical_decisions")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Report folder: report.md, PNG plots, predictions.csv, figures.json.",
+)
+@click.option(
+    "--float-model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The float model it was quantized from (.keras or float .tflite), for float-vs-int8 agreement.",
+)
+@click.option("--dataset-name", default=None, help="Name of DATA in the manifest (default: its folder name).")
+@click.option("--no-manifest", is_flag=True, help="Do not write the figures into the model's manifest.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+def evaluate(model, data, out_dir, float_model, dataset_name, no_manifest, threads) -> None:
+    """Accuracy, sensitivity, specificity, ROC AUC, calibration, r/ICC vs human MGS, per animal, float vs int8."""
+    from amgs.models.evaluate import evaluate as run_evaluation
+
+    from amgs.datasets import DatasetError
+    from amgs.manifest import ManifestError
+
+    try:
+        result = run_evaluation(
+            model,
+            data,
+            out_dir,
+            float_model=float_model,
+            dataset_name=dataset_name,
+            write_manifest=not no_manifest,
+            progress=sys.stderr.isatty(),
+            threads=threads,
+        )
+    except (DatasetError, ManifestError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    for k, v in result.figures.items():
+        click.echo(f"{k:40s} {v}")
+    _echo(
+        f"report: {result.report}"
+        + ("" if no_manifest else f"; figures written into {model.with_suffix('.manifest.json')}")
+    )
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG to write (default: IMAGE name + .occlusion.png in the current folder).",
+)
+@click.option(
+    "--patch", type=click.IntRange(2), default=48, show_default=True, help="Occluder size in model pixels."
+)
+@click.option("--stride", type=click.IntRange(1), default=24, show_default=True)
+@click.option("--box", default=None, help="Face box x,y,w,h in image pixels (default: the whole image).")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+def explain(model, image, out, patch, stride, box, threads) -> None:
+    """Occlusion heat map on the int8 MODEL: which face region drove IMAGE's score."""
+    from amgs.models.explain import occlusion_map, save_overlay
+
+    from amgs.manifest import ManifestError
+    from amgs.preprocess import ImageError
+    from amgs.runtime import Model
+    from amgs.scoring import Scorer
+
+    crop = None
+    if box:
+        try:
+            crop = tuple(int(v) for v in box.split(","))
+            assert len(crop) == 4
+        except (ValueError, AssertionError):
+            raise click.BadParameter(f"{box!r}: give x,y,w,h as four integers", param_hint="--box") from None
+    try:
+        scorer = Scorer(Model(model, num_threads=threads))
+        occ = occlusion_map(scorer, image, patch=patch, stride=stride, box=crop)
+    except (ManifestError, ImageError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    out = out or Path(image.name).with_suffix(".occlusion.png")
+    save_overlay(occ, out, f"{image.name} - {scorer.manifest.name} {scorer.manifest.version}")
+    x, y, w, h = occ.top_region()
+    click.echo(
+        f"P(pain) {occ.p_pain:.3f}; most influential region x={x} y={y} w={w} h={h} "
+        f"(model pixels, change {occ.heat[y + h // 2, x + w // 2]:+.3f}); heat map: {out}"
+    )
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Card to write (default: beside the model, .card.md).",
+)
+@click.option(
+    "--train-dir",
+    "train_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Training run folder(s), in order (their train.json describe the recipe).",
+)
+@click.option(
+    "--intro",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Markdown to put after the title (e.g. how this model was made).",
+)
+def card(model, out, train_dirs, intro) -> None:
+    """(Re)write MODEL's card from its manifest (evaluations included) and its training records."""
+    from amgs.models.card import write_card
+
+    from amgs.manifest import ManifestError
+
+    try:
+        path = write_card(
+            out or model.with_suffix(".card.md"), model, list(train_dirs), intro.read_text() if intro else ""
+        )
+    except ManifestError as e:
+        raise click.ClickException(str(e)) from None
+    _echo(f"wrote {path}")

@@ -1,0 +1,265 @@
+"""``amgs model evaluate``: score a labelled set with a deployable model and say how good it is.
+
+The int8 (deployed) model scores every image through the one preprocessing path (amgs.preprocess, via
+amgs.scoring.Scorer), exactly as the device would. An optional float reference (the Keras model it was
+quantized from, or a float ``.tflite``) scores the same pixels, to measure what quantization cost.
+Figures: see :mod:`amgs.models.metrics`; the report is markdown with PNG plots (matplotlib, Agg backend).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from amgs.models import metrics
+from amgs.models.data import labelled_items
+
+from amgs.contract import AU_KEYS
+from amgs.manifest import Evaluation, Manifest, manifest_path_for, read_manifest
+from amgs.preprocess import load_pixels, to_float, to_model_input
+from amgs.runtime import Model
+from amgs.scoring import Scorer
+
+
+@dataclass
+class Predictions:
+    paths: list[str]
+    labels: np.ndarray
+    animals: np.ndarray
+    human_mgs: np.ndarray  # NaN where unscored
+    p_int8: np.ndarray
+    au_int8: np.ndarray | None
+    p_float: np.ndarray | None = None
+    generator_mgs: np.ndarray | None = None  # synthetic sets only (truth.csv)
+    unreadable: list[str] = field(default_factory=list)
+
+
+class FloatReference:
+    """A float model scoring uint8 pixels normalized by amgs.preprocess.to_float (Keras or float .tflite)."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = Path(path)
+        self.spec = manifest.input.model_copy(update={"dtype": "float32", "quantization": None})
+        if self.path.suffix == ".keras" or self.path.name.endswith(".weights.h5"):
+            from amgs.models.train import load_keras
+
+            self._keras = load_keras(self.path)
+            self._interp = None
+        elif self.path.suffix == ".tflite":
+            from amgs.runtime import _interpreter_module
+
+            _, module = _interpreter_module("auto")
+            self._keras = None
+            self._interp = module.Interpreter(model_path=str(self.path))
+            self._interp.allocate_tensors()
+            self._runner = self._interp.get_signature_runner()
+            self._input_name = next(iter(self._runner.get_input_details()))
+        else:
+            raise ValueError(f"{path}: a float reference must be a .keras model or a float .tflite")
+
+    def p_pain(self, pixels: np.ndarray) -> float:
+        x = to_float(pixels, self.spec)[None]
+        if self._keras is not None:
+            out = self._keras(x, training=False)
+            probs = np.asarray(out["pain"])[0]
+        else:
+            probs = np.asarray(self._runner(**{self._input_name: x})["pain"])[0]
+        return float(probs[1] / probs.sum())
+
+
+def _generator_truth(root: Path) -> dict[str, float]:
+    """The synthetic generator's exact mean action unit per image (only synthetic sets have truth.csv)."""
+    path = root / "truth.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {
+            row["filename"]: float(np.mean([float(row[k]) for k in AU_KEYS])) for row in csv.DictReader(f)
+        }
+
+
+def predict(
+    model_path: Path,
+    data_root: Path,
+    float_model: Path | None = None,
+    progress: bool = False,
+    threads: int = 1,
+) -> Predictions:
+    model = Model(model_path, num_threads=threads)
+    scorer = Scorer(model)
+    spec = model.manifest.input
+    reference = FloatReference(float_model, model.manifest) if float_model else None
+    truth = _generator_truth(Path(data_root))
+    items = labelled_items(Path(data_root))
+    iterator: Any = items
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(items, desc="evaluating", unit="img")
+    paths, labels, animals, human, p8, au8, pf, gen, bad = [], [], [], [], [], [], [], [], []
+    for it in iterator:
+        try:
+            pixels = load_pixels(it.path, (spec.width, spec.height), it.box).pixels
+        except ValueError as e:
+            bad.append(str(e))
+            continue
+        s = scorer.score_input(to_model_input(pixels, spec))
+        rel = str(it.path.relative_to(data_root))
+        paths.append(rel)
+        labels.append(int(it.label))  # type: ignore[arg-type]
+        animals.append(it.animal_id or "")
+        human.append(it.au.mgs if it.au else np.nan)
+        p8.append(s.p_pain)
+        if s.au is not None:
+            au8.append([s.au[k] for k in AU_KEYS])
+        if reference is not None:
+            pf.append(reference.p_pain(pixels))
+        gen.append(truth.get(rel, np.nan))
+    if not paths:
+        raise ValueError(f"{data_root}: none of the labelled images could be read ({len(bad)} unreadable)")
+    return Predictions(
+        paths=paths,
+        labels=np.array(labels),
+        animals=np.array(animals, dtype=str),
+        human_mgs=np.array(human, dtype=np.float64),
+        p_int8=np.array(p8),
+        au_int8=np.array(au8) if len(au8) == len(paths) else None,
+        p_float=np.array(pf) if reference is not None else None,
+        generator_mgs=np.array(gen) if truth else None,
+        unreadable=bad,
+    )
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def figures(pred: Predictions, threshold: float) -> dict[str, float | int | None]:
+    """The headline numbers (what goes into the manifest's ``evaluation``)."""
+    c = metrics.confusion(pred.labels, pred.p_int8, threshold)
+    rel = metrics.reliability(pred.labels, pred.p_int8)
+    out: dict[str, float | int | None] = {
+        "accuracy": _r(c.accuracy),
+        "sensitivity": _r(c.sensitivity),
+        "specificity": _r(c.specificity),
+        "roc_auc": _r(metrics.roc_auc(pred.labels, pred.p_int8)),
+        "tp": c.tp,
+        "fp": c.fp,
+        "tn": c.tn,
+        "fn": c.fn,
+        "ece": _r(rel.ece),
+    }
+    if np.isfinite(pred.human_mgs).sum() >= 3:
+        out["pearson_r_amgs_vs_human_mgs"] = _r(metrics.pearson_r(pred.p_int8, pred.human_mgs))
+        out["icc_amgs_vs_human_mgs"] = _r(metrics.icc(2 * pred.p_int8, pred.human_mgs, "consistency"))
+        if pred.au_int8 is not None:
+            mgs_au = pred.au_int8.mean(axis=1)
+            out["pearson_r_au_vs_human_mgs"] = _r(metrics.pearson_r(mgs_au, pred.human_mgs))
+            out["icc_au_vs_human_mgs"] = _r(metrics.icc(mgs_au, pred.human_mgs, "agreement"))
+    if pred.generator_mgs is not None:
+        out["pearson_r_amgs_vs_generator_mgs"] = _r(metrics.pearson_r(pred.p_int8, pred.generator_mgs))
+        if pred.au_int8 is not None:
+            out["pearson_r_au_vs_generator_mgs"] = _r(
+                metrics.pearson_r(pred.au_int8.mean(axis=1), pred.generator_mgs)
+            )
+    animals = metrics.per_animal(pred.animals, pred.p_int8, pred.labels, pred.human_mgs, threshold)
+    out["n_animals"] = len(animals)
+    human = [a["mean_human_mgs"] for a in animals]
+    if len(animals) >= 3 and all(h is not None for h in human):
+        out["pearson_r_animal_amgs_vs_human_mgs"] = _r(
+            metrics.pearson_r(np.array([a["mean_amgs"] for a in animals]), np.array(human, dtype=float))
+        )
+    if pred.p_float is not None:
+        a = metrics.agreement(pred.p_float, pred.p_int8, threshold)
+        out["float_int8_identical_decisions"] = _r(a.identical_decisions)
+        out["float_int8_mean_abs_dp"] = _r(a.mean_abs_dp)
+        out["float_int8_max_abs_dp"] = _r(a.max_abs_dp)
+        out["float_accuracy"] = _r(metrics.confusion(pred.labels, pred.p_float, threshold).accuracy)
+    return out
+
+
+def record_in_manifest(model_path: Path, evaluation: Evaluation) -> Manifest:
+    """Add (or replace, for the same dataset name) an evaluation in the model's manifest."""
+    mpath = manifest_path_for(model_path)
+    manifest = read_manifest(mpath)
+    kept = tuple(e for e in manifest.evaluation if e.dataset != evaluation.dataset)
+    updated = manifest.model_copy(update={"evaluation": (*kept, evaluation)})
+    mpath.write_text(updated.to_json())
+    return updated
+
+
+@dataclass
+class EvaluationResult:
+    figures: dict[str, float | int | None]
+    report: Path
+    plots: list[Path]
+    per_animal: list[dict[str, Any]]
+    n_images: int
+    n_unreadable: int
+
+
+def evaluate(
+    model_path: Path,
+    data_root: Path,
+    out_dir: Path,
+    *,
+    float_model: Path | None = None,
+    dataset_name: str | None = None,
+    write_manifest: bool = True,
+    progress: bool = False,
+    threads: int = 1,
+) -> EvaluationResult:
+    from amgs.models.report import write_report
+
+    model_path, data_root, out_dir = Path(model_path), Path(data_root), Path(out_dir)
+    manifest = read_manifest(manifest_path_for(model_path))
+    pred = predict(model_path, data_root, float_model, progress, threads)
+    figs = figures(pred, manifest.threshold)
+    animals = metrics.per_animal(pred.animals, pred.p_int8, pred.labels, pred.human_mgs, manifest.threshold)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, plots = write_report(out_dir, manifest, pred, figs, animals, dataset_name or data_root.name)
+    _write_predictions(out_dir / "predictions.csv", pred)
+    (out_dir / "figures.json").write_text(json.dumps(figs, indent=2) + "\n")
+    if write_manifest:
+        record_in_manifest(
+            model_path,
+            Evaluation(
+                dataset=dataset_name or data_root.name,
+                n_images=len(pred.paths),
+                figures=figs,
+                date=datetime.now(UTC).strftime("%Y-%m-%d"),
+            ),
+        )
+    return EvaluationResult(figs, report, plots, animals, len(pred.paths), len(pred.unreadable))
+
+
+def _write_predictions(path: Path, pred: Predictions) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        header = ["path", "animal_id", "label", "human_mgs", "p_pain_int8"]
+        header += [f"au_{k}" for k in AU_KEYS] if pred.au_int8 is not None else []
+        header += ["p_pain_float"] if pred.p_float is not None else []
+        w.writerow(header)
+        for i, p in enumerate(pred.paths):
+            row: list[Any] = [
+                p,
+                pred.animals[i],
+                int(pred.labels[i]),
+                _fmt(pred.human_mgs[i]),
+                _fmt(pred.p_int8[i]),
+            ]
+            if pred.au_int8 is not None:
+                row += [_fmt(v) for v in pred.au_int8[i]]
+            if pred.p_float is not None:
+                row.append(_fmt(pred.p_float[i]))
+            w.writerow(row)
+
+
+def _fmt(x: float) -> str:
+    return "" if not math.isfinite(float(x)) else f"{float(x):.6f}"

@@ -1,0 +1,170 @@
+"""Keras model -> deployable int8 ``.tflite`` + manifest + model card, and checking a packaged model.
+
+Calibration images are sampled from the training set and go through amgs.preprocess (load_pixels with
+the image's face box, then to_float), so the int8 ranges are measured on exactly what the device feeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from amgs.models.data import labelled_items
+from amgs.models.quantize import compile_edgetpu, convert_int8, describe_tflite, write_manifest
+
+from amgs.manifest import InputSpec, Manifest, ManifestError, read_manifest, sha256_file
+from amgs.preprocess import ImageError, load_pixels, to_float
+
+log = logging.getLogger(__name__)
+
+
+def calibration_set(data_root: Path, size: int, count: int = 200, seed: int = 0) -> list[np.ndarray]:
+    """``count`` float inputs (1xHxWx3), balanced over pain / no pain, via the one preprocessing path."""
+    items = labelled_items(Path(data_root))
+    rng = np.random.default_rng(seed)
+    by_class = [[it for it in items if it.label == c] for c in (0, 1)]
+    chosen = []
+    for group in by_class:
+        take = min(len(group), max(1, count // 2))
+        chosen += [group[i] for i in rng.choice(len(group), take, replace=False)] if group else []
+    spec = InputSpec(height=size, width=size, dtype="float32")
+    out = []
+    for it in chosen:
+        try:
+            out.append(to_float(load_pixels(it.path, (size, size), it.box).pixels, spec)[None])
+        except ImageError as e:
+            log.warning("calibration image skipped: %s", e)
+    if not out:
+        raise ValueError(f"{data_root}: no readable calibration images")
+    # One black and one white pixel make the input range exactly [-1, 1] (pixel 0..255): the uint8 input
+    # tensor then represents every pixel value, so no device pixel is ever clipped by quantization.
+    out[0] = out[0].copy()
+    out[0][0, 0, 0, :] = to_float(np.zeros(3, np.uint8), spec)
+    out[0][0, 0, 1, :] = to_float(np.full(3, 255, np.uint8), spec)
+    return out
+
+
+def at_size(keras_model: Any, size: int) -> Any:
+    """The same network with a ``size`` x ``size`` input (InceptionV3 is fully convolutional + avg pool)."""
+    if tuple(keras_model.input_shape[1:3]) == (size, size):
+        return keras_model
+    from amgs.models.architecture import AU_OUTPUT, build_model
+
+    rebuilt = build_model(size, weights=None, au_heads=AU_OUTPUT in keras_model.output_names, dropout=0.2)
+    rebuilt.set_weights(keras_model.get_weights())
+    return rebuilt
+
+
+@dataclass
+class Packaged:
+    model_path: Path
+    manifest: Manifest
+    edgetpu_path: Path | None
+
+
+def package(
+    keras_path: Path,
+    calibration: Path,
+    out: Path,
+    *,
+    name: str,
+    version: str,
+    training_data: str,
+    synthetic: bool,
+    size: int = 299,
+    io_dtype: str = "uint8",
+    calibration_count: int = 200,
+    threshold: float = 0.5,
+    review_threshold: float = 0.65,
+    edgetpu: bool = True,
+    notes: str | None = None,
+) -> Packaged:
+    """Quantize ``keras_path`` to full int8 at ``size``, write ``out`` and its manifest (and an Edge TPU
+    build beside it when ``edgetpu_compiler`` is installed)."""
+    from amgs.models.train import load_keras
+
+    model = at_size(load_keras(Path(keras_path)), size)
+    calib = calibration_set(calibration, size, calibration_count)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tflite.tmp")
+    tmp.write_bytes(convert_int8(model, calib, io_dtype))
+    tmp.replace(out)
+    manifest = write_manifest(
+        out,
+        name=name,
+        version=version,
+        training_data=training_data,
+        synthetic=synthetic,
+        threshold=threshold,
+        review_threshold=review_threshold,
+        notes=notes,
+    )
+    tpu = compile_edgetpu(out, out.parent) if edgetpu else None
+    if tpu is not None:
+        write_manifest(
+            tpu,
+            name=name,
+            version=version,
+            training_data=training_data,
+            synthetic=synthetic,
+            threshold=threshold,
+            review_threshold=review_threshold,
+            edgetpu_compiled=True,
+            notes=notes,
+        )
+    return Packaged(out, manifest, tpu)
+
+
+@dataclass
+class Check:
+    what: str
+    manifest: str
+    file: str
+
+    @property
+    def ok(self) -> bool:
+        return self.manifest == self.file
+
+
+def inspect(model_path: Path) -> tuple[Manifest, list[Check]]:
+    """What the manifest says vs what the file itself says, field by field."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ManifestError(f"{model_path}: no such model file")
+    manifest = read_manifest(model_path.with_suffix(".manifest.json"))
+    checks = [
+        Check("file name", manifest.file, model_path.name),
+        Check("sha256", manifest.sha256, sha256_file(model_path)),
+    ]
+    try:
+        spec, outputs = describe_tflite(model_path)
+    except Exception as e:  # noqa: BLE001 - a broken file is a finding, not a crash
+        checks.append(Check("readable as TFLite", "yes", f"no ({e})"))
+        return manifest, checks
+    m = manifest.input
+    checks += [
+        Check("input shape", f"{m.height}x{m.width}x{m.channels}", f"{spec.height}x{spec.width}x3"),
+        Check("input dtype", m.dtype, spec.dtype),
+        Check("input quantization", _q(m.quantization), _q(spec.quantization)),
+    ]
+    in_file = {o.name: o for o in outputs}
+    for o in manifest.outputs:
+        f = in_file.get(o.name)
+        checks.append(
+            Check(
+                f"output {o.name}",
+                f"{o.dtype}{list(o.shape)} q={_q(o.quantization)}",
+                f"{f.dtype}{list(f.shape)} q={_q(f.quantization)}" if f else "missing",
+            )
+        )
+    for name in sorted(set(in_file) - {o.name for o in manifest.outputs}):
+        checks.append(Check(f"output {name}", "missing", "present"))
+    return manifest, checks
+
+
+def _q(q: tuple[float, int] | None) -> str:
+    return "none" if q is None else f"({q[0]:.6g}, {q[1]})"
