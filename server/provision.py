@@ -19,8 +19,10 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -272,19 +274,47 @@ def new_password() -> str:
 
 
 def register_in_collector(cfg: ProvisionConfig, name: str, cages: list[str], active: bool) -> str | None:
-    """Record the device in the collector's database; returns why it was skipped, if it was."""
+    """Record the device (and which cages it watches from now on) in the collector's database.
+
+    Revoking un-registers the device and ends its cage assignments, so a collector configured with
+    ``ingest.require_registered_devices`` quarantines anything still arriving from it. Returns why
+    registration was skipped, if it was.
+    """
     if cfg.server_config is None:
         return "no server_config in the provisioning config"
     if not cfg.server_config.exists():
-        return f"{cfg.server_config} does not exist"
+        return f"{cfg.server_config} does not exist (run scripts/install-collector.sh first)"
+    from amgs.server import metadata
+    from amgs.server.config import ConfigError, load_config
+    from amgs.server.db import DatabaseError, open_database
+
     try:
-        from amgs.server.registration import register_device, retire_device
-    except ModuleNotFoundError:
-        return "the collector has no device registration (amgs.server.registration)"
-    if active:
-        register_device(cfg.server_config, site=cfg.site, device_id=name, cages=cages)
-    else:
-        retire_device(cfg.server_config, site=cfg.site, device_id=name)
+        db = open_database(load_config(cfg.server_config))
+    except (ConfigError, DatabaseError) as e:
+        raise ProvisionError(f"broker access is updated, but the collector database is not: {e}") from None
+    conn = db.connect()
+    now = time.time()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        open_assignments = "UPDATE device_assignments SET end_t = ? WHERE device_id = ? AND end_t IS NULL"
+        conn.execute(open_assignments, [now, name])
+        if active:
+            metadata.save(conn, "sites", {"site_id": cfg.site})
+            metadata.save(conn, "devices", {"device_id": name, "site": cfg.site})
+            for cage in cages:
+                metadata.save(conn, "cages", {"cage_id": cage, "site_id": cfg.site})
+                start = datetime.fromtimestamp(now, UTC)
+                metadata.save(
+                    conn, "assignments", {"device_id": name, "cage_id": cage, "view": cage, "start": start}
+                )
+        else:
+            conn.execute("UPDATE devices SET registered = 0 WHERE device_id = ?", [name])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
     return None
 
 
