@@ -65,8 +65,8 @@ class CropStore:
         """Write the crop (atomically); False when crops are off or space is short."""
         if not self.enabled:
             return False
-        self.prune()
         if self.disk_free_mb() < self.cfg.min_free_mb:
+            self.prune()  # deletes crops and says so
             return False
         path = self.path_for(msg_id)
         path.parent.mkdir(exist_ok=True)
@@ -81,7 +81,8 @@ class CropStore:
         size = path.stat().st_size
         self._files.append((time.time(), path, size))
         self._bytes += size
-        return True
+        self.prune()
+        return path.exists()
 
     def read(self, msg_id: str) -> bytes | None:
         try:
