@@ -65,7 +65,8 @@ class ProvisionConfig(BaseModel):
         Path("/etc/amgs/server.toml"), description="collector config: devices are registered in its database"
     )
     reload_command: list[str] = Field(
-        ["systemctl", "reload", "mosquitto"], description="makes the broker re-read passwd/acl; [] = skip"
+        ["systemctl", "try-reload-or-restart", "mosquitto"],
+        description="makes a running broker re-read passwd/acl (SIGHUP); [] = skip",
     )
     device_etc: Path = Field(Path("/etc/amgs"), description="where the bundle is installed on the device")
     mosquitto_passwd: str = "mosquitto_passwd"
