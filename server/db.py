@@ -232,6 +232,12 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite itself ends it on some errors, e.g. disk full)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 class DatabaseError(RuntimeError):
     """The database cannot be opened or migrated; the message says what to do."""
 
@@ -312,7 +318,7 @@ class CollectorDB:
                     )
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    rollback(db.conn)
                     raise
                 done.append(version)
             return done

@@ -86,7 +86,13 @@ def score_payload(msg: dict) -> tuple[str, bytes]:
 
 
 def publish_all(
-    host: str, port: int, items: Iterable[tuple[str, bytes]], *, qos: int = 1, client_id: str = "amgs-loadgen"
+    host: str,
+    port: int,
+    items: Iterable[tuple[str, bytes]],
+    *,
+    qos: int = 1,
+    retain: bool = False,
+    client_id: str = "amgs-loadgen",
 ) -> int:
     """Publish (topic, payload) pairs at QoS ``qos`` as fast as the broker accepts; return once all are PUBACKed."""
     import paho.mqtt.client as mqtt
@@ -109,7 +115,7 @@ def publish_all(
     sent = 0
     try:
         for topic, payload in items:
-            c.publish(topic, payload, qos=qos)
+            c.publish(topic, payload, qos=qos, retain=retain)
             sent += 1
         if qos:
             with done:

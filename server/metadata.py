@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amgs.contract import ID_PATTERN, format_time
 
-from .db import EVENT_KINDS
+from .db import EVENT_KINDS, rollback
 
 
 class MetadataError(ValueError):
@@ -246,6 +246,6 @@ def import_csv(conn, kind: str, text: str, source: str = "CSV", tz: dt.tzinfo = 
             save(conn, kind, record, tz)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
     return len(records)

@@ -23,7 +23,7 @@ from typing import Any
 
 from amgs.contract import AU_KEYS, parse_time
 
-from .db import ROLLUP_SUMS, ROLLUP_TABLES, SCORE_COLUMNS, CollectorDB
+from .db import ROLLUP_SUMS, ROLLUP_TABLES, SCORE_COLUMNS, CollectorDB, rollback
 from .ingest import Classified, Incoming, classify
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class Ingestor:
                     result.reasons.append(c.reason or "invalid")
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            rollback(self.conn)
             self.seqs = snapshot
             for path in written:
                 path.unlink(missing_ok=True)
@@ -461,7 +461,7 @@ class Ingestor:
                 moved[device_id] = (state.site, state.committed)
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            rollback(self.conn)
             self.seqs = snapshot
             raise
         return moved

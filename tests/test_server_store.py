@@ -1,0 +1,231 @@
+"""The collector's writer on a real SQLite file: idempotency, gaps, watermark, quarantine, status, crops,
+and thousands of fuzzed payloads (hypothesis) that must all end up quarantined without a crash."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from amgs.server import loadgen
+from amgs.server.db import open_database
+from amgs.server.ingest import Incoming
+from amgs.server.store import Ingestor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from server_support import server_config
+
+from amgs.contract import AU_KEYS, crop_topic, encode, score_topic, status_topic
+
+
+@pytest.fixture
+def ingestor(tmp_path):
+    config = server_config(tmp_path, ingest={"gap_timeout_s": 100})
+    return Ingestor(open_database(config), config)
+
+
+def scores(ingestor, messages, mid0: int = 1):
+    items = [
+        Incoming(*loadgen.score_payload(m), mid=mid0 + i, qos=1, received_at=time.time())
+        for i, m in enumerate(messages)
+    ]
+    return ingestor.process(items)
+
+
+def q(ingestor, sql, *params):
+    return ingestor.conn.execute(sql, params).fetchall()
+
+
+def test_redelivery_never_duplicates(ingestor):
+    msgs = [loadgen.score_message("d1", s) for s in range(1, 11)]
+    first = scores(ingestor, msgs)
+    again = scores(ingestor, msgs + msgs[:3])  # broker redelivery + duplicates inside one batch
+    assert first.stored == 10 and again.stored == 0 and again.duplicates == 13
+    assert q(ingestor, "SELECT count(*) FROM scores") == [(10,)]
+    assert q(ingestor, "SELECT scores_total, duplicates, committed_seq FROM devices") == [(10, 13, 10)]
+    assert len(again.acks) == 13  # duplicates are acknowledged too, or the broker would resend them forever
+    assert again.watermarks == {"d1": ("lab", 10)}
+    (n,) = q(ingestor, "SELECT sum(n) FROM rollup_5m")[0]
+    assert n == 10  # rollups count each score once
+
+
+def test_gap_counted_then_filled_and_watermark_contiguous(ingestor):
+    msgs = {s: loadgen.score_message("d1", s) for s in range(1, 11)}
+    r = scores(ingestor, [msgs[s] for s in (1, 2, 3, 7, 8)])
+    assert r.watermarks["d1"] == ("lab", 3)  # 4-6 missing: the watermark stops below the gap
+    assert q(ingestor, "SELECT first_seq, last_seq, size, filled, state FROM seq_gaps") == [
+        (4, 6, 3, 0, "open")
+    ]
+    assert q(ingestor, "SELECT gaps_total, missing_open FROM devices") == [(1, 3)]
+    r = scores(ingestor, [msgs[5], msgs[4]])
+    assert r.watermarks["d1"] == ("lab", 5)
+    r = scores(ingestor, [msgs[6], msgs[9], msgs[10]])
+    assert r.watermarks["d1"] == ("lab", 10)
+    assert q(ingestor, "SELECT filled, state FROM seq_gaps") == [(3, "filled")]
+    assert q(ingestor, "SELECT gaps_total, missing_open, lost_total FROM devices") == [(1, 0, 0)]
+
+
+def test_gap_given_up_after_timeout_moves_watermark_and_late_record_still_counts(ingestor):
+    msgs = {s: loadgen.score_message("d1", s) for s in range(1, 6)}
+    scores(ingestor, [msgs[1], msgs[4], msgs[5]])
+    assert ingestor.expire_gaps(time.time()) == {}  # not old enough yet
+    moved = ingestor.expire_gaps(time.time() + 101)
+    assert moved == {"d1": ("lab", 5)}
+    assert q(ingestor, "SELECT missing_open, lost_total, committed_seq FROM devices") == [(0, 2, 5)]
+    scores(ingestor, [msgs[2]])  # arrives after being given up: stored, the loss count shrinks
+    assert q(ingestor, "SELECT missing_open, lost_total FROM devices") == [(0, 1)]
+    assert q(ingestor, "SELECT count(*) FROM scores") == [(4,)]
+
+
+def test_state_survives_a_new_writer(tmp_path):
+    config = server_config(tmp_path)
+    db = open_database(config)
+    msgs = {s: loadgen.score_message("d1", s) for s in range(1, 6)}
+    scores(Ingestor(db, config), [msgs[1], msgs[2], msgs[4]])
+    again = Ingestor(db, config)  # a restart: watermark and pending seqs come from the database
+    assert scores(again, [msgs[3]]).watermarks["d1"] == ("lab", 4)
+
+
+def test_sequence_restart_is_detected(ingestor):
+    scores(ingestor, [loadgen.score_message("d1", s) for s in (1, 2, 3)])
+    r = scores(ingestor, [loadgen.score_message("d1", 1)])  # a new outbox numbering from 1 again
+    assert r.stored == 1 and r.watermarks["d1"] == ("lab", 1)
+    assert q(ingestor, "SELECT seq_resets FROM devices") == [(1,)]
+
+
+def test_origin_mismatch_and_unregistered_devices_are_quarantined(tmp_path):
+    config = server_config(tmp_path, ingest={"require_registered_devices": True})
+    db = open_database(config)
+    db.local().execute("INSERT INTO devices (device_id, site, registered) VALUES ('known', 'lab', 1)")
+    ing = Ingestor(db, config)
+    spoof = loadgen.score_message("other", 1)
+    items = [
+        Incoming(score_topic("lab", "known"), encode(spoof), 1, 1),  # another device's record on my topic
+        Incoming(*loadgen.score_payload(loadgen.score_message("stranger", 1)), 2, 1),
+        Incoming(*loadgen.score_payload(loadgen.score_message("known", 1)), 3, 1),
+    ]
+    r = ing.process(items)
+    assert r.stored == 1 and r.quarantined == 2
+    reasons = [row[0] for row in q(ing, "SELECT reason FROM quarantine ORDER BY id")]
+    assert "arrived on the topic of device 'known'" in reasons[0]
+    assert "unknown device 'stranger'" in reasons[1]
+
+
+def test_status_last_will_and_crops(ingestor, tmp_path):
+    online = loadgen.status_message("d1", queue_depth=7, model=loadgen.MODEL, rejected={"blur": 3})
+    offline = loadgen.status_message("d1", "offline", reason="connection lost (last will)")
+    jpeg = b"\xff\xd8\xff\xe0" + b"x" * 100
+    items = [
+        Incoming(status_topic("lab", "d1"), encode(online), 1, 1),
+        Incoming(status_topic("lab", "d1"), encode(online), 2, 1, retain=True),  # retained copy again
+        Incoming(crop_topic("lab", "d1", "a" * 32), jpeg, 0, 0),
+        Incoming(crop_topic("lab", "d1", "b" * 32), b"not a jpeg", 0, 0),
+    ]
+    r = ingestor.process(items)
+    assert (r.statuses, r.crops, r.quarantined) == (2, 1, 1)
+    assert q(ingestor, "SELECT state, queue_depth, model_name, rejected_json FROM devices") == [
+        ("online", 7, "amgs-synthetic", '{"blur": 3}')
+    ]
+    assert q(ingestor, "SELECT count(*) FROM status_log") == [(1,)]  # the retained repeat is not logged twice
+    ingestor.process([Incoming(status_topic("lab", "d1"), encode(offline), 3, 1)])
+    assert q(ingestor, "SELECT state, reason FROM devices") == [("offline", "connection lost (last will)")]
+    (path,) = q(ingestor, "SELECT path FROM crops")[0]
+    assert (tmp_path / "state" / path).read_bytes() == jpeg
+
+
+def test_quarantine_keeps_capped_evidence_and_counts_repeats(ingestor):
+    huge = b"{" + b"x" * 100_000
+    items = [Incoming("amgs/v1/lab/d1/score", huge, i, 1) for i in range(3)]
+    ingestor.process(items)
+    rows = q(ingestor, "SELECT count, payload_size, length(payload), reason FROM quarantine")
+    assert len(rows) == 1
+    count, size, kept, reason = rows[0]
+    assert (count, size, kept) == (3, 100_001, 4096)
+    assert "exceeds" in reason
+
+
+def test_commit_failure_rolls_back_state_and_acknowledges_nothing(tmp_path):
+    """A full database (storage.max_db_mb) fails the commit: nothing stored, nothing acked, state intact."""
+    config = server_config(tmp_path, storage={"max_db_mb": 0.5})
+    ing = Ingestor(open_database(config), config)
+    many = [loadgen.score_message("d1", s) for s in range(1, 3001)]
+    with pytest.raises(Exception, match="full"):
+        scores(ing, many)
+    assert q(ing, "SELECT count(*) FROM scores") == [(0,)]
+    assert ing.seqs.get("d1") is None or ing.seqs["d1"].committed == 0
+    assert scores(ing, many[:5]).watermarks["d1"] == ("lab", 5)  # small batches still fit
+
+
+def test_retention_deletes_raw_scores_but_keeps_rollups(tmp_path):
+    config = server_config(tmp_path, storage={"raw_retention_days": 1})
+    ing = Ingestor(open_database(config), config)
+    now = time.time()
+    scores(ing, [loadgen.score_message("d1", 1, t=now - 3 * 86400), loadgen.score_message("d1", 2, t=now)])
+    assert ing.apply_retention(now)["scores"] == 1
+    assert q(ing, "SELECT seq FROM scores") == [(2,)]
+    assert q(ing, "SELECT sum(n) FROM rollup_1h") == [(2,)]
+
+
+# ------------------------------------------------------------------ fuzz
+
+_valid = loadgen.score_message("d1", 1)
+
+
+def _mutations():
+    keys = st.sampled_from(sorted(_valid))
+    junk = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=300),
+        st.lists(st.integers(), max_size=5),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    )
+    wrong_type = st.tuples(keys, junk).map(lambda kv: {**_valid, kv[0]: kv[1]})
+    missing = keys.map(lambda k: {x: v for x, v in _valid.items() if x != k})
+    huge = st.sampled_from(["cage_id", "animal_id", "view", "device_id"]).map(
+        lambda k: {**_valid, k: "c" * 70_000}
+    )
+    schema = st.sampled_from(["amgs.score/2", "amgs.score/0", "amgs.status/1", "", None]).map(
+        lambda s: {**_valid, "schema": s}
+    )
+    au = st.floats(allow_nan=False, allow_infinity=False).map(
+        lambda v: {**_valid, "au": {k: v for k in AU_KEYS}, "p_pain": 3}
+    )
+    unknown_device = st.just({**_valid, "device_id": "someone-else"})
+    as_json = st.one_of(wrong_type, missing, huge, schema, au, unknown_device).map(
+        lambda m: json.dumps(m, allow_nan=False).encode()
+    )
+    raw = st.one_of(
+        st.binary(max_size=200),
+        st.binary(max_size=50).map(lambda b: b'{"schema": "amgs.score/1", "x": "' + b + b"\xff\xfe" + b'"}'),
+        st.just(b""),
+        st.just(b"[]"),
+        st.just(b"null"),
+        st.integers(65_000, 70_000).map(lambda n: b'{"schema": "amgs.score/1"' + b" " * n + b"}"),
+        st.just(b"\xc3\x28"),
+    )
+    return st.one_of(as_json, raw)
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payloads=st.lists(_mutations(), min_size=1, max_size=4))
+def test_fuzzed_payloads_are_all_quarantined(tmp_path_factory, payloads):
+    ing = _fuzz_ingestor(tmp_path_factory)
+    before = ing.conn.execute("SELECT coalesce(sum(count), 0) FROM quarantine").fetchone()[0]
+    r = ing.process([Incoming(score_topic("lab", "d1"), p, i, 1) for i, p in enumerate(payloads)])
+    assert r.stored == 0 and r.quarantined == len(payloads)
+    assert len(r.acks) == len(payloads)
+    after = ing.conn.execute("SELECT coalesce(sum(count), 0) FROM quarantine").fetchone()[0]
+    assert after - before == len(payloads)
+
+
+_FUZZ: dict[str, Ingestor] = {}
+
+
+def _fuzz_ingestor(tmp_path_factory) -> Ingestor:
+    if "ing" not in _FUZZ:
+        config = server_config(tmp_path_factory.mktemp("fuzz"), ingest={"require_registered_devices": True})
+        _FUZZ["ing"] = Ingestor(open_database(config), config)
+    return _FUZZ["ing"]
