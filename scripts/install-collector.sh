@@ -188,7 +188,9 @@ if ! grep -qs "^include_dir $MOSQ_ETC/conf.d" "$MOSQ_ETC/mosquitto.conf"; then
 fi
 run "$VENV/bin/amgs" provision --config "$ETC/provision.toml" collector
 
-say "7/7 systemd units"
+say "7/7 database schema (the collector backs an existing database up first), systemd units"
+run install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$STATE_DIR"
+run runuser -u "$USER_NAME" -- "$VENV/bin/amgs" server migrate --config "$ETC/server.toml"
 run install -m 0644 "$SRC/systemd/amgs-collector.service" /etc/systemd/system/amgs-collector.service
 run systemctl daemon-reload
 run systemctl enable mosquitto.service amgs-collector.service

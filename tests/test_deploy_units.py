@@ -111,6 +111,7 @@ def test_collector_unit_state_directory_is_the_configured_state_dir():
     from amgs.server.config import StorageConfig
 
     s = service("amgs-collector")
+    assert s["Type"] == ["notify"] and int(s["WatchdogSec"][0]) > 60  # the collector's own stuck-writer limit
     assert Path("/var/lib") / s["StateDirectory"][0] == StorageConfig().state_dir
     assert s["ExecStart"] == [f"{INSTALLED_AMGS} server run --config /etc/amgs/server.toml"]
     assert "mosquitto.service" in (UNITS["amgs-collector"].read_text())
