@@ -1,0 +1,150 @@
+"""Schema migrations keep data (with a backup first), config errors name key/value/allowed, and the CLI
+manages metadata, imports CSV all-or-nothing and exports tidy CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from amgs.server import loadgen
+from amgs.server.config import ConfigError, load_config, parse_config
+from amgs.server.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, DatabaseError, open_database
+from amgs.server.ingest import score_row
+from click.testing import CliRunner
+from server_support import server_config
+
+from amgs.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_migration_from_previous_version_keeps_data_and_backs_up(tmp_path):
+    config = server_config(tmp_path)
+    db = CollectorDB(config.storage.db_path)
+    assert db.migrate(target=SCHEMA_VERSION - 1) == [SCHEMA_VERSION - 1]
+    conn = db.connect().conn
+    now = time.time()
+    rows = [score_row(loadgen.score_message("d1", s, t=now - s * 600), now) for s in range(1, 51)]
+    conn.executemany(
+        f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})",
+        [tuple(r[c] for c in SCORE_COLUMNS) for r in rows],
+    )
+    conn.execute("INSERT INTO animals (animal_id, cage_id, sex) VALUES ('m1', 'c1', 'F')")
+    conn.close()
+
+    migrated = open_database(config)  # what `amgs server run` does on start
+    assert migrated.version() == SCHEMA_VERSION
+    c = migrated.local()
+    assert c.execute("SELECT count(*) FROM scores").fetchone()[0] == 50
+    assert c.execute("SELECT sex FROM animals").fetchone()[0] == "F"
+    assert c.execute("SELECT sum(n), round(sum(sum_amgs), 6) FROM rollup_5m").fetchone() == (
+        50,
+        round(sum(r["amgs"] for r in rows), 6),
+    )
+    (backup,) = list(config.storage.backups_dir.glob("collector-*.db"))
+    with sqlite3.connect(backup) as old:
+        assert old.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION - 1
+        assert old.execute("SELECT count(*) FROM scores").fetchone()[0] == 50
+    assert open_database(config).migrate() == []  # idempotent
+
+
+def test_newer_schema_is_refused_with_advice(tmp_path):
+    path = tmp_path / "c.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(DatabaseError, match="newer than this software"):
+        CollectorDB(path).migrate()
+
+
+def test_example_config_is_valid():
+    config = load_config(ROOT / "examples" / "server.toml")
+    assert config.mqtt.client_id and config.storage.wal
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"mqtt": {"hots": "x"}}, "unknown key 'mqtt.hots' (allowed here: host, port"),
+        ({"mqtt": {"port": 0}}, "mqtt.port = 0"),
+        ({"storage": {"raw_retention_days": -1}}, "storage.raw_retention_days = -1"),
+        ({"photoperiod": {"lights_on": "25:00"}}, "photoperiod.lights_on = '25:00'"),
+        ({"photoperiod": {"timezone": "Mars/Olympus"}}, "IANA time zone"),
+        ({"colour": 1}, "unknown key 'colour'"),
+    ],
+)
+def test_config_errors_name_key_value_and_allowed(data, expected):
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert expected in str(e.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[mqtt\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_cli_metadata_import_and_export(tmp_path):
+    db = str(tmp_path / "c.db")
+    run = CliRunner().invoke
+
+    def ok(*args):
+        result = run(main, ["server", *args, "--db", db])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    ok("group", "add", "lap", "--name", "Laparotomy")
+    ok("cage", "add", "c1", "--room", "r1")
+    ok("animal", "add", "m1", "--cage", "c1", "--group", "lap", "--sex", "female", "--housing", "single")
+    assert json.loads(ok("animal", "list"))["sex"] == "F"
+    bad = run(main, ["server", "animal", "add", "m2", "--sex", "X", "--db", db])
+    assert bad.exit_code != 0 and "sex = 'X'" in bad.output
+
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "kind,at,animal_id,value,unit\nsurgery,2026-03-02 10:00,m1,,\nanalgesic,2026-03-02 10:30,m1,0.1,mg/kg\n"
+    )
+    assert "imported 2 events" in ok("import", "events", str(events))
+    broken = tmp_path / "broken.csv"
+    broken.write_text(
+        "kind,at,animal_id\nsurgery,2026-03-02 11:00,m1\nbath,2026-03-02 12:00,m1\nweight,yesterday,m1\n"
+    )
+    result = run(main, ["server", "import", "events", str(broken), "--db", db])
+    assert result.exit_code != 0
+    assert "line 3" in result.output and "line 4" in result.output and "kind" in result.output
+    assert len(ok("event", "list").splitlines()) == 2  # nothing of the broken file was imported
+
+    from amgs.server.ingest import Incoming
+    from amgs.server.store import Ingestor
+
+    config = server_config(tmp_path)
+    ing = Ingestor(CollectorDB(db), config)
+    t0 = 1772445600.0  # 2026-03-02T10:00Z
+    ing.process(
+        [
+            Incoming(
+                *loadgen.score_payload(loadgen.score_message("d1", s, cage_id="c1", t=t0 + s * 60, amgs=0.5)),
+                s,
+                1,
+            )
+            for s in range(1, 11)
+        ]
+    )
+    out = ok("export", "scores", "--cage", "c1")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 10 and rows[0]["cage_id"] == "c1"
+    out = ok("export", "timecourse", "--animal", "m1", "--event", "surgery", "--bin", "1h")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    mean = [r for r in rows if r["metric"] == "mean_amgs"]
+    assert len(mean) == 1 and mean[0]["n_images"] == "10" and float(mean[0]["value"]) == 0.5
+    assert mean[0]["hours_since_event"] == "0.0"
+    assert "d1" in ok("devices")
+    assert "schema version" in ok("migrate")
