@@ -233,3 +233,102 @@ class Client:
 def new_site_root(prefix: str = "amgs-site-") -> Path:
     """A folder the broker's user can traverse (pytest's tmp_path parents are 0700)."""
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# ---------------------------------------------------------------------- the collector and devices as processes
+
+
+def write_server_toml(site: Site, state_dir: Path, http_port: int, extra: str = "") -> Path:
+    """The collector's config as install-collector.sh writes it, with this site's ports and folders."""
+    path = site.amgs_etc / "server.toml"
+    path.write_text(
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {site.plain_port}\nusername = "collector"\n'
+        f'password_file = "{site.amgs_etc}/collector-mqtt-password"\nsite = "{site.site}"\n\n'
+        f'[storage]\nstate_dir = "{state_dir}"\n\n[http]\nbind = "127.0.0.1"\nport = {http_port}\n\n{extra}'
+    )
+    return path
+
+
+class Proc:
+    """A child process (optionally inside a network namespace) logging to a file."""
+
+    def __init__(self, args: list[str], log: Path, netns: str | None = None, env: dict | None = None) -> None:
+        self.args = (["ip", "netns", "exec", netns] if netns else []) + args
+        self.log = log
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        return self
+
+    def stop(self, kill: bool = False, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        rc, self.proc = self.proc.returncode, None
+        return rc
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.2, proc: Proc | None = None):
+    """Poll ``check()`` until it returns something truthy; fail naming ``what`` (and the process log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if proc is not None and not proc.alive:
+            raise AssertionError(f"{what}: the process exited:\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s\n{proc.tail() if proc else ''}")
+        time.sleep(interval)
+
+
+def http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def score_message(device: str, site: str, cage: str, seq: int, p_pain: float = 0.2) -> dict:
+    """A valid amgs.score/1 record (checked by the contract's own encoder)."""
+    from amgs import contract
+
+    msg = {
+        "schema": "amgs.score/1",
+        "msg_id": contract.new_msg_id(),
+        "seq": seq,
+        "device_id": device,
+        "site": site,
+        "cage_id": cage,
+        "captured_at": contract.utc_now(),
+        "clock": {"synced": True, "boot_id": "test-boot", "monotonic_s": float(seq)},
+        "model": {"name": "test", "version": "1", "sha256": "0" * 64},
+        "p_pain": p_pain,
+        "label": "pain" if p_pain >= 0.5 else "no pain",
+        "amgs": p_pain,
+        "confidence": max(p_pain, 1 - p_pain),
+        "needs_review": False,
+    }
+    contract.encode(msg)
+    return msg
