@@ -43,10 +43,10 @@ def best_box(
         bw, bh = (xmax - xmin) * w, (ymax - ymin) * h
         if bw <= 1 or bh <= 1:
             continue
-        x0 = max(0, int(xmin * w - margin * bw))
-        y0 = max(0, int(ymin * h - margin * bh))
-        x1 = min(w, int(xmax * w + margin * bw))
-        y1 = min(h, int(ymax * h + margin * bh))
+        x0 = max(0, round(xmin * w - margin * bw))
+        y0 = max(0, round(ymin * h - margin * bh))
+        x1 = min(w, round(xmax * w + margin * bw))
+        y1 = min(h, round(ymax * h + margin * bh))
         if best is None or score > best[0]:
             best = (score, (x0, y0, x1 - x0, y1 - y0))
     return best[1] if best else None
