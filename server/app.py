@@ -49,6 +49,9 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
 
 def _include_rooms(app: FastAPI) -> None:
     """Routers of other rooms (the dashboard and alerts add theirs here)."""
+    from .web.install import install_app
+
+    install_app(app)
 
 
 def health(db: CollectorDB, runtime) -> dict[str, Any]:

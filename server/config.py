@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amgs.contract import ID_PATTERN
 
+from .alerts.config import AlertsConfig, NotifyConfig
+from .web.config import WebConfig
+
 
 class ConfigError(ValueError):
     """The collector configuration is missing, unreadable or invalid; the message says what to fix."""
@@ -164,6 +167,9 @@ class ServerConfig(Section):
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     # ---- sections of the dashboard/alerts room (server/web, server/alerts) go below this line ----
+    alerts: AlertsConfig = AlertsConfig()
+    notify: NotifyConfig = NotifyConfig()
+    web: WebConfig = WebConfig()
 
 
 def _format_errors(err: ValidationError, data: dict[str, Any]) -> str:

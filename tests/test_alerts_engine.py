@@ -185,3 +185,13 @@ def test_order_per_target_is_kept_after_a_failure(tmp_path, receivers):
     assert deliverer.deliver_due() == (2, 0)
     assert [r["event"] for r in hook.received] == ["opened", "acknowledged"]
     assert json.loads(json.dumps(hook.received[1]))["alert"]["state"] == "acknowledged"
+
+
+def test_too_few_images_neither_updates_nor_resolves(tmp_path, receivers):
+    hook, smtp = receivers
+    engine, deliverer, clock = make(tmp_path, hook, smtp)
+    engine.apply([PAIN])
+    clock.advance(hours=2)
+    assert engine.apply([], unknown={PAIN.key}) == []
+    assert next(engine.db["alerts"].rows)["state"] == "open"
+    assert [c.kind for c in engine.apply([])] == ["resolved"]

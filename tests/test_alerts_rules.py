@@ -23,8 +23,8 @@ def stats_of(short: WindowStats, long: WindowStats | None = None):
     return stats
 
 
-def rules(conds):
-    return {(c.rule, c.cage_id): c for c in conds}
+def rules(findings):
+    return {(c.rule, c.cage_id): c for c in findings.conditions}
 
 
 def test_sustained_pain_fires_on_fraction_at_threshold_and_not_below():
@@ -41,6 +41,7 @@ def test_sustained_pain_needs_enough_images_and_uses_mean_as_second_threshold():
     cfg = AlertsConfig()
     few = evaluate(cfg, NOW, [CAGE], [ONLINE], stats_of(WindowStats(19, 0.9, 0.9)))
     assert ("sustained_pain", "C01") not in rules(few)
+    assert few.unknown == {"sustained_pain:lab1:C01", "baseline_rise:lab1:C01"}  # too few images: no verdict
     by_mean = rules(evaluate(cfg, NOW, [CAGE], [ONLINE], stats_of(WindowStats(25, 0.65, 0.2))))
     assert by_mean[("sustained_pain", "C01")].message.startswith("sustained pain in cage C01: mean aMGS 0.65")
     only_fraction = AlertsConfig(pain={"mean_amgs": None})
@@ -71,7 +72,7 @@ def test_baseline_rise_against_own_baseline():
         evaluate(cfg, NOW, [CAGE], [ONLINE], stats_of(WindowStats(30, 0.44, 0.3)))
     )
     thin_baseline = CageSnapshot("lab1", "C01", baseline_mean=0.1, baseline_n=5, last_score_at=NOW)
-    assert not evaluate(cfg, NOW, [thin_baseline], [], stats_of(WindowStats(30, 0.9, 0.3)))
+    assert not evaluate(cfg, NOW, [thin_baseline], [], stats_of(WindowStats(30, 0.9, 0.3))).conditions
 
 
 def test_device_offline_after_t_for_each_watched_cage():
@@ -81,7 +82,7 @@ def test_device_offline_after_t_for_each_watched_cage():
     assert set(hit) == {("device_offline", "C02"), ("device_offline", "C03")}
     assert hit[("device_offline", "C02")].device_id == "dev2"
     recent = DeviceSnapshot("lab1", "dev2", "offline", NOW - timedelta(minutes=14), ("C02",))
-    assert not evaluate(cfg, NOW, [], [recent], stats_of(WindowStats(0, None, None)))
+    assert not evaluate(cfg, NOW, [], [recent], stats_of(WindowStats(0, None, None))).conditions
 
 
 def test_no_usable_faces_only_while_device_online():

@@ -24,7 +24,7 @@ from amgs.contract import format_time, parse_time
 from .config import AlertsConfig, NotifyConfig
 from .outbox import enqueue_notifications
 from .rules import Condition, more_severe
-from .store import ALERTS, OPEN_STATES, add_event, create_alert_tables, open_alerts
+from .store import ALERTS, OPEN_STATES, add_event, create_alert_tables, open_alerts, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,20 @@ class AlertEngine:
             if a["rule"] == "sustained_pain"
         }
 
-    def apply(self, conditions: Iterable[Condition], now: datetime | None = None) -> list[Change]:
-        """Reconcile the stored alerts with the conditions that hold at ``now``."""
+    def apply(
+        self, conditions: Iterable[Condition], now: datetime | None = None, unknown: set[str] | None = None
+    ) -> list[Change]:
+        """Reconcile the stored alerts with the conditions that hold at ``now``. Alerts whose key is in
+        ``unknown`` (too little data to judge) are left as they are."""
         now = now or self.clock()
         stamp = format_time(now)
         active = {c.key: c for c in conditions}
         changes: list[Change] = []
-        with self._lock, self.db.atomic():
+        with self._lock, write_transaction(self.db):
             for alert in open_alerts(self.db):
                 cond = active.pop(alert["dedupe_key"], None)
+                if cond is None and alert["dedupe_key"] in (unknown or ()):
+                    continue
                 if cond is None:
                     changes.extend(self._maybe_resolve(alert, now))
                     continue
@@ -186,7 +191,7 @@ class AlertEngine:
     def acknowledge(self, alert_id: str, actor: str, comment: str = "") -> dict[str, Any]:
         """Stop re-notification; the alert stays visible until its condition clears (or someone resolves it)."""
         now = self.clock()
-        with self._lock, self.db.atomic():
+        with self._lock, write_transaction(self.db):
             alert = self.get(alert_id)
             if alert["state"] != "open":
                 raise ValueError(
@@ -213,7 +218,7 @@ class AlertEngine:
 
     def resolve(self, alert_id: str, actor: str, comment: str = "") -> dict[str, Any]:
         """Close an alert by hand (e.g. animal treated or removed). If the condition still holds it reopens."""
-        with self._lock, self.db.atomic():
+        with self._lock, write_transaction(self.db):
             alert = self.get(alert_id)
             if alert["state"] not in OPEN_STATES:
                 raise ValueError(f"alert {alert_id} is already {alert['state']}")

@@ -19,7 +19,7 @@ import sqlite_utils
 from amgs.contract import alert_topic, format_time
 
 from .config import SEVERITY_RANK, AlertsConfig, NotifyConfig
-from .store import ALERTS, OUTBOX, alert_message
+from .store import ALERTS, OUTBOX, alert_message, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Deliverer:
                 attempts = row["attempts"] + 1
                 retry_at = now + self.backoff(attempts)
                 error = f"{type(e).__name__}: {e}"[:500]
-                with self.db.atomic():
+                with write_transaction(self.db):
                     self.db[OUTBOX].update(
                         row["id"],
                         {"attempts": attempts, "next_attempt_at": format_time(retry_at), "last_error": error},
@@ -157,7 +157,7 @@ class Deliverer:
                 blocked.add(key)
                 failed += 1
                 continue
-            with self.db.atomic():
+            with write_transaction(self.db):
                 self.db[OUTBOX].update(
                     row["id"], {"attempts": row["attempts"] + 1, "delivered_at": format_time(self.clock())}
                 )

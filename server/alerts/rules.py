@@ -63,6 +63,26 @@ class Condition:
         return f"{self.rule}:{self.site}:{self.cage_id}"
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """Too few images in the window to say either way: an open alert is neither updated nor resolved
+    (sparse data is not recovery; the no-faces rule covers a cage that goes quiet)."""
+
+    rule: str
+    site: str
+    cage_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule}:{self.site}:{self.cage_id}"
+
+
+@dataclass(frozen=True)
+class Findings:
+    conditions: list[Condition]
+    unknown: set[str]
+
+
 StatsFn = Callable[[CageSnapshot, datetime, datetime], WindowStats]
 """(cage, since, until) -> the cage's scores in that window."""
 
@@ -84,7 +104,7 @@ def _pain_hit(rule: SustainedPainRule, s: WindowStats) -> tuple[str, float, floa
 
 def sustained_pain(
     cfg: AlertsConfig, cage: CageSnapshot, now: datetime, stats: StatsFn, open_since: datetime | None = None
-) -> Condition | None:
+) -> Condition | Unknown | None:
     """The sustained-pain rule with its humane-endpoint escalation level (same alert, higher severity).
 
     ``open_since`` is when this cage's pain alert opened, for the ``sustained_h`` escalation."""
@@ -92,6 +112,8 @@ def sustained_pain(
     if not rule.enabled:
         return None
     window = stats(cage, now - timedelta(minutes=rule.window_min), now)
+    if window.n < rule.min_images:
+        return Unknown("sustained_pain", cage.site, cage.cage_id)
     hit = _pain_hit(rule, window)
     if hit is None:
         return None
@@ -136,13 +158,15 @@ def sustained_pain(
     )
 
 
-def baseline_rise(cfg: AlertsConfig, cage: CageSnapshot, now: datetime, stats: StatsFn) -> Condition | None:
+def baseline_rise(
+    cfg: AlertsConfig, cage: CageSnapshot, now: datetime, stats: StatsFn
+) -> Condition | Unknown | None:
     rule = cfg.baseline_rise
     if not rule.enabled or cage.baseline_mean is None or cage.baseline_n < rule.baseline_min_images:
         return None
     window = stats(cage, now - timedelta(minutes=rule.window_min), now)
     if window.n < rule.min_images or window.mean_amgs is None:
-        return None
+        return Unknown("baseline_rise", cage.site, cage.cage_id)
     rise = window.mean_amgs - cage.baseline_mean
     if rise < rule.rise:
         return None
@@ -226,11 +250,12 @@ def evaluate(
     devices: list[DeviceSnapshot],
     stats: StatsFn,
     pain_open_since: dict[str, datetime] | None = None,
-) -> list[Condition]:
+) -> Findings:
     """Every condition that holds now. Where several rules hit one cage, each is its own alert."""
     pain_open_since = pain_open_since or {}
     by_device = {(d.site, d.device_id): d for d in devices}
     out: list[Condition] = []
+    unknown: set[str] = set()
     for cage in cages:
         key = f"sustained_pain:{cage.site}:{cage.cage_id}"
         for cond in (
@@ -238,11 +263,13 @@ def evaluate(
             baseline_rise(cfg, cage, now, stats),
             no_faces(cfg, cage, by_device.get((cage.site, cage.device_id or "")), now),
         ):
-            if cond is not None:
+            if isinstance(cond, Unknown):
+                unknown.add(cond.key)
+            elif cond is not None:
                 out.append(cond)
     for device in devices:
         out.extend(device_conditions(cfg, device, now))
-    return out
+    return Findings(out, unknown)
 
 
 def more_severe(a: str, b: str) -> bool:

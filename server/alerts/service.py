@@ -1,11 +1,11 @@
-"""The alert job the collector runs: evaluate the rules every ``evaluate_every_s``, deliver the outbox
-every ``notify.deliver_every_s``. One background thread; a failing pass is logged and retried, never fatal."""
+"""The alert work the collector runs as periodic jobs: evaluate the rules (``alerts.evaluate_every_s``) and
+deliver the notification outbox (``notify.deliver_every_s``). A failing pass raises; the collector's job
+runner logs it and runs it again next time, so alerts never stop the collector."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -34,8 +34,26 @@ def mqtt_params(mqtt_cfg: Any) -> dict[str, Any]:
     }
 
 
-class AlertService:
-    """Rules -> engine -> outbox -> channels, on a timer. ``db`` gives this thread's connection."""
+def evaluate_once(engine: AlertEngine, db: sqlite_utils.Database) -> list[Change]:
+    """Read the snapshots, run the rules, reconcile the alerts (at the engine's clock)."""
+    now = engine.clock()
+    conn = db.conn
+    cfg = engine.cfg
+    devices = device_snapshots(conn, cfg, now)
+    cages = cage_snapshots(conn, cfg, devices, now)
+    findings = evaluate(
+        cfg,
+        now,
+        cages,
+        devices,
+        lambda cage, since, until: window_stats(conn, cage, since, until),
+        engine.pain_open_since(),
+    )
+    return engine.apply(findings.conditions, now, findings.unknown)
+
+
+class AlertRunner:
+    """Engine + deliverer for one collector. The engine is shared with the dashboard (acknowledge)."""
 
     def __init__(
         self,
@@ -44,60 +62,33 @@ class AlertService:
         notify: NotifyConfig,
         mqtt: dict[str, Any] | None,
         clock: Callable[[], datetime] = wall_clock,
+        engine: AlertEngine | None = None,
     ) -> None:
         self.db = db
-        self.cfg = alerts
-        self.notify = notify
-        self.clock = clock
-        self.engine = AlertEngine(db, alerts, notify, clock)
-        self.channels = build_channels(notify, mqtt)
-        self.deliverer = Deliverer(db, notify, self.channels, wall_clock)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
+        self.engine = engine or AlertEngine(db, alerts, notify, clock)
+        self._mqtt = mqtt
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._deliverer: Deliverer | None = None
+
+    @property
+    def deliverer(self) -> Deliverer:
+        with self._lock:  # channels (an MQTT connection) are made once, on first use
+            if self._deliverer is None:
+                self._deliverer = Deliverer(
+                    self.db, self._notify, build_channels(self._notify, self._mqtt), wall_clock
+                )
+            return self._deliverer
 
     def evaluate_once(self) -> list[Change]:
-        now = self.clock()
-        conn = self.db().conn
-        devices = device_snapshots(conn, self.cfg, now)
-        cages = cage_snapshots(conn, self.cfg, devices, now)
-        conditions = evaluate(
-            self.cfg,
-            now,
-            cages,
-            devices,
-            lambda cage, since, until: window_stats(conn, cage, since, until),
-            self.engine.pain_open_since(),
-        )
-        return self.engine.apply(conditions, now)
+        return evaluate_once(self.engine, self.db())
 
-    def _loop(self) -> None:
-        next_eval = 0.0
-        while not self._stop.is_set():
-            if self.cfg.enabled and time.monotonic() >= next_eval:
-                next_eval = time.monotonic() + self.cfg.evaluate_every_s
-                self._guard("evaluating alert rules", self.evaluate_once)
-            self._guard("delivering alert notifications", self.deliverer.deliver_due)
-            self._stop.wait(min(self.notify.deliver_every_s, self.cfg.evaluate_every_s))
+    def deliver_once(self) -> tuple[int, int]:
+        return self.deliverer.deliver_due()
 
-    def _guard(self, what: str, fn: Callable[[], object]) -> None:
-        try:
-            fn()
-            self.last_error = None
-        except Exception as e:  # noqa: BLE001 - the job must outlive a bad pass (disk full, locked db)
-            self.last_error = f"{what}: {type(e).__name__}: {e}"
-            log.exception("alert job failed while %s; retrying next pass", what)
-
-    def start(self) -> AlertService:
-        self._thread = threading.Thread(target=self._loop, name="amgs-alerts", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-        for channel in self.channels.values():
-            close = getattr(channel, "close", None)
-            if close:
-                close()
+    def close(self) -> None:
+        if self._deliverer is not None:
+            for channel in self._deliverer.channels.values():
+                close = getattr(channel, "close", None)
+                if close:
+                    close()

@@ -5,6 +5,8 @@ Times are stored as the contract's RFC 3339 UTC strings, which sort correctly as
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +18,24 @@ ALERTS = "alerts"
 EVENTS = "alert_events"
 OUTBOX = "alert_outbox"
 OPEN_STATES = ("open", "acknowledged")
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front, so a read-then-write never fails with
+    "database is locked" when the ingest writer committed in between (WAL snapshot upgrade)."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
 
 
 def create_alert_tables(db: sqlite_utils.Database) -> None:

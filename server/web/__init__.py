@@ -1,0 +1,1 @@
+"""The dashboard: pages, JSON endpoints for the charts, staff login, CSRF protection."""

@@ -1,0 +1,180 @@
+"""Staff accounts, sessions, API tokens and CSRF protection for the dashboard.
+
+- Passwords are hashed with Argon2id (argon2-cffi); only the hash is stored.
+- A login creates a session: a random cookie value whose SHA-256 is stored with its expiry and its
+  own CSRF token. Sessions expire after ``web.session_hours`` and on logout.
+- Scripts use API tokens (``Authorization: Bearer ...``), stored as SHA-256 only; a bearer request
+  carries no cookie, so it is not exposed to CSRF.
+- Every state-changing request authenticated by cookie must echo the session's CSRF token
+  (``X-CSRF-Token`` header or ``csrf_token`` form field). The login form itself uses a double-submit
+  cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import HTTPException, Request
+
+USERS, SESSIONS, TOKENS = "web_users", "web_sessions", "web_tokens"
+SESSION_COOKIE = "amgs_session"
+LOGIN_CSRF_COOKIE = "amgs_login_csrf"
+ROLES = ("viewer", "staff", "admin")
+_hasher = PasswordHasher()
+
+
+class AuthError(ValueError):
+    pass
+
+
+def create_auth_tables(db: sqlite_utils.Database) -> None:
+    names = db.table_names()
+    if USERS not in names:
+        db[USERS].create(
+            {"username": str, "password_hash": str, "role": str, "created_at": float, "disabled": int},
+            pk="username",
+            not_null={"password_hash", "role"},
+        )
+    if SESSIONS not in names:
+        db[SESSIONS].create(
+            {"token_sha256": str, "username": str, "csrf": str, "created_at": float, "expires_at": float},
+            pk="token_sha256",
+        )
+    if TOKENS not in names:
+        db[TOKENS].create(
+            {"token_sha256": str, "name": str, "username": str, "created_at": float, "last_used_at": float},
+            pk="token_sha256",
+        )
+
+
+def _sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_user(db: sqlite_utils.Database, username: str, password: str, role: str = "staff") -> None:
+    if role not in ROLES:
+        raise AuthError(f"role {role!r} is not one of {ROLES}")
+    if not username or len(username) > 64 or not username.replace("_", "").replace(".", "").isalnum():
+        raise AuthError(f"user name {username!r}: use 1-64 letters, digits, '_' or '.'")
+    if len(password) < 8:
+        raise AuthError("password too short: use at least 8 characters")
+    db[USERS].upsert(
+        {
+            "username": username,
+            "password_hash": _hasher.hash(password),
+            "role": role,
+            "created_at": time.time(),
+            "disabled": 0,
+        },
+        pk="username",
+    )
+    db.execute(f"DELETE FROM {SESSIONS} WHERE username = ?", [username])  # a new password ends old sessions
+
+
+def check_password(db: sqlite_utils.Database, username: str, password: str) -> dict[str, Any] | None:
+    try:
+        user = db[USERS].get(username)
+    except sqlite_utils.db.NotFoundError:
+        _hasher.hash(password)  # same work either way: no user enumeration by timing
+        return None
+    if user["disabled"]:
+        return None
+    try:
+        _hasher.verify(user["password_hash"], password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if _hasher.check_needs_rehash(user["password_hash"]):
+        db[USERS].update(username, {"password_hash": _hasher.hash(password)})
+    return user
+
+
+def create_session(db: sqlite_utils.Database, username: str, hours: float) -> tuple[str, str]:
+    """Return (cookie value, csrf token)."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    now = time.time()
+    db.execute(f"DELETE FROM {SESSIONS} WHERE expires_at < ?", [now])
+    db[SESSIONS].insert(
+        {
+            "token_sha256": _sha(token),
+            "username": username,
+            "csrf": csrf,
+            "created_at": now,
+            "expires_at": now + hours * 3600,
+        }
+    )
+    return token, csrf
+
+
+def end_session(db: sqlite_utils.Database, token: str) -> None:
+    db.execute(f"DELETE FROM {SESSIONS} WHERE token_sha256 = ?", [_sha(token)])
+
+
+def create_token(db: sqlite_utils.Database, username: str, name: str) -> str:
+    db[USERS].get(username)
+    token = "amgs_" + secrets.token_urlsafe(32)
+    db[TOKENS].insert(
+        {"token_sha256": _sha(token), "name": name, "username": username, "created_at": time.time()}
+    )
+    return token
+
+
+@dataclass(frozen=True)
+class Principal:
+    username: str
+    role: str
+    via: str  # "session" or "token"
+    csrf: str | None = None
+
+    @property
+    def can_act(self) -> bool:
+        return self.role in ("staff", "admin")
+
+
+def principal(db: sqlite_utils.Database, request: Request) -> Principal | None:
+    """Who is making this request (None = anonymous)."""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        row = db.execute(
+            f"SELECT t.username, u.role, u.disabled FROM {TOKENS} t JOIN {USERS} u USING (username) "
+            "WHERE t.token_sha256 = ?",
+            [_sha(auth[7:].strip())],
+        ).fetchone()
+        if row is None or row[2]:
+            raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
+        db.execute(
+            f"UPDATE {TOKENS} SET last_used_at = ? WHERE token_sha256 = ?",
+            [time.time(), _sha(auth[7:].strip())],
+        )
+        return Principal(row[0], row[1], "token")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    row = db.execute(
+        f"SELECT s.username, u.role, s.csrf, s.expires_at, u.disabled FROM {SESSIONS} s JOIN {USERS} u "
+        "USING (username) WHERE s.token_sha256 = ?",
+        [_sha(cookie)],
+    ).fetchone()
+    if row is None or row[3] < time.time() or row[4]:
+        return None
+    return Principal(row[0], row[1], "session", row[2])
+
+
+def check_csrf(request: Request, who: Principal, form_token: str | None = None) -> None:
+    """Cookie-authenticated state changes must carry the session's CSRF token."""
+    if who.via != "session":
+        return
+    sent = request.headers.get("x-csrf-token") or form_token or ""
+    if not who.csrf or not hmac.compare_digest(sent, who.csrf):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+def new_login_csrf() -> str:
+    return secrets.token_urlsafe(24)
