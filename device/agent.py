@@ -93,6 +93,7 @@ class Agent:
         self.next_replay_time: dict[str, datetime | None] = dict.fromkeys(self.sources)
         self._seq_cache = self.outbox.last_seq()
         self._dropped = self.outbox.dropped()
+        self._last_warning: tuple[str | None, int] = (None, self._dropped)
         self.delivery = Delivery(cfg, self.state_dir / OUTBOX_FILE, self.status, self.crops.read)
         self._last_housekeeping = 0.0
 
@@ -238,6 +239,10 @@ class Agent:
             self.delivery.request_status()
             return 0
         self._dropped = self.outbox.dropped()
+        warning = (self.crops.warning, self._dropped)
+        if warning != self._last_warning:  # say it loudly: publish status now, not at the next interval
+            self._last_warning = warning
+            self.delivery.request_status()
         if seqs:
             self._seq_cache = seqs[-1]
             self.health.count("scored", len(seqs))

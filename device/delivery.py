@@ -238,16 +238,29 @@ class Delivery:
             log.warning("ignored a malformed message on %s: %s", topic, e)
 
     def _on_watermark(self, seq: int) -> None:
-        if seq < self.watermark:
-            log.warning("collector watermark went back from %d to %d (collector reset?)", self.watermark, seq)
-        if not self.collector_mode:
+        last = self.outbox.last_seq()
+        if seq > last:
+            # The collector knows higher numbers than this outbox ever gave out: the state directory was
+            # lost or replaced. Continue after the collector's number instead of re-using seqs.
+            n = self.outbox.renumber_after(seq)
+            log.error(
+                "the collector has committed seq %d but this device only reached %d (state directory reset?); "
+                "numbering continues after %d (%d unsent record(s) renumbered)",
+                seq, last, seq, n,
+            )  # fmt: skip
+            self.stats["last_error"] = f"sequence reset detected: collector at {seq}, device was at {last}"
+            self.inflight.clear()
+            self.sent_at.clear()
+            self.pubacked.clear()
+            self.send_after = seq
             self.watermark = seq
             return
-        if seq > self.watermark or self.outbox.first_seq() is not None:
-            n = self.outbox.delete_upto(seq)
-            self.stats["confirmed"] += n
-            self._forget([s for s in self.sent_at if s <= seq])
+        if seq < self.watermark:
+            log.warning("collector watermark went back from %d to %d (collector reset?)", self.watermark, seq)
         self.watermark = max(self.watermark, seq)
+        if self.collector_mode:
+            self.stats["confirmed"] += self.outbox.delete_upto(seq)
+            self._forget([s for s in self.sent_at if s <= seq])
 
     def _on_command(self, cmd: dict[str, Any]) -> None:
         name = cmd["command"]

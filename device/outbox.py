@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amgs.contract import encode
+from amgs.contract import decode, encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -104,6 +104,25 @@ class Outbox:
                 "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (over,)
             )
             self._set_meta("dropped", self.dropped() + over)
+
+    def renumber_after(self, seq: int) -> int:
+        """Continue numbering after ``seq``: the collector has seen higher numbers than this outbox ever
+        gave out, so the state directory was reset; re-used numbers would be taken for duplicates."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute("SELECT seq, payload FROM outbox ORDER BY seq").fetchall()
+            for i, (old, payload) in enumerate(rows, start=1):
+                record = decode(bytes(payload))
+                record["seq"] = seq + i
+                self.db.execute(
+                    "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, encode(record), old)
+                )
+            self._set_meta("last_seq", seq + len(rows))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return len(rows)
 
     def delete_upto(self, seq: int) -> int:
         """Collector watermark: everything at or below ``seq`` is stored end to end."""

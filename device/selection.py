@@ -89,12 +89,14 @@ class ViewSelector:
         self._last_active: datetime | None = None
 
     def face_box(self, frame: Frame) -> Box | None:
-        if self.view.region is not None:
-            return self.view.region
+        """The configured region; with a detector, the best detection inside it (or in the whole frame)."""
         h, w = frame.pixels.shape[:2]
-        if self.detector is not None:
-            return self.detector.best_box(frame.pixels)
-        return (0, 0, w, h)
+        region = self.view.region or (0, 0, w, h)
+        if self.detector is None:
+            return region
+        x, y, rw, rh = region
+        found = self.detector.best_box(frame.pixels[y : y + rh, x : x + rw])
+        return None if found is None else (found[0] + x, found[1] + y, found[2], found[3])
 
     def _candidate(self, frame: Frame, rejected: Counter) -> Candidate | None:
         box = self.face_box(frame)

@@ -167,3 +167,32 @@ def test_broker_mode_deletes_on_puback(tmp_path, broker, scorer, synth_set):
     assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 0
     offline = listener.statuses[-1]
     assert offline["state"] == "offline" and offline["last_seq"] == n
+
+
+def test_lost_state_directory_continues_numbering_after_the_collector(tmp_path, broker, scorer, synth_set):
+    """A device whose outbox was wiped must not re-use seqs the collector already committed."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from amgs.contract import ack_topic, encode, utc_now
+
+    old = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="old-collector")
+    old.connect("127.0.0.1", broker.port)
+    old.loop_start()
+    ack = {"schema": "amgs.ack/1", "device_id": "dev1", "committed_seq": 50, "at": utc_now()}
+    old.publish(ack_topic("lab", "dev1"), encode(ack), qos=1, retain=True).wait_for_publish(5)
+    old.disconnect()
+    old.loop_stop()
+
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, 3))
+    cfg_path = write_config(tmp_path / "d.toml", port=broker.port, state=tmp_path / "state", frames=frames)
+    collector = AckingCollector(broker.port)
+    collector.committed = 50  # this collector already stored 1..50 from the device's previous life
+    try:
+        Agent(load_config(cfg_path), scorer=scorer).run()
+        collector.wait_for(3, timeout=30)
+    finally:
+        collector.close()
+    assert collector.seqs() == [51, 52, 53], collector.arrivals
+    assert Outbox(tmp_path / "state" / "outbox.sqlite3").last_seq() == 53

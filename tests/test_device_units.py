@@ -365,3 +365,36 @@ def test_health_counters_are_thread_safe():
     for t in threads:
         t.join()
     assert h.snapshot()["frames"]["seen"] == 4000
+
+
+def test_outbox_renumbers_after_a_collector_that_is_ahead(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.commit([_record(1), _record(2)])
+    assert box.renumber_after(100) == 2
+    assert [(p.seq, p.msg_id) for p in box.pending()] == [(101, f"{1:032x}"), (102, f"{2:032x}")]
+    assert all(validate(__import__("json").loads(p.payload))["seq"] == p.seq for p in box.pending())
+    assert box.commit([_record(3)]) == [103]
+
+
+class _FakeDetector:
+    """Stands in for the TFLite detector's box search only (its parsing is tested above)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, ...]] = []
+
+    def best_box(self, pixels: np.ndarray):
+        self.seen.append(pixels.shape)
+        return (10, 20, 100, 120)
+
+
+def test_detector_searches_inside_the_view_region(synth_set):
+    face = np.zeros((720, 1280, 3), np.uint8)
+    face[100:260, 500:660] = _face(synth_set)
+    det = _FakeDetector()
+    view = ViewSection(name="v", source="s", cage_id="C1", region=(400, 50, 600, 500))
+    sel = ViewSelector(
+        view, SelectionSection(min_sharpness=0, min_exposure=0, min_face_px=32), (299, 299), det
+    )
+    out = sel.select(_frames([face], datetime(2026, 1, 1, tzinfo=UTC)))
+    assert det.seen == [(500, 600, 3)]
+    assert out.selection is not None and out.selection.chosen.box == (410, 70, 100, 120)
