@@ -1,0 +1,169 @@
+"""Dashboard access over real HTTP (uvicorn): open or login-only viewing, Argon2 passwords, sessions that
+expire, CSRF on state changes, API tokens, and roles."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import sqlite_utils
+from amgs.server.alerts.rules import Condition
+from amgs.server.app import create_app
+from amgs.server.config import parse_config
+from amgs.server.db import open_database
+from amgs.server.web import auth
+
+from tests.web_helpers import Served, http
+
+PAIN = Condition(
+    "sustained_pain", "lab1", "C01", "alert", "sustained pain in cage C01", 0.7, 0.5, "M1", "dev1"
+)
+
+
+@pytest.fixture
+def site(tmp_path, request):
+    web = getattr(request, "param", {})
+    config = parse_config(
+        {
+            "storage": {"state_dir": str(tmp_path / "state")},
+            "http": {"port": 0},
+            "notify": {"mqtt": {"enabled": False}},
+            "web": web,
+        }
+    )
+    db = open_database(config)
+    app = create_app(config, db)
+    served = Served(app)
+    udb = sqlite_utils.Database(config.storage.db_path)
+    auth.add_user(udb, "vet", "correct horse battery", role="staff")
+    auth.add_user(udb, "guest", "viewer password 1", role="viewer")
+    app.state.alert_engine.apply([PAIN])
+    alert_id = next(udb["alerts"].rows)["alert_id"]
+    yield served.base, udb, alert_id, app
+    served.stop()
+    udb.close()
+
+
+def login(base: str, user: str, password: str) -> tuple[int, str | None, str]:
+    status, headers, page = http("GET", f"{base}/login")
+    token = re.search(r'name="login_csrf" value="([^"]+)"', page).group(1)
+    cookie = headers["Set-Cookie"].split(";")[0]
+    status, headers, _ = http(
+        "POST",
+        f"{base}/login",
+        form={"username": user, "password": password, "login_csrf": token, "next": "/alerts"},
+        headers={"Cookie": cookie},
+    )
+    session = None
+    for value in headers.get_all("Set-Cookie") or []:
+        if value.startswith(auth.SESSION_COOKIE + "="):
+            session = value.split(";")[0]
+    return status, session, headers.get("Location", "")
+
+
+def csrf_of(base: str, session: str) -> str:
+    _, _, page = http("GET", f"{base}/alerts", headers={"Cookie": session})
+    return re.search(r'name="csrf-token" content="([^"]*)"', page).group(1)
+
+
+def test_passwords_are_argon2_hashes_and_bad_input_is_refused(site):
+    _, udb, _, _ = site
+    stored = udb["web_users"].get("vet")["password_hash"]
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
+    with pytest.raises(auth.AuthError, match="at least 8"):
+        auth.add_user(udb, "x", "short")
+    with pytest.raises(auth.AuthError, match="role"):
+        auth.add_user(udb, "x", "long enough pw", role="root")
+
+
+def test_viewing_is_open_but_acting_needs_staff_login_and_csrf(site):
+    base, udb, alert_id, _ = site
+    assert http("GET", f"{base}/api/web/overview")[0] == 200
+    assert http("GET", f"{base}/alerts")[0] == 200
+    ack = f"{base}/api/web/alerts/{alert_id}/acknowledge"
+    assert http("POST", ack, {"comment": "x"})[0] == 401
+
+    status, session, location = login(base, "vet", "wrong password")
+    assert status == 303 and session is None and "error=" in location
+    status, session, location = login(base, "vet", "correct horse battery")
+    assert status == 303 and session and location == "/alerts"
+
+    # The session cookie alone is not enough: a cross-site form post carries it but not the CSRF token.
+    status, _, body = http("POST", ack, {"comment": "x"}, headers={"Cookie": session})
+    assert status == 403 and "CSRF" in body["detail"]
+    status, _, body = http(
+        "POST", ack, {"comment": "x"}, headers={"Cookie": session, "X-CSRF-Token": "guess"}
+    )
+    assert status == 403
+    token = csrf_of(base, session)
+    status, _, body = http(
+        "POST", ack, {"comment": "analgesic given"}, headers={"Cookie": session, "X-CSRF-Token": token}
+    )
+    assert status == 200 and body["acknowledged_by"] == "vet" and body["ack_comment"] == "analgesic given"
+    status, _, body = http("POST", ack, {}, headers={"Cookie": session, "X-CSRF-Token": token})
+    assert status == 409 and "acknowledged" in body["detail"]
+
+    # Logging out ends the session on the server, not only in the browser.
+    status, _, _ = http("POST", f"{base}/logout", form={"csrf_token": token}, headers={"Cookie": session})
+    assert status == 303
+    resolve = f"{base}/api/web/alerts/{alert_id}/resolve"
+    assert http("POST", resolve, {}, headers={"Cookie": session, "X-CSRF-Token": token})[0] == 401
+
+
+def test_tokens_roles_and_expiry(site):
+    base, udb, alert_id, _ = site
+    resolve = f"{base}/api/web/alerts/{alert_id}/resolve"
+    viewer = auth.create_token(udb, "guest", "wallboard")
+    assert http("POST", resolve, {}, headers={"Authorization": f"Bearer {viewer}"})[0] == 403
+    assert http("POST", resolve, {}, headers={"Authorization": "Bearer amgs_forged"})[0] == 401
+    staff = auth.create_token(udb, "vet", "script")
+    status, _, body = http(
+        "POST", resolve, {"comment": "euthanized at endpoint"}, headers={"Authorization": f"Bearer {staff}"}
+    )
+    assert status == 200 and body["state"] == "resolved" and body["resolved_by"] == "vet"
+    assert udb["web_tokens"].count == 2 and all(
+        not r["token_sha256"].startswith("amgs_") for r in udb["web_tokens"].rows
+    )
+
+    session, csrf = auth.create_session(udb, "vet", hours=1 / 3600)  # expires after one second
+    time.sleep(1.2)
+    status, _, _ = http(
+        "POST", resolve, {}, headers={"Cookie": f"{auth.SESSION_COOKIE}={session}", "X-CSRF-Token": csrf}
+    )
+    assert status == 401
+
+
+def test_metadata_writes_need_a_login(site):
+    base, udb, _, _ = site
+    assert http("POST", f"{base}/api/meta/sites", {"site_id": "s2"})[0] == 401
+    staff = auth.create_token(udb, "vet", "script")
+    assert (
+        http(
+            "POST", f"{base}/api/meta/sites", {"site_id": "s2"}, headers={"Authorization": f"Bearer {staff}"}
+        )[0]
+        == 200
+    )
+
+
+@pytest.mark.parametrize("site", [{"view_requires_login": True}], indirect=True)
+def test_login_required_for_viewing_when_configured(site):
+    base, _, _, _ = site
+    status, headers, _ = http("GET", f"{base}/alerts")
+    assert status == 303 and headers["Location"] == "/login?next=/alerts"
+    assert http("GET", f"{base}/api/web/overview")[0] == 401
+    assert http("GET", f"{base}/api/overview")[0] == 401  # the collector's own API follows the same rule
+    _, session, _ = login(base, "guest", "viewer password 1")
+    assert http("GET", f"{base}/api/web/overview", headers={"Cookie": session})[0] == 200
+
+
+def test_login_form_refuses_a_forged_post(site):
+    base, _, _, _ = site
+    status, _, body = http(
+        "POST",
+        f"{base}/login",
+        form={"username": "vet", "password": "correct horse battery", "login_csrf": "x"},
+    )
+    assert status == 403 and "CSRF" in body["detail"]
+    status, headers, _ = login(base, "vet", "correct horse battery")
+    assert status == 303
