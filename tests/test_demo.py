@@ -1,0 +1,82 @@
+"""``amgs demo`` as a user runs it: one command, prints the dashboard URL, an alert fires, Ctrl-C stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_alerts_and_stops_cleanly_on_ctrl_c(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "amgs.cli",
+        "demo",
+        "--workdir",
+        str(tmp_path / "demo"),
+        "--port",
+        "0",
+        "--replay-seconds",
+        "15",
+        "--variants",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+    url = alert = None
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not (url and alert):
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, "demo exited early:\n" + "".join(seen)
+                continue
+            seen.append(line)
+            if m := re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", line):
+                url = m.group(1)
+            if re.search(r"ALERT (ALERT|HUMANE_ENDPOINT): sustained pain", line):
+                alert = line
+        assert url and alert, "no dashboard URL or pain alert:\n" + "".join(seen)
+        with urllib.request.urlopen(url + "api/web/overview", timeout=10) as r:
+            states = {t["cage_id"]: t["state"] for t in json.load(r)["tiles"]}
+        assert len(states) == 7 and "alert" in states.values()
+        assert "SYNTHETIC" in "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    while not lines.empty():
+        seen.append(lines.get())
+    out = "".join(seen)
+    assert "stopped cleanly" in out and "Traceback" not in out, out
+    assert (tmp_path / "demo" / "collector" / "collector.db").exists()
+    broker_port = int(re.search(r"broker: \w+ on 127\.0\.0\.1:(\d+)", out).group(1))
+    with pytest.raises(OSError):  # the broker went down with the demo
+        socket.create_connection(("127.0.0.1", broker_port), timeout=1).close()
+    with pytest.raises(OSError):  # and so did the dashboard
+        urllib.request.urlopen(url, timeout=2)
