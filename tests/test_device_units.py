@@ -398,3 +398,34 @@ def test_detector_searches_inside_the_view_region(synth_set):
     out = sel.select(_frames([face], datetime(2026, 1, 1, tzinfo=UTC)))
     assert det.seen == [(500, 600, 3)]
     assert out.selection is not None and out.selection.chosen.box == (410, 70, 100, 120)
+
+
+@pytest.mark.slow
+def test_tflite_ssd_detector_end_to_end(tmp_path):
+    """A tiny real TFLite model with the SSD post-processed signature, built here with TensorFlow."""
+    tf = pytest.importorskip("tensorflow")
+    from amgs.device.config import DetectorSection
+    from amgs.device.detector import Detector
+
+    class Tiny(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32)])
+        def serve(self, x):
+            bright = tf.reduce_mean(x)  # -1 (black) .. 1 (white)
+            boxes = tf.constant([[[0.25, 0.1, 0.75, 0.6], [0.0, 0.0, 0.5, 0.5]]])
+            return {
+                "detection_boxes": boxes,
+                "detection_classes": tf.constant([[0.0, 1.0]]),
+                "detection_scores": tf.reshape(tf.stack([(bright + 1) / 2, tf.constant(0.4)]), [1, 2]),
+                "num_detections": tf.constant([2.0]),
+            }
+
+    module = Tiny()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
+    (tmp_path / "det.tflite").write_bytes(conv.convert())
+    det = Detector(DetectorSection(path=tmp_path / "det.tflite", min_score=0.5, class_id=0, margin=0))
+    white = np.full((100, 200, 3), 255, np.uint8)
+    assert det.best_box(white) == (20, 25, 100, 50)
+    assert det.best_box(np.zeros_like(white)) is None  # score 0 for black, the other box is class 1
+    (tmp_path / "junk.tflite").write_bytes(b"junk")
+    with pytest.raises(Exception, match="cannot be loaded"):
+        Detector(DetectorSection(path=tmp_path / "junk.tflite"))
