@@ -325,3 +325,13 @@ def serve_api(config_path, db_path) -> None:
     config, db = load(config_path, db_path)
     click.echo(f"serving {db.path} on http://{config.http.bind}:{config.http.port}", err=True)
     uvicorn.run(create_app(config, db), host=config.http.bind, port=config.http.port, log_level="warning")
+
+
+def _add_room_commands() -> None:
+    """Commands of the dashboard/alerts room (staff accounts and tokens)."""
+    from .web.cli import users
+
+    cli.add_command(users)
+
+
+_add_room_commands()

@@ -167,3 +167,23 @@ def test_login_form_refuses_a_forged_post(site):
     assert status == 403 and "CSRF" in body["detail"]
     status, headers, _ = login(base, "vet", "correct horse battery")
     assert status == 303
+
+
+def test_user_cli_adds_lists_tokens_and_disables(tmp_path):
+    from click.testing import CliRunner
+
+    from amgs.cli import main
+
+    toml = tmp_path / "server.toml"
+    toml.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    run = lambda *args: CliRunner().invoke(main, ["server", "user", *args, "--config", str(toml)])  # noqa: E731
+    assert run("add", "vet", "--password", "long password 1").exit_code == 0
+    token = run("token", "vet").output.strip()
+    assert token.startswith("amgs_")
+    assert run("list").output.split() == ["vet", "staff"]
+    bad = run("add", "x", "--password", "short")
+    assert bad.exit_code != 0 and "at least 8" in bad.output
+    assert "no user 'nobody'" in run("token", "nobody").output
+    assert run("disable", "vet").exit_code == 0
+    udb = sqlite_utils.Database(tmp_path / "state" / "collector.db")
+    assert auth.check_password(udb, "vet", "long password 1") is None  # disabled
