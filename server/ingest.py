@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from amgs.contract import AU_KEYS, ContractError, decode, parse_time, parse_topic
+from amgs.contract import AU_KEYS, ContractError, parse_time, parse_topic
+
+from .fastcheck import decode
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 

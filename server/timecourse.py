@@ -17,6 +17,7 @@ animals of each animal's per-bin mean (or delta), the form of the paper's laparo
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import math
@@ -76,26 +77,8 @@ def iso(t: float | None) -> str | None:
 # --------------------------------------------------------------------------- photoperiod
 
 
-def _is_light(t: float, photoperiod) -> bool:
-    local = dt.datetime.fromtimestamp(t, photoperiod.tz).time()
-    on, off = photoperiod.lights_on, photoperiod.lights_off
-    return on <= local < off if on < off else not off <= local < on
-
-
-def phase(t0: float, t1: float, photoperiod) -> str:
-    """``light``, ``dark`` or ``mixed`` for the interval [t0, t1)."""
-    if photoperiod is None:
-        return "unknown"
-    samples = {_is_light(t, photoperiod) for t in (t0, (t0 + t1) / 2, t1 - 1)}
-    for switch in dark_periods(t0, t1, photoperiod, edges_only=True):
-        samples.add(_is_light(switch, photoperiod))
-    if len(samples) > 1:
-        return "mixed"
-    return "light" if samples.pop() else "dark"
-
-
-def dark_periods(t0: float, t1: float, photoperiod, edges_only: bool = False) -> list:
-    """Dark intervals ``[start, end]`` (Unix s) overlapping [t0, t1); for shading charts."""
+def _edges(t0: float, t1: float, photoperiod) -> list[tuple[float, bool]]:
+    """Lights-on/off switch times (Unix s, light after the switch) from a day before t0 to a day after t1."""
     tz = photoperiod.tz
     day = dt.datetime.fromtimestamp(t0, tz).date() - dt.timedelta(days=1)
     last = dt.datetime.fromtimestamp(t1, tz).date() + dt.timedelta(days=1)
@@ -105,10 +88,35 @@ def dark_periods(t0: float, t1: float, photoperiod, edges_only: bool = False) ->
             edges.append((dt.datetime.combine(day, clock, tzinfo=tz).timestamp(), light))
         day += dt.timedelta(days=1)
     edges.sort()
-    if edges_only:
-        return [t for t, _ in edges if t0 < t < t1]
+    return edges
+
+
+class PhaseLookup:
+    """``light``/``dark``/``mixed`` of intervals inside [t0, t1), from the switch times computed once."""
+
+    def __init__(self, t0: float, t1: float, photoperiod) -> None:
+        self.edges = _edges(t0, t1, photoperiod)
+        self.times = [t for t, _ in self.edges]
+
+    def __call__(self, a: float, b: float) -> str:
+        i = bisect.bisect_right(self.times, a) - 1
+        light = self.edges[i][1]
+        if bisect.bisect_left(self.times, b) - 1 > i:  # a switch inside (a, b)
+            return "mixed"
+        return "light" if light else "dark"
+
+
+def phase(t0: float, t1: float, photoperiod) -> str:
+    """``light``, ``dark`` or ``mixed`` for the interval [t0, t1)."""
+    if photoperiod is None:
+        return "unknown"
+    return PhaseLookup(t0, t1, photoperiod)(t0, t1)
+
+
+def dark_periods(t0: float, t1: float, photoperiod) -> list:
+    """Dark intervals ``[start, end]`` (Unix s) overlapping [t0, t1); for shading charts."""
     out, dark_start = [], None
-    for t, light in edges:
+    for t, light in _edges(t0, t1, photoperiod):
         if not light and dark_start is None:
             dark_start = t
         elif light and dark_start is not None:
@@ -129,12 +137,14 @@ class Source:
     animal_id: str | None = None
     include_cage_untagged: bool = False  # single-housed animal: its cage's untagged scores are its own
 
-    def where(self) -> tuple[str, list[Any]]:
+    def parts(self) -> list[tuple[str, list[Any]]]:
+        """Index-friendly conditions whose rows, together, form the series (disjoint)."""
         if self.animal_id is None:
-            return "cage_id = ?", [self.cage_id]
+            return [("cage_id = ?", [self.cage_id])]
+        parts = [("animal_id = ? AND animal_id != ''", [self.animal_id])]
         if self.include_cage_untagged and self.cage_id:
-            return "(animal_id = ? OR (cage_id = ? AND animal_id = ''))", [self.animal_id, self.cage_id]
-        return "animal_id = ?", [self.animal_id]
+            parts.append(("cage_id = ? AND animal_id = ''", [self.cage_id]))
+        return parts
 
 
 def _table_for(bin_s: int, origin: float) -> tuple[str, int]:
@@ -146,16 +156,18 @@ def _table_for(bin_s: int, origin: float) -> tuple[str, int]:
 def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: float) -> dict[int, dict]:
     """Bin index -> summed rollup columns, for buckets whose midpoint lies in [t0, t1)."""
     table, width = _table_for(bin_s, origin)
-    where, params = source.where()
+    half = width // 2
     # Integer bin index, floor division made safe for times before the origin by a positive shift.
     shift = (int(max(0.0, origin - t0)) // bin_s + 2) * bin_s
     o = int(round(origin))
+    cols = ", ".join(ROLLUP_SUMS)
+    selects, params = [], []
+    for where, values in source.parts():
+        selects.append(f"SELECT bucket, {cols} FROM {table} WHERE {where} AND bucket >= ? AND bucket < ?")
+        params += [*values, t0 - half, t1 - half]
     sums = ", ".join(f"total({c})" for c in ROLLUP_SUMS)
-    sql = (
-        f"SELECT (bucket + {width // 2} - ? + ?) / ? - ? AS b, {sums} FROM {table} "
-        f"WHERE {where} AND bucket + {width // 2} >= ? AND bucket + {width // 2} < ? GROUP BY b"
-    )
-    rows = conn.execute(sql, [o, shift, bin_s, shift // bin_s, *params, t0, t1]).fetchall()
+    sql = f"SELECT (bucket + {half} - ? + ?) / ? - ? AS b, {sums} FROM ({' UNION ALL '.join(selects)}) GROUP BY b"
+    rows = conn.execute(sql, [o, shift, bin_s, shift // bin_s, *params]).fetchall()
     return {int(r[0]): dict(zip(ROLLUP_SUMS, r[1:], strict=True)) for r in rows}
 
 
@@ -311,6 +323,9 @@ def series(
     base = baseline(conn, source, event["t"], baseline_hours) if event and baseline_hours else None
     first = math.floor((t0 - origin) / bin_s)
     last = math.ceil((t1 - origin) / bin_s)
+    phase_of = (
+        PhaseLookup(origin + first * bin_s, origin + last * bin_s, photoperiod) if photoperiod else None
+    )
     bins = []
     for b in range(first, last):
         if not include_empty and b not in sums:
@@ -324,8 +339,8 @@ def series(
             m = row["mean_amgs"]
             row["delta_amgs"] = None if m is None or base["mean_amgs"] is None else m - base["mean_amgs"]
         row["rejected"] = rejected.get(b, {})
-        if photoperiod is not None:
-            row["phase"] = phase(start, start + bin_s, photoperiod)
+        if phase_of is not None:
+            row["phase"] = phase_of(start, start + bin_s)
         bins.append(row)
     out: dict[str, Any] = {
         "start": iso(t0),
