@@ -212,6 +212,16 @@ class Demo:
         register_study(db.conn, animals, surgery_t, start_t)
         add_user(db, "demo", self.password, "staff")
         self.collector.start()
+        if not self.collector.mqtt.connected.wait(20):
+            hint = (
+                " (the collector speaks MQTT 5, which amqtt does not: install mosquitto)"
+                if self.broker.kind == "amqtt"
+                else ""
+            )
+            raise click.ClickException(
+                f"the collector could not connect to the {self.broker.kind} broker on port {self.broker.port}{hint}; "
+                f"broker log: {self.broker.workdir}"
+            )
         by_device: dict[str, list] = {}
         for a in animals:
             by_device.setdefault(a.device_id, []).append(a)
