@@ -65,9 +65,9 @@ class Agent:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self.outbox = Outbox(self.state_dir / OUTBOX_FILE, cfg.storage.outbox_max_records)
+            self.crops = CropStore(self.state_dir / "crops", cfg.storage)
         except (OSError, sqlite3.Error) as e:
             raise AgentError(f"state directory {self.state_dir}: {e}") from None
-        self.crops = CropStore(self.state_dir / "crops", cfg.storage)
         self.health = Health()
         self.clock = ClockInfo()
         self.notifier = Notifier()

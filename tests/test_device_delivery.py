@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
+import paho.mqtt.client as mqtt
+import pytest
 from amgs.device.agent import Agent
 from amgs.device.config import load_config
 from amgs.device.outbox import Outbox
+from paho.mqtt.enums import CallbackAPIVersion
 from test_device_helpers import AckingCollector, make_replay, synth_faces, write_config
+
+from amgs.broker import LocalBroker, free_port
+from amgs.contract import score_topic
 
 
 def _run_in_thread(agent: Agent) -> threading.Thread:
@@ -196,3 +205,104 @@ def test_lost_state_directory_continues_numbering_after_the_collector(tmp_path, 
         collector.close()
     assert collector.seqs() == [51, 52, 53], collector.arrivals
     assert Outbox(tmp_path / "state" / "outbox.sqlite3").last_seq() == 53
+
+
+def _make_tls(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=amgs test CA")  # fmt: skip
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    )
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+
+
+def test_tls_with_username_and_password_file(tmp_path, scorer, synth_set):
+    if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
+        pytest.skip("openssl and mosquitto_passwd are needed to build a TLS broker")
+    tls = tmp_path / "tls"
+    _make_tls(tls)
+    (tmp_path / "passwd").write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(tmp_path / "passwd"), "dev1", "s3cret-pw"], check=True)
+    (tmp_path / "dev1.password").write_text("s3cret-pw\n")
+    tls_port = free_port()
+    extra = (
+        f"user root\npassword_file {tmp_path / 'passwd'}\n"
+        f"listener {tls_port} 127.0.0.1\ncafile {tls / 'ca.crt'}\ncertfile {tls / 'server.crt'}\n"
+        f"keyfile {tls / 'server.key'}\n"
+    )
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, 2))
+    with LocalBroker(workdir=tmp_path / "broker", allow_anonymous=False, extra_conf=extra) as broker:
+        cfg_path = write_config(
+            tmp_path / "d.toml",
+            port=tls_port,
+            state=tmp_path / "state",
+            frames=frames,
+            mqtt={
+                "host": "localhost",
+                "username": "dev1",
+                "password_file": str(tmp_path / "dev1.password"),
+                "tls_ca_file": str(tls / "ca.crt"),
+            },
+            delivery={"confirm": "broker"},
+            agent={"exit_when_done": True, "done_timeout_s": 15},
+        )
+        got: list[bytes] = []
+        sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="verifier")
+        sub.username_pw_set("dev1", "s3cret-pw")
+        sub.on_connect = lambda c, u, f, rc, p: c.subscribe(score_topic("lab", "dev1"), 1)
+        sub.on_message = lambda c, u, m: got.append(m.payload)
+        sub.connect("127.0.0.1", broker.port)
+        sub.loop_start()
+        try:
+            time.sleep(0.3)
+            Agent(load_config(cfg_path), scorer=scorer).run()
+            deadline = time.monotonic() + 10
+            while len(got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            sub.disconnect()
+            sub.loop_stop()
+    assert len(got) == 2
+    assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 0
+
+
+def test_wrong_password_is_reported_not_fatal(tmp_path, scorer, synth_set, caplog):
+    (tmp_path / "passwd").write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(tmp_path / "passwd"), "dev1", "right"], check=True)
+    (tmp_path / "pw").write_text("wrong-secret\n")
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, 1))
+    extra = f"user root\npassword_file {tmp_path / 'passwd'}\n"
+    with LocalBroker(workdir=tmp_path / "broker", allow_anonymous=False, extra_conf=extra) as broker:
+        cfg_path = write_config(
+            tmp_path / "d.toml",
+            port=broker.port,
+            state=tmp_path / "state",
+            frames=frames,
+            mqtt={"username": "dev1", "password_file": str(tmp_path / "pw")},
+            delivery={"flush_timeout_s": 0.5},
+            agent={"exit_when_done": True, "done_timeout_s": 2},
+        )
+        agent = Agent(load_config(cfg_path), scorer=scorer)
+        assert agent.run() == 0
+    status = agent.status("online")
+    assert status["state"] == "degraded" and "refused the connection" in status["reason"]
+    assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 1  # kept for later
+    assert "wrong-secret" not in caplog.text
