@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import shutil
 import subprocess
 import threading
@@ -38,6 +39,8 @@ def _synced_timedatectl() -> bool | None:
             capture_output=True,
             text=True,
             timeout=2,
+            # systemd tools report their own failures to $NOTIFY_SOCKET (ERRNO=...): keep them away from ours.
+            env={k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))},
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
