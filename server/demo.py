@@ -46,9 +46,12 @@ class SimClock:
         return self.t() >= time.time() - 1e-3
 
 
-def demo_config(workdir: Path, broker_port: int, http_port: int):
-    """The embedded defaults: thresholds sized for 12 images per cage and hour (site settings, not cut-offs)."""
+def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 1.0):
+    """The embedded defaults: thresholds sized for 12 images per cage and hour (site settings, not cut-offs).
+    Silence rules tolerate 15 wall-clock seconds of delivery lag at the replay ``speed``."""
     from .config import parse_config
+
+    quiet_min = max(120.0, speed * 15 / 60)
 
     return parse_config(
         {
@@ -67,7 +70,8 @@ def demo_config(workdir: Path, broker_port: int, http_port: int):
                     "mean_amgs": 0.85,
                 },
                 "baseline_rise": {"window_min": 120, "min_images": 12, "rise": 0.3, "baseline_hours": 6},
-                "no_faces": {"after_min": 120},
+                "no_faces": {"after_min": quiet_min},
+                "device_offline": {"after_min": max(15.0, quiet_min)},
             },
             "notify": {"deliver_every_s": 1, "retry_initial_s": 2},
             "web": {"title": "aMGS demo collector (SYNTHETIC data)"},
@@ -179,8 +183,9 @@ class Demo:
         from .service import Collector, provided_jobs
         from .web.auth import add_user
 
-        if self.fresh and (self.workdir / "collector").exists():
-            shutil.rmtree(self.workdir / "collector")
+        for old in ("collector", "devices"):
+            if self.fresh and (self.workdir / old).exists():
+                shutil.rmtree(self.workdir / old)
         self.workdir.mkdir(parents=True, exist_ok=True)
         animals = study_animals()
         self.echo(
@@ -203,7 +208,7 @@ class Demo:
         start_t = now - (BASELINE_H + AFTER_H) * 3600
         surgery_t = start_t + BASELINE_H * 3600
         self.clock = SimClock(start_t, (BASELINE_H + AFTER_H) * 3600 / max(1.0, self.replay_s))
-        config = demo_config(self.workdir, self.broker.port, self.port)
+        config = demo_config(self.workdir, self.broker.port, self.port, self.clock.speed)
         self.collector = Collector(config, jobs=provided_jobs(config))
         state = self.collector.app.state
         state.alert_engine.clock = self.clock
@@ -237,12 +242,11 @@ class Demo:
                 seed=i,
                 surgery_t=surgery_t,
                 start_t=start_t,
+                state_dir=self.workdir / "devices" / d,
+                clock=self.clock.t,
             )
             for i, (d, group) in enumerate(sorted(by_device.items()))
         ]
-        for dev in self.devices:
-            dev.connected.wait(10)
-            dev.publish_status(start_t)
         self.echo(f"broker: {self.broker.kind} on 127.0.0.1:{self.broker.port}")
         self.echo(f"dashboard: {self.url}   (log in as demo / {self.password} to acknowledge alerts)")
         self.echo(
@@ -273,19 +277,14 @@ class Demo:
 
     def run(self, duration: float | None = None) -> None:
         deadline = None if duration is None else time.monotonic() + duration
-        last_status = 0.0
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
             self.step()
-            if time.monotonic() - last_status > 5:
-                for dev in self.devices:
-                    dev.publish_status(self.clock.t())
-                last_status = time.monotonic()
             self._stop.wait(0.25)
 
     def stop(self) -> None:
         self._stop.set()
         for dev in self.devices:
-            dev.stop(self.clock.t())
+            dev.stop()
         if self.collector is not None:
             self.collector.stop()
         if self.broker is not None:

@@ -1,25 +1,28 @@
-"""Simulated cage devices for the demo: contract-valid status, score and crop messages over real MQTT.
+"""Simulated cage devices for the demo: they replace the camera and the per-image inference of the device
+agent, and keep its delivery.
 
-They stand in for the device agent (``amgs.device``), which needs camera frames and ~40-80 ms of CPU
-per image: replaying a 60-hour study for seven cages in two minutes is not possible with live
-inference on a small machine. The scores are the real model's scores of rendered synthetic faces
-(see ``demo_study``), the messages are built and validated with ``amgs.contract`` like the agent's,
-and each device has a last will, a per-device sequence, a boot id and monotonic clock.
+Replaying a 60-hour study for seven cages in two minutes cannot run live inference (40-80 ms per image)
+on a small machine, so each simulated capture takes a pre-rendered synthetic face and its real model
+score (see ``demo_study``). From there the path is the device agent's own (``amgs.device``): the record
+is committed to the durable SQLite outbox, which assigns the per-device sequence, and
+``amgs.device.delivery.Delivery`` publishes it at QoS 1 and deletes it only when the collector's
+retained watermark confirms it; status (with last will) goes the same way. Face crops travel apart, at
+QoS 0, as the contract prescribes.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
 
 from amgs import __version__
-from amgs.contract import crop_topic, encode, format_time, new_msg_id, score_topic, status_topic
+from amgs.contract import crop_topic, format_time, new_msg_id
 
 from .demo_study import CURVE_MODEL, DemoAnimal, FaceBank, bank_score, curve_score
 
@@ -46,40 +49,67 @@ class SimDevice:
         seed: int,
         surgery_t: float,
         start_t: float,
+        state_dir: Path,
+        clock: Callable[[], float],
         crop_every: int = 6,
     ) -> None:
+        from amgs.device.config import DeviceConfig
+        from amgs.device.delivery import Delivery
+        from amgs.device.outbox import Outbox
+
         self.device_id, self.site, self.animals, self.bank = device_id, site, animals, bank
-        self.use_model, self.surgery_t, self.crop_every = use_model, surgery_t, crop_every
+        self.use_model, self.surgery_t, self.crop_every, self.clock = use_model, surgery_t, crop_every, clock
         self.rng = np.random.default_rng(seed)
-        self.seq = 0
         self.boot_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self.frames: dict[str, int] = {"captured": 0, "scored": 0}
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         self.last_capture: float | None = None
         self.next_image = {a.cage_id: start_t + float(self.rng.uniform(0, 300)) for a in animals}
-        self.connected = threading.Event()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-{device_id}", clean_session=True
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = DeviceConfig.model_validate(
+            {
+                "device": {"id": device_id, "site": site, "state_dir": str(state_dir)},
+                "sources": [{"kind": "folder", "name": "simulated", "path": str(state_dir)}],
+                "views": [
+                    {
+                        "name": self._view(a),
+                        "source": "simulated",
+                        "cage_id": a.cage_id,
+                        "animal_id": a.animal_id,
+                    }
+                    for a in animals
+                ],
+                "mqtt": {"host": host, "port": port, "reconnect_max_s": 5},
+                "delivery": {"confirm": "collector", "resend_after_s": 30, "flush_timeout_s": 3},
+                "status": {"interval_s": 5},
+            }
         )
-        will = self._status("offline", time.time(), reason="connection lost (last will)")
-        self.client.will_set(status_topic(site, device_id), encode(will), qos=1, retain=True)
-        self.client.on_connect = lambda c, u, f, rc, p: self.connected.set()
-        self.client.connect_async(host, port, keepalive=15)
-        self.client.loop_start()
+        self.outbox = Outbox(state_dir / "outbox.db", self.cfg.storage.outbox_max_records)
+        self.delivery = Delivery(self.cfg, state_dir / "outbox.db", self._status)
+        self.delivery.start()
+        self.crops = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-{device_id}-crops")
+        self.crops.connect_async(host, port, keepalive=30)
+        self.crops.loop_start()
 
-    def _status(self, state: str, t: float, reason: str | None = None) -> dict:
+    def _view(self, animal: DemoAnimal) -> str:
+        return f"view{self.animals.index(animal) + 1}"
+
+    def _status(self, state: str) -> dict:
+        """The status message Delivery publishes (and its last will); times are simulated time."""
+        stats = self.delivery.stats if hasattr(self, "delivery") else {}
         return {
             "schema": "amgs.status/1",
             "device_id": self.device_id,
             "site": self.site,
             "state": state,
-            "at": _at(t),
-            "reason": reason,
+            "at": _at(self.clock()),
+            "reason": None if state == "online" else "stopped or connection lost",
             "software": f"amgs-demo {__version__}",
             "uptime_s": round(time.monotonic() - self.started, 1),
-            "queue_depth": 0,
-            "last_seq": self.seq,
+            "queue_depth": int(stats.get("queue_depth", 0)),
+            "unconfirmed": int(stats.get("unconfirmed", 0)),
+            "last_seq": self.outbox.last_seq() if hasattr(self, "outbox") else 0,
             "last_capture_at": _at(self.last_capture) if self.last_capture else None,
             "inference_ms": 40.0 if self.use_model else None,
             "frames": dict(self.frames),
@@ -92,21 +122,23 @@ class SimDevice:
             ],
         }
 
-    def publish_status(self, t: float, state: str = "online") -> None:
-        self.client.publish(
-            status_topic(self.site, self.device_id), encode(self._status(state, t)), qos=1, retain=True
-        )
-
     def advance(self, t1: float) -> int:
-        """Publish every image captured up to simulated time ``t1``; returns how many scores were sent."""
-        sent = 0
+        """Capture every image due up to simulated time ``t1``: commit the scores to the durable outbox
+        (one transaction), hand them to delivery, send sampled crops. Returns how many were captured."""
+        captured: list[tuple[dict, bytes | None]] = []
         for animal in self.animals:
             while self.next_image[animal.cage_id] <= t1:
-                sent += self._capture(animal, self.next_image[animal.cage_id])
+                captured.append(self._capture(animal, self.next_image[animal.cage_id]))
                 self.next_image[animal.cage_id] += 3600 / IMAGES_PER_HOUR * float(self.rng.uniform(0.6, 1.4))
-        return sent
+        if captured:
+            self.outbox.commit([record for record, _ in captured])
+            self.delivery.wake()
+            for record, jpeg in captured:
+                if jpeg is not None:
+                    self.crops.publish(crop_topic(self.site, self.device_id, record["msg_id"]), jpeg, qos=0)
+        return len(captured)
 
-    def _capture(self, animal: DemoAnimal, t: float) -> int:
+    def _capture(self, animal: DemoAnimal, t: float) -> tuple[dict, bytes | None]:
         self.frames["captured"] += 3
         self.last_capture = t
         for _ in range(2):  # frames the quality gate refused before this usable one
@@ -119,21 +151,19 @@ class SimDevice:
             if self.use_model
             else curve_score(self.rng, level, self.bank.threshold)
         )
-        self.seq += 1
         self.frames["scored"] += 1
         msg_id = new_msg_id()
         dark = not 7 <= datetime.fromtimestamp(t, UTC).hour < 19
         motion = float(max(0.0, self.rng.normal(2.5 if dark else 1.0, 0.4) * (1 - min(level, 1.6) / 2.2)))
-        with_crop = self.seq % self.crop_every == 0
+        with_crop = self.frames["scored"] % self.crop_every == 0
         record = {
             "schema": "amgs.score/1",
             "msg_id": msg_id,
-            "seq": self.seq,
             "device_id": self.device_id,
             "site": self.site,
             "cage_id": animal.cage_id,
             "animal_id": animal.animal_id,
-            "view": f"view{self.animals.index(animal) + 1}",
+            "view": self._view(animal),
             "captured_at": _at(t),
             "clock": {"synced": True, "boot_id": self.boot_id, "monotonic_s": round(time.monotonic(), 3)},
             "model": self.bank.model if self.use_model else CURVE_MODEL,
@@ -154,22 +184,11 @@ class SimDevice:
             "inference_ms": s.inference_ms,
             "has_crop": with_crop,
         }
-        self.client.publish(score_topic(self.site, self.device_id), encode(record), qos=1)
-        if with_crop:
-            self.client.publish(crop_topic(self.site, self.device_id, msg_id), face.jpeg, qos=0)
-        return 1
+        return record, face.jpeg if with_crop else None
 
-    def stop(self, t: float) -> None:
-        """A clean shutdown: say offline (retained), then disconnect (no last will)."""
-        info = self.client.publish(
-            status_topic(self.site, self.device_id),
-            json.dumps(self._status("offline", t, reason="demo stopped")).encode(),
-            qos=1,
-            retain=True,
-        )
-        try:
-            info.wait_for_publish(3)
-        except (RuntimeError, ValueError):
-            pass
-        self.client.disconnect()
-        self.client.loop_stop()
+    def stop(self) -> None:
+        """Flush, say offline (retained), disconnect: the device agent's own shutdown."""
+        self.delivery.stop()
+        self.crops.disconnect()
+        self.crops.loop_stop()
+        self.outbox.close()
