@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -60,6 +61,7 @@ def drain(workdir: Path, broker: LocalBroker, n: int, batch_max: int, devices: i
     ]
     loadgen.publish_all("127.0.0.1", broker.port, items)
     collector = Collector(config, with_http=False)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     collector.start()
     while collector.stats.stored < len(items):
@@ -67,6 +69,7 @@ def drain(workdir: Path, broker: LocalBroker, n: int, batch_max: int, devices: i
         if time.perf_counter() - t0 > 900:
             break
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     stats = collector.stats
     collector.stop()
     return {
@@ -74,6 +77,8 @@ def drain(workdir: Path, broker: LocalBroker, n: int, batch_max: int, devices: i
         "stored": stats.stored,
         "seconds": elapsed,
         "msg_per_s": stats.stored / elapsed,
+        "cpu_s": cpu,
+        "msg_per_cpu_s": stats.stored / cpu,
         "commits": stats.batches,
         "mean_batch": stats.stored / max(1, stats.batches),
     }
@@ -141,7 +146,8 @@ def build_query_db(state_dir: Path, cages: int = 100, days: int = 90, seed: int 
         raw = []
         for seq, t in enumerate(range(end - 7 * 86400, end, 300), start=1):
             msg = loadgen.score_message(device, seq, cage_id=cage, animal_id=animal, t=float(t))
-            raw.append(tuple(score_row(msg, t)[k] for k in SCORE_COLUMNS))
+            row = score_row(msg, t)
+            raw.append(tuple(row[k] for k in SCORE_COLUMNS))
         conn.executemany(
             f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})",
             raw,
@@ -229,14 +235,19 @@ def main() -> None:
         single = drain(work, broker, n_single, batch_max=1)
         batched = drain(work, broker, n_batched, batch_max=1000)
     print("\n## ingest (backlog drain through the broker, commit before PUBACK)")
-    print(f"{'mode':<28}{'scores':>10}{'seconds':>10}{'msg/s':>12}{'commits':>10}{'mean batch':>12}")
+    print(
+        f"{'mode':<28}{'scores':>10}{'seconds':>10}{'msg/s':>12}{'CPU s':>8}{'msg/CPU-s':>11}{'commits':>10}{'batch':>8}"
+    )
     for name, r in (("one commit per message", single), ("batched (<= 1000 / commit)", batched)):
         print(
-            f"{name:<28}{r['stored']:>10}{r['seconds']:>10.2f}{r['msg_per_s']:>12.0f}{r['commits']:>10}"
-            f"{r['mean_batch']:>12.1f}"
+            f"{name:<28}{r['stored']:>10}{r['seconds']:>10.2f}{r['msg_per_s']:>12.0f}{r['cpu_s']:>8.2f}"
+            f"{r['msg_per_cpu_s']:>11.0f}{r['commits']:>10}{r['mean_batch']:>8.1f}"
         )
     ratio = batched["msg_per_s"] / single["msg_per_s"]
     print(f"batched / per-message: {ratio:.1f}x (target >= 10x); batched target >= 10,000 msg/s")
+    print(
+        f"# load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (msg/CPU-s = the collector's own cost)"
+    )
 
     print(f"\n## time-course queries (synthetic 100 cages x {days} days; {args.repeats} runs each)")
     t0 = time.perf_counter()

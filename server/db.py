@@ -194,7 +194,7 @@ def _rollup_ddl(table: str) -> str:
 
 
 def rollup_select(width: int, where: str = "1") -> str:
-    """SQL aggregating ``scores`` rows into rollup sums (the one definition; the writer mirrors it)."""
+    """SQL aggregating ``scores`` rows into rollup sums (the one definition: the migration backfills and the writer adds each batch with it)."""
     au = ", ".join(f"total(au_{k})" for k in AU_KEYS)
     return (
         f"SELECT cage_id, coalesce(animal_id, ''), CAST(t / {width} AS INTEGER) * {width}, count(*), "

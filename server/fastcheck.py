@@ -22,109 +22,108 @@ from amgs import contract
 Check = Callable[[Any], bool]
 
 
-def _type_check(names: list[str]) -> Check:
-    def one(name: str) -> Check:
-        if name == "string":
-            return lambda v: isinstance(v, str)
-        if name == "boolean":
-            return lambda v: isinstance(v, bool)
-        if name == "object":
-            return lambda v: isinstance(v, dict)
-        if name == "array":
-            return lambda v: isinstance(v, list)
-        if name == "null":
-            return lambda v: v is None
-        if name == "integer":
-            return lambda v: (
-                (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
-            )
-        if name == "number":
-            return lambda v: (
-                (isinstance(v, int) and not isinstance(v, bool))
-                or (isinstance(v, float) and math.isfinite(v))
-            )
-        raise ValueError(f"unsupported type {name!r}")
+class _Gen:
+    """Generates the source of one flat Python function per schema (like fastjsonschema, for this subset)."""
 
-    checks = [one(n) for n in names]
-    if len(checks) == 1:
-        return checks[0]
-    return lambda v: any(c(v) for c in checks)
+    def __init__(self) -> None:
+        self.constants: dict[str, Any] = {"_isfinite": math.isfinite}
+        self.lines: list[str] = []
+        self.counter = 0
+
+    def const(self, value: Any) -> str:
+        name = f"_c{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def var(self) -> str:
+        self.counter += 1
+        return f"v{self.counter}"
+
+    def emit(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    @staticmethod
+    def type_expr(name: str, v: str) -> str:
+        return {
+            "string": f"isinstance({v}, str)",
+            "boolean": f"isinstance({v}, bool)",
+            "object": f"isinstance({v}, dict)",
+            "array": f"isinstance({v}, list)",
+            "null": f"{v} is None",
+            "integer": f"((isinstance({v}, int) and not isinstance({v}, bool)) or (isinstance({v}, float) and {v}.is_integer()))",
+            "number": f"((isinstance({v}, int) and not isinstance({v}, bool)) or (isinstance({v}, float) and _isfinite({v})))",
+        }[name]
+
+    def schema(self, schema: dict[str, Any], v: str, d: int) -> None:
+        if "const" in schema:
+            self.emit(d, f"if {v} != {self.const(schema['const'])}: return False")
+        if "enum" in schema:
+            self.emit(d, f"if {v} not in {self.const(list(schema['enum']))}: return False")
+        if "oneOf" in schema:
+            options = [self.const(compile_schema(o)) for o in schema["oneOf"]]
+            self.emit(d, f"if not ({' or '.join(f'{o}({v})' for o in options)}): return False")
+        if "type" in schema:
+            names = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
+            self.emit(d, f"if not ({' or '.join(self.type_expr(n, v) for n in names)}): return False")
+        if "maxLength" in schema or "pattern" in schema:
+            self.emit(d, f"if isinstance({v}, str):")
+            if "maxLength" in schema:
+                self.emit(d + 1, f"if len({v}) > {int(schema['maxLength'])}: return False")
+            if "pattern" in schema:
+                rx = self.const(re.compile(schema["pattern"]))
+                self.emit(d + 1, f"if {rx}.search({v}) is None: return False")
+        if "minimum" in schema or "maximum" in schema:
+            self.emit(d, f"if {self.type_expr('number', v)}:")
+            if "minimum" in schema:
+                self.emit(d + 1, f"if {v} < {self.const(schema['minimum'])}: return False")
+            if "maximum" in schema:
+                self.emit(d + 1, f"if {v} > {self.const(schema['maximum'])}: return False")
+        if any(k in schema for k in ("minItems", "maxItems", "items")):
+            self.emit(d, f"if isinstance({v}, list):")
+            if "minItems" in schema:
+                self.emit(d + 1, f"if len({v}) < {int(schema['minItems'])}: return False")
+            if "maxItems" in schema:
+                self.emit(d + 1, f"if len({v}) > {int(schema['maxItems'])}: return False")
+            if "items" in schema:
+                item = self.var()
+                self.emit(d + 1, f"for {item} in {v}:")
+                self.schema(schema["items"], item, d + 2)
+        if any(k in schema for k in ("required", "maxProperties", "properties", "additionalProperties")):
+            self.emit(d, f"if isinstance({v}, dict):")
+            for key in schema.get("required", ()):
+                self.emit(d + 1, f"if {key!r} not in {v}: return False")
+            if "maxProperties" in schema:
+                self.emit(d + 1, f"if len({v}) > {int(schema['maxProperties'])}: return False")
+            props = schema.get("properties", {})
+            for key, sub in props.items():
+                item = self.var()
+                self.emit(d + 1, f"{item} = {v}.get({key!r}, _MISSING)")
+                self.emit(d + 1, f"if {item} is not _MISSING:")
+                self.emit(d + 2, "pass")
+                self.schema(sub, item, d + 2)
+            extra = schema.get("additionalProperties", True)
+            known = self.const(frozenset(props))
+            if extra is False:
+                self.emit(d + 1, f"if not {known}.issuperset({v}): return False")
+            elif isinstance(extra, dict):
+                key, item = self.var(), self.var()
+                self.emit(d + 1, f"for {key}, {item} in {v}.items():")
+                self.emit(d + 2, f"if {key} in {known}: continue")
+                self.schema(extra, item, d + 2)
 
 
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v))
+_MISSING = object()
 
 
 def compile_schema(schema: dict[str, Any]) -> Check:
-    """Compile the JSON Schema subset ``amgs.contract`` uses into one predicate."""
-    checks: list[Check] = []
-    if "const" in schema:
-        const = schema["const"]
-        checks.append(lambda v: not (v != const))
-    if "enum" in schema:
-        enum = schema["enum"]
-        checks.append(lambda v: v in enum)
-    if "oneOf" in schema:
-        options = [compile_schema(o) for o in schema["oneOf"]]
-        checks.append(lambda v: any(o(v) for o in options))
-    if "type" in schema:
-        names = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
-        checks.append(_type_check(names))
-    max_len, pattern = schema.get("maxLength"), schema.get("pattern")
-    if max_len is not None or pattern is not None:
-        rx = re.compile(pattern) if pattern is not None else None
-        limit = max_len if max_len is not None else math.inf
-        checks.append(
-            lambda v: not isinstance(v, str) or (len(v) <= limit and (rx is None or rx.search(v) is not None))
-        )
-    lo, hi = schema.get("minimum"), schema.get("maximum")
-    if lo is not None or hi is not None:
-        lo_ = -math.inf if lo is None else lo
-        hi_ = math.inf if hi is None else hi
-        checks.append(lambda v: not _is_number(v) or lo_ <= v <= hi_)
-    if any(k in schema for k in ("minItems", "maxItems", "items")):
-        mn, mx = schema.get("minItems", 0), schema.get("maxItems", math.inf)
-        item = compile_schema(schema["items"]) if "items" in schema else None
-        checks.append(
-            lambda v: (
-                not isinstance(v, list) or (mn <= len(v) <= mx and (item is None or all(item(x) for x in v)))
-            )
-        )
-    if any(k in schema for k in ("required", "maxProperties", "properties", "additionalProperties")):
-        required = tuple(schema.get("required", ()))
-        max_props = schema.get("maxProperties", math.inf)
-        props = {k: compile_schema(s) for k, s in schema.get("properties", {}).items()}
-        extra = schema.get("additionalProperties", True)
-        extra_check = compile_schema(extra) if isinstance(extra, dict) else None
-
-        def check_object(v: Any) -> bool:
-            if not isinstance(v, dict):
-                return True
-            for key in required:
-                if key not in v:
-                    return False
-            if len(v) > max_props:
-                return False
-            for key, item in v.items():
-                sub = props.get(key)
-                if sub is not None:
-                    if not sub(item):
-                        return False
-                elif extra is False:
-                    return False
-                elif extra_check is not None and not extra_check(item):
-                    return False
-            return True
-
-        checks.append(check_object)
-
-    def check(v: Any) -> bool:
-        for c in checks:
-            if not c(v):
-                return False
-        return True
-
-    return check
+    """Compile the JSON Schema subset ``amgs.contract`` uses into one predicate (generated source)."""
+    gen = _Gen()
+    gen.emit(0, "def check(v0):")
+    gen.schema(schema, "v0", 1)
+    gen.emit(1, "return True")
+    namespace: dict[str, Any] = {**gen.constants, "_MISSING": _MISSING}
+    exec("\n".join(gen.lines), namespace)  # noqa: S102 - source generated above from the contract's schema
+    return namespace["check"]
 
 
 _COMPILED: dict[str, Check] = {sid: compile_schema(s) for sid, s in contract.SCHEMAS.items()}

@@ -6,7 +6,6 @@ a crop, or the quarantine (with the reason). Nothing that arrives can raise out 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ from amgs.contract import AU_KEYS, ContractError, parse_time, parse_topic
 from .fastcheck import decode
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+EARLIEST = 946684800.0  # 2000-01-01: a capture time before this comes from a clock that was never set
 
 
 @dataclass
@@ -79,7 +79,7 @@ def score_row(msg: dict[str, Any], received_at: float) -> dict[str, Any]:
         "asleep": None if quality.get("asleep") is None else int(quality["asleep"]),
         "inference_ms": msg.get("inference_ms"),
         "has_crop": int(bool(msg.get("has_crop", False))),
-        "face_box": json.dumps(msg["face_box"]) if msg.get("face_box") else None,
+        "face_box": "[" + ",".join(map(str, msg["face_box"])) + "]" if msg.get("face_box") else None,
     }
     for k in AU_KEYS:
         row[f"au_{k}"] = au.get(k) if au else None
@@ -113,9 +113,10 @@ def classify(item: Incoming, *, crop_max_bytes: int, registered: set[str] | None
                     f"unknown device {topic.device!r}: register it with `amgs server device add {topic.device}`",
                     "device_id",
                 )
-            if parse_time(msg["captured_at"]).year < 2000:
+            row = score_row(msg, item.received_at)
+            if row["t"] < EARLIEST:
                 raise ContractError("capture time before 2000: the clock is not usable", "captured_at")
-            return Classified("score", item, message=msg, row=score_row(msg, item.received_at), **base)
+            return Classified("score", item, message=msg, row=row, **base)
         if topic.kind == "status":
             msg = decode(item.payload, "amgs.status/1")
             _check_origin(msg, topic.site, topic.device)

@@ -19,11 +19,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from amgs.contract import AU_KEYS, parse_time
+from amgs.contract import parse_time
 
-from .db import ROLLUP_SUMS, ROLLUP_TABLES, SCORE_COLUMNS, CollectorDB, rollback
+from .db import ROLLUP_SUMS, ROLLUP_TABLES, SCORE_COLUMNS, CollectorDB, rollback, rollup_select
 from .ingest import Classified, Incoming, classify
 
 log = logging.getLogger(__name__)
@@ -66,44 +65,15 @@ class BatchResult:
     reasons: list[str] = field(default_factory=list)
 
 
-def _rollup_key(row: dict[str, Any], width: int) -> tuple[str, str, int]:
-    return row["cage_id"], row["animal_id"] or "", int(row["t"] // width) * width
-
-
-def rollup_sums(rows: list[dict[str, Any]], width: int) -> dict[tuple[str, str, int], list[float]]:
-    """Aggregate score rows into rollup sums (mirrors db.rollup_select, the SQL definition)."""
-    out: dict[tuple[str, str, int], list[float]] = {}
-    for r in rows:
-        acc = out.setdefault(_rollup_key(r, width), [0.0] * len(ROLLUP_SUMS))
-        a = r["amgs"]
-        has_au = r["au_ot"] is not None
-        values = (
-            1,
-            a,
-            a * a,
-            r["is_pain"],
-            r["needs_review"] or 0,
-            1 - r["clock_synced"],
-            1 if has_au else 0,
-            *((r[f"au_{k}"] or 0.0) for k in AU_KEYS),
-            r["mgs_au"] or 0.0,
-            0 if r["motion"] is None else 1,
-            r["motion"] or 0.0,
-            r["asleep"] or 0,
-        )
-        for i, v in enumerate(values):
-            acc[i] += v
-    return out
-
-
 _ROLLUP_UPSERT = {
     table: (
         f"INSERT INTO {table} (cage_id, animal_id, bucket, {', '.join(ROLLUP_SUMS)}) "
-        f"VALUES (?, ?, ?, {', '.join('?' for _ in ROLLUP_SUMS)}) ON CONFLICT (cage_id, animal_id, bucket) "
+        f"{rollup_select(width, 'rowid > ?')} ON CONFLICT (cage_id, animal_id, bucket) "
         f"DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in ROLLUP_SUMS)}"
     )
-    for table in ROLLUP_TABLES.values()
+    for width, table in ROLLUP_TABLES.items()
 }
+"""Add the scores inserted after a rowid to the rollups, with the one SQL definition (db.rollup_select)."""
 _SCORE_INSERT = (
     f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})"
 )
@@ -220,11 +190,10 @@ class Ingestor:
             return
         new.sort(key=lambda c: (c.device_id, c.row["seq"]))
         rows = [c.row for c in new]
+        last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
         self.conn.executemany(_SCORE_INSERT, [tuple(r[k] for k in SCORE_COLUMNS) for r in rows])
-        for width, table in ROLLUP_TABLES.items():
-            self.conn.executemany(
-                _ROLLUP_UPSERT[table], [(*key, *values) for key, values in rollup_sums(rows, width).items()]
-            )
+        for sql in _ROLLUP_UPSERT.values():
+            self.conn.execute(sql, [last_rowid])
         per_device: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
             per_device[r["device_id"]].append(r)
