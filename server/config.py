@@ -87,7 +87,12 @@ class StorageConfig(Section):
     db_file: str = "collector.db"
     wal: bool = True
     backup_before_migrate: bool = True
-    backups_keep: int = Field(5, ge=0, description="migration/daily backups kept in state_dir/backups")
+    backups_keep: int = Field(
+        5, ge=0, description="backups kept in state_dir/backups (pre-migration and periodic)"
+    )
+    backup_every_h: float = Field(
+        24, ge=0, description="online backup of the live database this often; 0 = off"
+    )
     raw_retention_days: float = Field(
         400, ge=0, description="raw scores older than this are deleted (rollups are kept); 0 = keep forever"
     )

@@ -37,7 +37,7 @@ import uvicorn
 
 from .app import create_app
 from .config import ServerConfig
-from .db import CollectorDB, open_database
+from .db import CollectorDB, backup, open_database
 from .mqtt import MqttIngest
 from .writer import IngestStats, Writer
 
@@ -64,7 +64,22 @@ class PeriodicJob:
     first_delay_s: float = 0.0
 
 
+def _backup_job(ctx: JobContext) -> None:
+    storage = ctx.config.storage
+    backup(ctx.db.local().conn, storage.backups_dir, "periodic", storage.backups_keep)
+
+
+def builtin_jobs(config: ServerConfig) -> list[PeriodicJob]:
+    """The collector's own periodic work outside the writer (which does gap expiry and retention)."""
+    jobs = []
+    if config.storage.backup_every_h:
+        every = config.storage.backup_every_h * 3600
+        jobs.append(PeriodicJob("backup", every, _backup_job, first_delay_s=every))
+    return jobs
+
+
 def provided_jobs(config: ServerConfig) -> list[PeriodicJob]:
+    """Jobs other rooms provide through :data:`JOB_PROVIDERS`."""
     jobs: list[PeriodicJob] = []
     for spec in JOB_PROVIDERS:
         module_name, func = spec.split(":")
@@ -211,4 +226,4 @@ class Collector:
 
 
 def run(config: ServerConfig) -> None:
-    Collector(config, jobs=provided_jobs(config)).run_forever()
+    Collector(config, jobs=builtin_jobs(config) + provided_jobs(config)).run_forever()

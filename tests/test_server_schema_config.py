@@ -148,3 +148,20 @@ def test_cli_metadata_import_and_export(tmp_path):
     assert mean[0]["hours_since_event"] == "0.0"
     assert "d1" in ok("devices")
     assert "schema version" in ok("migrate")
+
+
+def test_periodic_backup_job_copies_the_live_database(tmp_path):
+    from amgs.server.service import JobContext, builtin_jobs
+
+    config = server_config(tmp_path, storage={"backup_every_h": 24, "backups_keep": 2})
+    db = open_database(config)
+    db.local().execute("INSERT INTO cages (cage_id) VALUES ('c1')")
+    (job,) = [j for j in builtin_jobs(config) if j.name == "backup"]
+    assert job.every_s == 24 * 3600
+    for _ in range(3):
+        job.run(JobContext(config, db, publish=None, stats=None))
+        time.sleep(1.1)  # backup names carry the second
+    backups = sorted(config.storage.backups_dir.glob("collector-*-periodic.db"))
+    assert len(backups) == 2  # backups_keep
+    with sqlite3.connect(backups[-1]) as copy:
+        assert copy.execute("SELECT cage_id FROM cages").fetchall() == [("c1",)]
