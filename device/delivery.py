@@ -110,6 +110,7 @@ class Delivery:
         client.will_set(self.topics["status"], encode(self.status_fn("offline")), qos=1, retain=True)
         client.on_connect = lambda c, u, flags, rc, props: self.events.put(("connect", rc))
         client.on_disconnect = lambda c, u, flags, rc, props: self.events.put(("disconnect", rc))
+        client.on_connect_fail = lambda c, u: self.events.put(("connect_fail",))
         client.on_subscribe = lambda c, u, mid, rcs, props: self.events.put(("subscribed", mid))
         client.on_publish = lambda c, u, mid, rc, props: self.events.put(("puback", mid))
         client.on_message = lambda c, u, msg: self.events.put(("message", msg.topic, msg.payload))
@@ -186,6 +187,11 @@ class Delivery:
                     log.warning("MQTT connection lost (%s); reconnecting with backoff", event[1])
                 self.connected = False
                 self.subscribed_at = None
+            elif kind == "connect_fail":
+                error = f"cannot reach the MQTT broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}; retrying"
+                if self.stats["last_error"] != error:
+                    log.warning("%s", error)
+                self.stats["last_error"] = error
             elif kind == "subscribed":
                 self.subscribed_at = time.monotonic()
             elif kind == "puback":

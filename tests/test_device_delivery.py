@@ -306,3 +306,21 @@ def test_wrong_password_is_reported_not_fatal(tmp_path, scorer, synth_set, caplo
     assert status["state"] == "degraded" and "refused the connection" in status["reason"]
     assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 1  # kept for later
     assert "wrong-secret" not in caplog.text
+
+
+def test_dead_broker_is_reported_and_scores_wait_in_the_outbox(tmp_path, scorer, synth_set):
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, 2))
+    cfg_path = write_config(
+        tmp_path / "d.toml",
+        port=free_port(),  # nothing listens there
+        state=tmp_path / "state",
+        frames=frames,
+        delivery={"flush_timeout_s": 0.2},
+        agent={"exit_when_done": True, "done_timeout_s": 1.5},
+    )
+    agent = Agent(load_config(cfg_path), scorer=scorer)
+    assert agent.run() == 0
+    status = agent.status("online")
+    assert status["state"] == "degraded" and "cannot reach the MQTT broker" in status["reason"]
+    assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 2
