@@ -187,7 +187,7 @@ def _rollup_ddl(table: str) -> str:
     )
     return (
         f"CREATE TABLE {table} (cage_id TEXT NOT NULL, animal_id TEXT NOT NULL DEFAULT '', "
-        f"bucket INTEGER NOT NULL, {sums}, PRIMARY KEY (cage_id, animal_id, bucket)) WITHOUT ROWID;"
+        f"bucket INTEGER NOT NULL, {sums}, PRIMARY KEY (cage_id, bucket, animal_id)) WITHOUT ROWID;"
         f"CREATE INDEX {table}_bucket ON {table} (bucket);"
         f"CREATE INDEX {table}_animal ON {table} (animal_id, bucket) WHERE animal_id != '';"
     )
