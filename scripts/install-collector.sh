@@ -197,4 +197,6 @@ run systemctl enable mosquitto.service amgs-collector.service
 run systemctl restart mosquitto.service
 run systemctl restart amgs-collector.service
 
-say "done. Provision each device: sudo amgs provision device NAME --cage CAGE (docs/deployment.md)"
+say "done. Next:"
+echo "    sudo -u $USER_NAME amgs server user add admin --role admin   # first dashboard account (asks for a password)"
+echo "    sudo amgs provision device NAME --cage CAGE                  # one per device (docs/deployment.md)"

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -285,14 +285,23 @@ def register_in_collector(cfg: ProvisionConfig, name: str, cages: list[str], act
         return "no server_config in the provisioning config"
     if not cfg.server_config.exists():
         return f"{cfg.server_config} does not exist (run scripts/install-collector.sh first)"
-    from amgs.server import metadata
     from amgs.server.config import ConfigError, load_config
-    from amgs.server.db import DatabaseError, open_database
 
     try:
-        db = open_database(load_config(cfg.server_config))
-    except (ConfigError, DatabaseError) as e:
+        storage = load_config(cfg.server_config).storage
+    except ConfigError as e:
         raise ProvisionError(f"broker access is updated, but the collector database is not: {e}") from None
+    storage.state_dir.mkdir(parents=True, exist_ok=True)
+    _as_owner_of(storage.state_dir, lambda: _record_device(storage, cfg.site, name, cages, active))
+    return None
+
+
+def _record_device(storage, site: str, name: str, cages: list[str], active: bool) -> None:
+    from amgs.server import metadata
+    from amgs.server.db import CollectorDB
+
+    db = CollectorDB.from_config(storage)
+    db.migrate(storage.backups_dir if storage.backup_before_migrate else None, storage.backups_keep)
     conn = db.connect()
     now = time.time()
     try:
@@ -300,10 +309,10 @@ def register_in_collector(cfg: ProvisionConfig, name: str, cages: list[str], act
         open_assignments = "UPDATE device_assignments SET end_t = ? WHERE device_id = ? AND end_t IS NULL"
         conn.execute(open_assignments, [now, name])
         if active:
-            metadata.save(conn, "sites", {"site_id": cfg.site})
-            metadata.save(conn, "devices", {"device_id": name, "site": cfg.site})
+            metadata.save(conn, "sites", {"site_id": site})
+            metadata.save(conn, "devices", {"device_id": name, "site": site})
             for cage in cages:
-                metadata.save(conn, "cages", {"cage_id": cage, "site_id": cfg.site})
+                metadata.save(conn, "cages", {"cage_id": cage, "site_id": site})
                 start = datetime.fromtimestamp(now, UTC)
                 metadata.save(
                     conn, "assignments", {"device_id": name, "cage_id": cage, "view": cage, "start": start}
@@ -316,7 +325,37 @@ def register_in_collector(cfg: ProvisionConfig, name: str, cages: list[str], act
         raise
     finally:
         conn.close()
-    return None
+
+
+def _as_owner_of(path: Path, work: Callable[[], None]) -> None:
+    """Run ``work`` as the user owning ``path``: root writing the collector's database (or its WAL and
+    backup files) would leave files the collector, running as ``amgs``, cannot open."""
+    st = path.stat()
+    if os.geteuid() != 0 or st.st_uid == 0:
+        work()
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to the owner, do the work, report, exit without cleanup handlers
+        os.close(read_end)
+        code, message = 0, b""
+        try:
+            os.setgroups([])
+            os.setgid(st.st_gid)
+            os.setuid(st.st_uid)
+            work()
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the parent as text
+            code, message = 1, f"{type(e).__name__}: {e}".encode()[:4000]
+        os.write(write_end, message)
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        message = f.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ProvisionError(
+            f"broker access is updated, but the collector database is not: {message.decode(errors='replace')}"
+        )
 
 
 # --------------------------------------------------------------------------- device bundle

@@ -235,3 +235,22 @@ def test_missing_ca_is_explained(site):
     site.ca.unlink()
     result = site.provision("device", "box-01", "--cage", "C1")
     assert result.exit_code != 0 and "make-ca.sh" in result.output
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="switching to the database owner needs root")
+def test_registration_writes_the_database_as_its_owner(site):
+    """Run as root, provisioning must not leave root-owned files the collector (user amgs) cannot open."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    state = site.root / "collector"
+    state.mkdir()
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    ok(site.provision("device", "box-01", "--cage", "C1"))
+    files = list(state.rglob("*"))
+    assert files and all(f.stat().st_uid == nobody.pw_uid for f in files), [(f, f.owner()) for f in files]
+    db = sqlite3.connect(state / "collector.db")
+    assert db.execute("SELECT registered FROM devices WHERE device_id = 'box-01'").fetchone() == (1,)
+    os.chmod(state / "collector.db", 0o400)  # the owner can no longer write: explained, nothing crashes
+    result = site.provision("device", "box-02", "--cage", "C2")
+    assert result.exit_code != 0 and "collector database is not" in result.output
