@@ -376,3 +376,33 @@ def test_collector_host_reboot_during_backlog_drain(rig_factory):
         pytest.xfail(
             f"stored exactly once, but out of order with a transient gap after the reboot: {figures}"
         )
+
+
+def test_only_the_tls_listener_is_reachable_from_the_network():
+    """From the device's namespace the broker answers on TLS only; the collector's plain port is loopback."""
+    root = new_site_root("amgs-netns-")
+    link = Link()
+    site = Site(root, site="lab1", host=COLLECTOR_IP, san=(), netns=link.col)
+    try:
+        assert site.provision("collector").exit_code == 0
+        site.start()
+        wait_until(lambda: "running" in site.log.read_text(), 30, "broker up in its namespace")
+        probe = (
+            "import socket, sys\n"
+            "for port in sys.argv[2:]:\n"
+            "    try:\n"
+            "        socket.create_connection((sys.argv[1], int(port)), timeout=3).close(); print(port, 'open')\n"
+            "    except OSError as e:\n"
+            "        print(port, type(e).__name__)\n"
+        )
+        out = subprocess.run(
+            ["ip", "netns", "exec", link.dev, sys.executable, "-c", probe, COLLECTOR_IP,
+             str(site.plain_port), str(site.tls_port)],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.split("\n")  # fmt: skip
+        assert out[0] == f"{site.plain_port} ConnectionRefusedError", out
+        assert out[1] == f"{site.tls_port} open", out
+    finally:
+        site.stop(kill=True)
+        link.close()
+        shutil.rmtree(root, ignore_errors=True)
