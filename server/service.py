@@ -197,6 +197,8 @@ class Collector:
         self._stop.set()
         deadline = time.monotonic() + timeout
         while not self.inbox.empty() and self.writer.is_alive() and time.monotonic() < deadline:
+            if self.stats.last_error:  # commits are failing: what is left stays unacknowledged at the broker
+                break
             time.sleep(0.05)
         self.writer.stop()
         self.writer.join(max(0.1, deadline - time.monotonic()))

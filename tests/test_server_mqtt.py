@@ -255,3 +255,35 @@ def _device_state(db_path):
     except sqlite3.Error:
         return None
     return row[0] if row else None
+
+
+def test_full_database_acknowledges_nothing_and_recovers_after_restart(tmp_path, broker):
+    """storage.max_db_mb reached (as a full disk): commits fail, /healthz says so, nothing is PUBACKed;
+    a restart with room stores every score exactly once from the broker's redelivery."""
+    small = server_config(tmp_path, broker, storage={"max_db_mb": 0.4}, ingest={"retry_backoff_s": 0.2})
+    full = Collector(small).start()
+    wait_for(full.mqtt.connected.is_set, what="connected")
+    n = 3000
+    publish(broker, [loadgen.score_message("d1", s) for s in range(1, n + 1)])
+    wait_for(lambda: full.stats.commit_errors > 0, what="a failed commit")
+    health_code, health = _get_status(f"http://127.0.0.1:{full.http_port}/healthz")
+    assert health_code == 503 and "full" in " ".join(health["problems"])
+    stored_before = count(full)
+    assert stored_before < n
+    full.stop()
+    roomy = Collector(server_config(tmp_path, broker)).start()
+    try:
+        wait_for(lambda: count(roomy) == n, timeout=60, what="all scores after the restart")
+        assert count(roomy, "SELECT committed_seq FROM devices") == n
+        assert count(roomy, "SELECT sum(n) FROM rollup_1h") == n
+    finally:
+        roomy.stop()
+
+
+def _get_status(url):
+    import urllib.error
+
+    try:
+        return 200, get_json(url)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
