@@ -45,9 +45,9 @@ def demo(tmp_path_factory, scorer, request):
     yield d, base, lines
     d.stop()
     runner.join(10)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"dashboard screenshots: {ARTIFACTS}")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\ndashboard screenshots: {ARTIFACTS}")
 
 
 @pytest.fixture(scope="module")
