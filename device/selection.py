@@ -37,9 +37,8 @@ def exposure(pixels: np.ndarray) -> float:
     return float(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).mean())
 
 
-def thumbnail(frame: np.ndarray, box: Box) -> np.ndarray:
-    x, y, w, h = box
-    crop = frame[max(0, y) : y + h, max(0, x) : x + w]
+def thumbnail(crop: np.ndarray) -> np.ndarray:
+    """Small grey version of the model-size crop that motion is measured on."""
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     return cv2.resize(grey, (MOTION_THUMB, MOTION_THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
 
@@ -90,7 +89,7 @@ class ViewSelector:
 
     def face_box(self, frame: Frame) -> Box | None:
         """The configured region; with a detector, the best detection inside it (or in the whole frame)."""
-        h, w = frame.pixels.shape[:2]
+        w, h = frame.size
         region = self.view.region or (0, 0, w, h)
         if self.detector is None:
             return region
@@ -99,18 +98,21 @@ class ViewSelector:
         return None if found is None else (found[0] + x, found[1] + y, found[2], found[3])
 
     def _candidate(self, frame: Frame, rejected: Counter) -> Candidate | None:
-        box = self.face_box(frame)
-        if box is None:
-            rejected["no_face"] += 1
-            return None
         try:
-            pixels = load_pixels(frame.pixels, self.model_size, box).pixels
+            box = self.face_box(frame)
+            if box is None:
+                rejected["no_face"] += 1
+                return None
+            w, h = frame.size
+            x0, y0 = max(0, box[0]), max(0, box[1])
+            clipped = (x0, y0, min(w, box[0] + box[2]) - x0, min(h, box[1] + box[3]) - y0)
+            if clipped[2] < 2 or clipped[3] < 2:
+                rejected["region_outside_frame"] += 1
+                return None
+            pixels = load_pixels(frame.image, self.model_size, clipped).pixels
         except ImageError:
-            rejected["region_outside_frame"] += 1
+            rejected["unreadable"] += 1  # e.g. a truncated JPEG whose header was fine
             return None
-        h, w = frame.pixels.shape[:2]
-        x0, y0 = max(0, box[0]), max(0, box[1])
-        clipped = (x0, y0, min(w, box[0] + box[2]) - x0, min(h, box[1] + box[3]) - y0)
         return Candidate(
             frame, clipped, pixels, sharpness(pixels), exposure(pixels), min(clipped[2], clipped[3])
         )
@@ -131,7 +133,7 @@ class ViewSelector:
         cands = [c for c in (self._candidate(f, rejected) for f in frames) if c is not None]
         if not cands:
             return BurstOutcome(None, rejected)
-        thumbs = [thumbnail(c.frame.pixels, c.box) for c in cands]
+        thumbs = [thumbnail(c.pixels) for c in cands]
         diffs = [motion(a, b) for a, b in zip(thumbs, thumbs[1:], strict=False)]
         if self._last_thumb is not None:
             diffs.insert(0, motion(self._last_thumb, thumbs[0]))

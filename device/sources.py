@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from amgs.device.config import FolderSource, OpenCVSource, PiCameraSource
+from PIL import Image, UnidentifiedImageError
 
 from amgs.preprocess import IMAGE_SUFFIXES, ImageError, open_image
 
@@ -47,11 +48,47 @@ class BadFrame(Exception):
 
 @dataclass
 class Frame:
-    pixels: np.ndarray  # HxWx3 uint8 RGB
+    """One captured frame. Image files are decoded only when and as far as needed: the crop the model
+    sees is decoded straight from the file with JPEG DCT scaling (``amgs.preprocess.load_pixels``)."""
+
+    image: np.ndarray | Path  # HxWx3 uint8 RGB, or an image file
     captured_at: datetime  # UTC
     monotonic_s: float
     position: str | None = None  # replay cursor after this frame
     name: str = ""
+    file_size: tuple[int, int] | None = None  # (w, h) of an image file, upright
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The whole frame as RGB pixels (decodes a file once; raises ImageError when it is corrupt)."""
+        if isinstance(self.image, Path):
+            self.image = np.asarray(open_image(self.image))
+        return self.image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) without decoding the pixels."""
+        if isinstance(self.image, np.ndarray):
+            return int(self.image.shape[1]), int(self.image.shape[0])
+        if self.file_size is None:
+            self.file_size = image_file_size(self.image)
+        return self.file_size
+
+
+_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def image_file_size(path: Path) -> tuple[int, int]:
+    """Upright (w, h) from the header alone; raises ImageError for files that are not images."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: not an image Pillow can read ({e.__class__.__name__})") from None
+    return (h, w) if orientation in _SWAPPING_ORIENTATIONS else (w, h)
 
 
 class FrameSource(ABC):
@@ -151,11 +188,12 @@ class FolderReplay(FrameSource):
             if not_before is not None and stamp < not_before:
                 continue
             self._wait_until(stamp)
+            path = self.cfg.path / name
             try:
-                pixels = np.asarray(open_image(self.cfg.path / name))
+                size = image_file_size(path)  # garbage and empty files stop here; truncation at decode
             except ImageError as e:
                 raise BadFrame(str(e), position) from None
-            return Frame(pixels, stamp, time.monotonic(), position, name)
+            return Frame(path, stamp, time.monotonic(), position, name, size)
 
     def _wait_until(self, stamp: datetime) -> None:
         if not self.cfg.realtime:
