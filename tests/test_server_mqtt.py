@@ -287,3 +287,36 @@ def _get_status(url):
         return 200, get_json(url)
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def test_run_notifies_systemd_feeds_the_watchdog_and_stops_on_sigterm(tmp_path, broker):
+    import socket
+
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(
+        f'[mqtt]\nport = {broker.port}\nclient_id = "collector-notify"\n'
+        f'[storage]\nstate_dir = "{tmp_path / "state"}"\n[http]\nport = 0\n'
+    )
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(30)
+    env = dict(os.environ, NOTIFY_SOCKET=address, WATCHDOG_USEC="400000")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amgs.cli", "server", "run", "--config", str(cfg)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "collector.log", "ab"),
+    )
+    try:
+        seen = [sock.recv(100).decode() for _ in range(3)]
+        assert seen[0] == "READY=1" and seen[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
+        proc.send_signal(signal.SIGTERM)
+        while (message := sock.recv(100).decode()) == "WATCHDOG=1":
+            pass
+        assert message == "STOPPING=1"
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
