@@ -91,6 +91,14 @@ def drawn_pixels(page, chart: str, rgb: tuple[int, int, int]) -> int:
     )
 
 
+def log_in(page, password: str, back_to: str) -> None:
+    page.click("text=Log in")
+    page.fill("input[name=username]", "demo")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(back_to)
+
+
 def test_overview_tiles_states_and_filters(demo, page):
     d, base, _ = demo
     _, _, api = http("GET", f"{base}/api/web/overview")
@@ -185,11 +193,7 @@ def test_acknowledge_an_alert_in_the_browser(demo, page):
     d, base, _ = demo
     open_page(page, base + "/alerts")
     assert page.locator(".alert-card form").count() == 0  # not logged in: view only
-    page.click("text=Log in")
-    page.fill("input[name=username]", "demo")
-    page.fill("input[name=password]", d.password)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/alerts")
+    log_in(page, d.password, "**/alerts")
     page.wait_for_function("Number(document.body.dataset.ready || 0) >= 1")
     card = page.locator('.alert-card[data-state="open"]', has_text="sustained pain").first
     alert_id = card.get_attribute("data-alert")
@@ -203,3 +207,23 @@ def test_acknowledge_an_alert_in_the_browser(demo, page):
     page.wait_for_selector(f'.alert-card[data-alert="{alert_id}"]')
     assert "acknowledged by demo" in page.locator(f'.alert-card[data-alert="{alert_id}"]').inner_text()
     page.screenshot(path=str(ARTIFACTS / "alerts-acknowledged.png"), full_page=True)
+
+
+def test_staff_record_an_event_from_the_cage_page(demo, page):
+    d, base, _ = demo
+    open_page(page, base + "/cages/C05", ready=2)
+    assert page.locator("#event-form").count() == 0  # only staff see the form
+    log_in(page, d.password, "**/cages/C05")
+    page.wait_for_function("Number(document.body.dataset.ready || 0) >= 2")
+    form = page.locator("#event-form")
+    form.locator("select[name=kind]").select_option("analgesic")
+    form.locator("input[name=value]").fill("0.1")
+    form.locator("input[name=unit]").fill("mg/kg buprenorphine")
+    form.locator("input[name=notes]").fill("rescue dose")
+    form.locator("button[type=submit]").click()
+    page.wait_for_function("document.getElementById('event-result').textContent.startsWith('saved')")
+    page.wait_for_function("AMGS.lastSeries.events.some(e => e.notes === 'rescue dose')")
+    _, _, events = http("GET", f"{base}/api/meta/events?cage_id=C05")
+    mine = [e for e in events if e["notes"] == "rescue dose"]
+    assert len(mine) == 1 and mine[0]["kind"] == "analgesic" and mine[0]["value"] == 0.1
+    page.screenshot(path=str(ARTIFACTS / "cage-event-recorded.png"), full_page=True)

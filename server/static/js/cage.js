@@ -57,6 +57,22 @@
     } catch (err) { AMGS.fail(el, err); }
   }
 
+  const form = document.getElementById("event-form");
+  if (form) form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(form), out = document.getElementById("event-result");
+    const record = { kind: f.get("kind"), cage_id: cage, at: f.get("at").trim() || new Date().toISOString() };
+    ["animal_id", "unit", "notes"].forEach((k) => { if (f.get(k).trim()) record[k] = f.get(k).trim(); });
+    if (f.get("value").trim()) record.value = Number(f.get("value"));
+    if (/^\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d)?$/.test(record.at)) record.at = record.at.replace(" ", "T") + "Z";
+    try {
+      await AMGS.postJSON("/api/meta/events", record);
+      out.textContent = `saved: ${record.kind} at ${AMGS.fmtTime(record.at)}`;
+      form.reset();
+      loadSeries();
+    } catch (err) { out.textContent = `not saved: ${err.message}`; out.classList.add("error"); }
+  });
+
   [hours, bin, align].forEach((s) => s.addEventListener("change", () => {
     history.replaceState(null, "", `?hours=${hours.value}&bin=${encodeURIComponent(bin.value)}&align=${align.value}`);
     loadSeries();
