@@ -24,16 +24,21 @@ STATES = ("alert", "device offline", "elevated", "no data", "ok")
 def _open_alerts_by_cage(conn) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for row in conn.execute(
-        f"SELECT alert_id, rule, severity, state, opened_at, message, site, cage_id FROM {ALERTS} "
+        f"SELECT alert_id, rule, severity, state, opened_at, message, site, cage_id, device_id FROM {ALERTS} "
         "WHERE state IN ('open', 'acknowledged') ORDER BY opened_at"
     ):
-        a = dict(
-            zip(
-                ("alert_id", "rule", "severity", "state", "opened_at", "message", "site", "cage_id"),
-                row,
-                strict=True,
-            )
+        cols = (
+            "alert_id",
+            "rule",
+            "severity",
+            "state",
+            "opened_at",
+            "message",
+            "site",
+            "cage_id",
+            "device_id",
         )
+        a = dict(zip(cols, row, strict=True))
         out.setdefault(a["cage_id"], []).append(a)
     return out
 
@@ -51,10 +56,10 @@ def tile_state(
         return "alert", worst["message"]
     offline = [d["device_id"] for d in tile.get("devices", []) if d.get("state") == "offline"]
     if offline or any(a["rule"] == "device_offline" for a in alerts):
-        return (
-            "device offline",
-            f"device {', '.join(offline) or alerts[0].get('device_id') or ''} offline".strip(),
+        who = ", ".join(offline) or next(
+            (a["device_id"] for a in alerts if a["rule"] == "device_offline"), ""
         )
+        return "device offline", f"device {who} offline"
     if worst is not None:
         return "elevated", worst["message"]
     hour = tile.get("last_hour") or {}
