@@ -96,7 +96,9 @@ def cage_series(
 
 @router.get("/cages/{cage_id}/crops")
 def cage_crops(ctx: Ctx, _: Viewer, cage_id: str, limit: Annotated[int, Query(ge=1, le=200)] = 24) -> list:
-    return data.recent_crops(ctx.conn, cage_id, min(limit, ctx.web.recent_crops)) if ctx.web.recent_crops else []
+    return (
+        data.recent_crops(ctx.conn, cage_id, min(limit, ctx.web.recent_crops)) if ctx.web.recent_crops else []
+    )
 
 
 @router.get("/crops/{msg_id}.jpg")
