@@ -27,7 +27,15 @@ from amgs.device.health import ClockInfo, Health, status_message
 from amgs.device.outbox import Outbox
 from amgs.device.sdnotify import Notifier
 from amgs.device.selection import Selection, ViewSelector
-from amgs.device.sources import BadFrame, Frame, RetryingSource, SourceError, SourceExhausted, make_source
+from amgs.device.sources import (
+    BadFrame,
+    Frame,
+    RetryingSource,
+    SourceError,
+    SourceExhausted,
+    SourceIdle,
+    make_source,
+)
 
 from amgs.contract import format_time, new_msg_id
 from amgs.preprocess import to_model_input
@@ -161,7 +169,7 @@ class Agent:
                 self.health.reject({"unreadable": 1})
                 log.warning("skipped an unreadable frame: %s", e)
                 continue
-            except SourceExhausted:
+            except (SourceExhausted, SourceIdle):
                 break
             except SourceError as e:
                 self.health.error(f"source {name}: {e}")
@@ -303,7 +311,7 @@ class Agent:
                 if src.live:
                     self.next_live_burst[name] = now + self.cfg.schedule.interval_s
                 self.run_burst(name)
-                worked = True
+                worked = worked or not src.idle_until > time.monotonic()
             self._housekeeping()
             if not self.delivery.alive():
                 log.error(
@@ -328,7 +336,7 @@ class Agent:
         """Until the next live burst or source retry is due (at most 0.5 s, so signals are seen quickly)."""
         now = time.monotonic()
         dues = [
-            (self.next_live_burst[n] if s.is_open else s.retry_at) - now
+            max(self.next_live_burst[n] if s.is_open else s.retry_at, s.idle_until) - now
             for n, s in self.sources.items()
             if not s.exhausted
         ]

@@ -38,6 +38,10 @@ class SourceExhausted(Exception):
     """A replay source has no more frames (and does not follow new ones)."""
 
 
+class SourceIdle(Exception):
+    """A followed folder has no new frame yet; ask again later."""
+
+
 class BadFrame(Exception):
     """One frame could not be decoded; the source goes on with the next one."""
 
@@ -180,7 +184,9 @@ class FolderReplay(FrameSource):
             if not self._files:
                 if self.cfg.follow:
                     self._scan()
-                if not self._files:
+                    if not self._files:
+                        raise SourceIdle(str(self.cfg.path))
+                else:
                     raise SourceExhausted(str(self.cfg.path))
             stamp, name = self._files.pop()
             self._after = (stamp, name)
@@ -219,6 +225,10 @@ def _cv2():
     return cv2
 
 
+STALE_FRAMES = 2
+"""Frames a live OpenCV source drops at the start of a burst (older than the burst)."""
+
+
 class OpenCVCapture(FrameSource):
     """USB/V4L2 cameras, RTSP/HTTP streams and video files through cv2.VideoCapture."""
 
@@ -232,6 +242,7 @@ class OpenCVCapture(FrameSource):
         self._start: datetime | None = None
         self._skip_to = 0
         self._pace: tuple[float, float] | None = None
+        self._last_read = 0.0
 
     def open(self) -> None:
         cv2 = _cv2()
@@ -239,6 +250,7 @@ class OpenCVCapture(FrameSource):
         uri = self.cfg.uri
         if self.is_file and not Path(uri).is_file():
             raise SourceError(f"video file {uri} does not exist")
+        self._last_read = 0.0
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.cfg.open_timeout_s * 1000)]
         cap = cv2.VideoCapture(int(uri) if uri.isdigit() else uri, cv2.CAP_ANY, params)
         if not cap.isOpened():
@@ -250,7 +262,10 @@ class OpenCVCapture(FrameSource):
         if self.live:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         else:
-            self._start = datetime.fromtimestamp(Path(uri).stat().st_mtime, UTC)
+            # Capture time of frame 0: from the file name (cam_20260102_030405.mp4), else its mtime.
+            self._start = time_from_name(Path(uri).name) or datetime.fromtimestamp(
+                Path(uri).stat().st_mtime, UTC
+            )
             for _ in range(self._skip_to):
                 if not cap.grab():
                     break
@@ -263,6 +278,10 @@ class OpenCVCapture(FrameSource):
         cv2 = _cv2()
         if self.cap is None:
             raise SourceError(f"{self.cfg.uri!r} is not open")
+        if self.live and time.monotonic() - self._last_read > 1.0:
+            for _ in range(STALE_FRAMES):  # drop what the driver buffered since the last burst
+                self.cap.grab()
+        self._last_read = time.monotonic()
         while True:
             if not self.cap.grab():
                 if self.is_file:
@@ -381,6 +400,8 @@ class RetryingSource:
         self.error: str | None = None
         self.failures = 0
         self.retry_at = 0.0
+        self.idle_until = 0.0
+        self.idle_poll_s = 1.0
         self._position: str | None = None
 
     @property
@@ -400,9 +421,12 @@ class RetryingSource:
         """True when the source is open, or the backoff has passed and reopening worked."""
         if self.exhausted:
             return False
+        now = now if now is not None else time.monotonic()
+        if now < self.idle_until:
+            return False
         if self.is_open:
             return True
-        if (now if now is not None else time.monotonic()) < self.retry_at:
+        if now < self.retry_at:
             return False
         try:
             self.source.open()
@@ -432,11 +456,14 @@ class RetryingSource:
             pass
 
     def read(self, not_before: datetime | None = None) -> Frame:
-        """A frame, or raises BadFrame (skip it), SourceExhausted, or SourceError (already recorded)."""
+        """A frame, or raises BadFrame (skip it), SourceIdle, SourceExhausted, or SourceError (recorded)."""
         try:
             frame = self.source.read(not_before)
         except SourceExhausted:
             self.exhausted = True
+            raise
+        except SourceIdle:
+            self.idle_until = time.monotonic() + self.idle_poll_s
             raise
         except BadFrame as e:
             self._position = e.position or self._position

@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from amgs.device.agent import Agent
 from amgs.device.config import load_config
 from amgs.device.outbox import Outbox
-from test_device_helpers import AckingCollector, make_replay, synth_faces, write_config
+from test_device_helpers import T0, AckingCollector, make_replay, synth_faces, write_config
 
 from amgs.contract import validate
 
@@ -210,7 +211,7 @@ def test_video_file_source_via_opencv(tmp_path, broker, scorer):
     from amgs.contract import AU_KEYS
     from amgs.synth.faces import FaceParams, render_scene
 
-    video = tmp_path / "box.avi"
+    video = tmp_path / "box_20260301_080000.avi"  # capture time of frame 0 from the name
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (640, 360))
     assert writer.isOpened()
     rng = np.random.default_rng(1)
@@ -260,6 +261,8 @@ done_timeout_s = 10
     # 6 frames at 5 fps = 1.2 s; bursts of 2 frames every 0.35 s of video time -> bursts at 0, 0.4, 0.8 s.
     assert len(scores) == 3
     assert all(s["face_box"] == [100, 20, 440, 320] and s["quality"]["face_px"] == 320 for s in scores)
+    assert scores[0]["captured_at"].startswith("2026-03-01T08:00:00")
+    assert scores[2]["captured_at"] > scores[1]["captured_at"] > scores[0]["captured_at"]
     # The replay position is committed with the scores: a second run scores nothing new.
     again = Agent(load_config(cfg), scorer=scorer)
     again.run()
@@ -352,3 +355,39 @@ def test_failing_source_is_retried_and_reported(tmp_path, broker, scorer, synth_
     assert not thread.is_alive()
     assert Outbox(tmp_path / "state" / "outbox.sqlite3").last_seq() == 2
     assert agent.status("online")["views"][0]["source_ok"] is True
+
+
+def test_followed_folder_waits_for_new_files(tmp_path, broker, scorer, synth_set):
+    import threading
+
+    faces = synth_faces(synth_set, 3)
+    frames = tmp_path / "frames"
+    make_replay(frames, faces[:1])
+    cfg = write_config(
+        tmp_path / "d.toml",
+        port=broker.port,
+        state=tmp_path / "state",
+        frames=frames,
+        delivery={"confirm": "broker"},
+        agent={"exit_when_done": True},  # a followed folder is never "done"
+    )
+    cfg.write_text(cfg.read_text().replace('kind = "folder"', 'kind = "folder"\nfollow = true'))
+    agent = Agent(load_config(cfg), scorer=scorer)
+    agent.sources["replay"].idle_poll_s = 0.1
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    box = Outbox(tmp_path / "state" / "outbox.sqlite3")
+    try:
+        deadline = time.monotonic() + 20
+        while box.last_seq() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert box.last_seq() == 1 and thread.is_alive()
+        make_replay(frames, faces[1:], start=T0 + timedelta(minutes=1))  # the camera writes two more
+        while box.last_seq() < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert box.last_seq() == 3
+    finally:
+        agent.stop_requested.set()
+        thread.join(20)
+    assert not thread.is_alive()
