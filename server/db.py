@@ -223,11 +223,17 @@ def _v2(db: sqlite_utils.Database) -> None:
         db.conn.execute(f"INSERT INTO {table} ({cols}) {rollup_select(width)}")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Sequence epochs: scores received before a device restarted its numbering at 1 are not pending."""
+    db.conn.execute("ALTER TABLE devices ADD COLUMN seq_epoch_start REAL NOT NULL DEFAULT 0")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "scores, devices, gaps, quarantine, status, crops, study metadata", _v1),
     (2, "rollup_5m and rollup_1h, backfilled", _v2),
+    (3, "devices.seq_epoch_start: when a device last restarted its numbering", _v3),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -37,6 +37,7 @@ class DeviceSeq:
     max_seq: int = 0
     pending: set[int] = field(default_factory=set)
     lost: dict[int, int] = field(default_factory=dict)  # first -> last of gaps given up on, above committed
+    epoch_start: float = 0.0  # received_at of the record that restarted the numbering at 1
 
     def advance(self) -> None:
         while True:
@@ -101,23 +102,25 @@ class Ingestor:
         state = self.seqs.get(device_id)
         if state is None:
             row = self.conn.execute(
-                "SELECT site, committed_seq, max_seq FROM devices WHERE device_id = ?", [device_id]
+                "SELECT site, committed_seq, max_seq, seq_epoch_start FROM devices WHERE device_id = ?",
+                [device_id],
             ).fetchone()
             state = DeviceSeq(site=row[0] if row else site)
             if row:
-                state.committed, state.max_seq = row[1], row[2]
+                state.committed, state.max_seq, state.epoch_start = row[1], row[2], row[3]
                 state.pending = {
                     r[0]
                     for r in self.conn.execute(
-                        "SELECT seq FROM scores WHERE device_id = ? AND seq > ?", [device_id, state.committed]
+                        "SELECT seq FROM scores WHERE device_id = ? AND seq > ? AND seq <= ? AND received_at >= ?",
+                        [device_id, state.committed, state.max_seq, state.epoch_start],
                     )
                 }
                 state.lost = {
                     r[0]: r[1]
                     for r in self.conn.execute(
                         "SELECT first_seq, last_seq FROM seq_gaps WHERE device_id = ? AND state = 'lost' "
-                        "AND last_seq > ?",
-                        [device_id, state.committed],
+                        "AND last_seq > ? AND detected_at >= ?",
+                        [device_id, state.committed, state.epoch_start],
                     )
                 }
             self.seqs[device_id] = state
@@ -134,6 +137,8 @@ class Ingestor:
         """Classify and commit a batch. Raises sqlite3.Error (nothing committed, state restored) on failure."""
         now = time.time() if now is None else now
         crop_max = self.config.storage.crop_max_bytes
+        for m in batch:
+            m.received_at = m.received_at or now
         classified = [classify(m, crop_max_bytes=crop_max, registered=self.registered) for m in batch]
         snapshot = copy.deepcopy(self.seqs)
         result = BatchResult()
@@ -202,7 +207,7 @@ class Ingestor:
             self._ensure_device(device_id, site)
             state = self._seq(device_id, site)
             for r in dev_rows:
-                self._track_seq(device_id, state, r["seq"], now)
+                self._track_seq(device_id, state, r["seq"], now, r["received_at"])
             state.advance()
             unsynced = sum(1 for r in dev_rows if not r["clock_synced"])
             result.unsynced += unsynced
@@ -228,9 +233,9 @@ class Ingestor:
         self._ensure_device(device_id, None)
         self.conn.execute(f"UPDATE devices SET {column} = {column} + ? WHERE device_id = ?", [by, device_id])
 
-    def _track_seq(self, device_id: str, state: DeviceSeq, seq: int, now: float) -> None:
+    def _track_seq(self, device_id: str, state: DeviceSeq, seq: int, now: float, received_at: float) -> None:
         if seq <= state.committed:
-            if self._fill_gap(device_id, seq, now, "lost"):
+            if self._fill_gap(device_id, state, seq, now, "lost"):
                 return  # a record given up on arrived after all
             if seq != 1:
                 log.warning("device %s sent a new record with already-committed seq %d", device_id, seq)
@@ -240,8 +245,7 @@ class Ingestor:
             log.warning(
                 "device %s restarted its sequence at 1 (was at %d): new outbox?", device_id, state.max_seq
             )
-            self._bump(device_id, "seq_resets")
-            state.committed, state.max_seq, state.pending, state.lost = 0, 0, set(), {}
+            self._restart_numbering(device_id, state, now, received_at)
         if seq in state.pending:
             log.warning("device %s sent two different records with seq %d", device_id, seq)
             self._bump(device_id, "seq_anomalies")
@@ -259,14 +263,28 @@ class Ingestor:
                 [size, device_id],
             )
         elif seq < state.max_seq:
-            self._fill_gap(device_id, seq, now, "open")
+            self._fill_gap(device_id, state, seq, now, "open")
         state.max_seq = max(state.max_seq, seq)
 
-    def _fill_gap(self, device_id: str, seq: int, now: float, gap_state: str) -> bool:
+    def _restart_numbering(self, device_id: str, state: DeviceSeq, now: float, received_at: float) -> None:
+        """A new epoch: what was open of the old numbering can no longer arrive, so it counts as lost."""
+        self.conn.execute(
+            "UPDATE devices SET seq_resets = seq_resets + 1, seq_epoch_start = ?, lost_total = lost_total + "
+            "missing_open, missing_open = 0 WHERE device_id = ?",
+            [received_at, device_id],
+        )
+        self.conn.execute(
+            "UPDATE seq_gaps SET state = 'lost', closed_at = ? WHERE device_id = ? AND state = 'open'",
+            [now, device_id],
+        )
+        state.committed, state.max_seq, state.pending, state.lost = 0, 0, set(), {}
+        state.epoch_start = received_at
+
+    def _fill_gap(self, device_id: str, state: DeviceSeq, seq: int, now: float, gap_state: str) -> bool:
         row = self.conn.execute(
             "SELECT id, size, filled FROM seq_gaps WHERE device_id = ? AND state = ? AND first_seq <= ? "
-            "AND last_seq >= ? ORDER BY id DESC LIMIT 1",
-            [device_id, gap_state, seq, seq],
+            "AND last_seq >= ? AND detected_at >= ? ORDER BY id DESC LIMIT 1",
+            [device_id, gap_state, seq, seq, state.epoch_start],
         ).fetchone()
         if row is None:
             return False

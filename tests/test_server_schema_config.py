@@ -23,10 +23,10 @@ from amgs.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_migration_from_previous_version_keeps_data_and_backs_up(tmp_path):
+def test_migration_from_version_1_keeps_data_backfills_rollups_and_backs_up(tmp_path):
     config = server_config(tmp_path)
     db = CollectorDB(config.storage.db_path)
-    assert db.migrate(target=SCHEMA_VERSION - 1) == [SCHEMA_VERSION - 1]
+    assert db.migrate(target=1) == [1]
     conn = db.connect().conn
     now = time.time()
     rows = [score_row(loadgen.score_message("d1", s, t=now - s * 600), now) for s in range(1, 51)]
@@ -48,9 +48,42 @@ def test_migration_from_previous_version_keeps_data_and_backs_up(tmp_path):
     )
     (backup,) = list(config.storage.backups_dir.glob("collector-*.db"))
     with sqlite3.connect(backup) as old:
-        assert old.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION - 1
+        assert old.execute("PRAGMA user_version").fetchone()[0] == 1
         assert old.execute("SELECT count(*) FROM scores").fetchone()[0] == 50
     assert open_database(config).migrate() == []  # idempotent
+
+
+def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
+    from amgs.server.db import ROLLUP_SUMS, ROLLUP_TABLES, rollup_select
+    from amgs.server.ingest import Incoming
+    from amgs.server.store import Ingestor
+
+    config = server_config(tmp_path)
+    db = CollectorDB(config.storage.db_path)
+    db.migrate(target=SCHEMA_VERSION - 1)
+    conn = db.connect().conn  # what the previous version's writer left: scores 1-3 and 5, rollups, device row
+    now = time.time()
+    rows = [score_row(loadgen.score_message("d1", s, t=now - 60 * s), now) for s in (1, 2, 3, 5)]
+    conn.executemany(
+        f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})",
+        [tuple(r[c] for c in SCORE_COLUMNS) for r in rows],
+    )
+    for width, table in ROLLUP_TABLES.items():
+        conn.execute(
+            f"INSERT INTO {table} (cage_id, animal_id, bucket, {', '.join(ROLLUP_SUMS)}) {rollup_select(width)}"
+        )
+    conn.execute(
+        "INSERT INTO devices (device_id, site, committed_seq, max_seq, scores_total) VALUES ('d1', 'lab', 3, 5, 4)"
+    )
+    conn.close()
+
+    migrated = open_database(config)
+    assert migrated.version() == SCHEMA_VERSION
+    assert len(list(config.storage.backups_dir.glob(f"collector-*-pre-v{SCHEMA_VERSION}-*.db"))) == 1
+    ing = Ingestor(migrated, config)
+    item = Incoming(*loadgen.score_payload(loadgen.score_message("d1", 4, t=now)), 1, 1)
+    assert ing.process([item]).watermarks["d1"] == ("lab", 5)  # 5 was pending across the upgrade
+    assert ing.conn.execute("SELECT sum(n) FROM rollup_1h").fetchone()[0] == 5
 
 
 def test_newer_schema_is_refused_with_advice(tmp_path):

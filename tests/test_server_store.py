@@ -86,11 +86,19 @@ def test_state_survives_a_new_writer(tmp_path):
     assert scores(again, [msgs[3]]).watermarks["d1"] == ("lab", 4)
 
 
-def test_sequence_restart_is_detected(ingestor):
-    scores(ingestor, [loadgen.score_message("d1", s) for s in (1, 2, 3)])
-    r = scores(ingestor, [loadgen.score_message("d1", 1)])  # a new outbox numbering from 1 again
-    assert r.stored == 1 and r.watermarks["d1"] == ("lab", 1)
-    assert q(ingestor, "SELECT seq_resets FROM devices") == [(1,)]
+def test_sequence_restart_starts_a_new_epoch_that_survives_a_collector_restart(tmp_path):
+    config = server_config(tmp_path)
+    db = open_database(config)
+    ing = Ingestor(db, config)
+    scores(ing, [loadgen.score_message("d1", s) for s in (1, 2, 3, 4, 5, 6, 8)])  # 7 missing (old numbering)
+    time.sleep(0.01)
+    new = {s: loadgen.score_message("d1", s) for s in range(1, 5)}
+    r = scores(ing, [new[1], new[2], new[4]])  # a fresh outbox numbering from 1 again, 3 not yet here
+    assert r.stored == 3 and r.watermarks["d1"] == ("lab", 2)
+    assert q(ing, "SELECT seq_resets, missing_open, lost_total FROM devices") == [(1, 1, 1)]
+    again = Ingestor(db, config)  # collector restart: old records 3..8 must not count as pending
+    assert again._seq("d1", "lab").pending == {4}
+    assert scores(again, [new[3]]).watermarks["d1"] == ("lab", 4)
 
 
 def test_origin_mismatch_and_unregistered_devices_are_quarantined(tmp_path):
