@@ -324,3 +324,45 @@ def test_dead_broker_is_reported_and_scores_wait_in_the_outbox(tmp_path, scorer,
     status = agent.status("online")
     assert status["state"] == "degraded" and "cannot reach the MQTT broker" in status["reason"]
     assert Outbox(tmp_path / "state" / "outbox.sqlite3").count() == 2
+
+
+def test_big_backlog_drains_in_order_while_new_scores_join(tmp_path, broker, scorer, synth_set):
+    from amgs.contract import new_msg_id
+
+    backlog = 3000
+    box = Outbox(tmp_path / "state" / "outbox.sqlite3")
+    template = {
+        "schema": "amgs.score/1",
+        "device_id": "dev1",
+        "site": "lab",
+        "cage_id": "C1",
+        "captured_at": "2026-02-28T08:00:00.000Z",
+        "clock": {"synced": False, "boot_id": "old-boot", "monotonic_s": 5.0},
+        "model": {"name": "m", "version": "1", "sha256": "0" * 64},
+        "p_pain": 0.3,
+        "label": "no pain",
+        "amgs": 0.3,
+        "confidence": 0.7,
+        "needs_review": False,
+    }
+    for _ in range(backlog // 500):
+        box.commit([{**template, "msg_id": new_msg_id()} for _ in range(500)])
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, 3))
+    cfg_path = write_config(
+        tmp_path / "d.toml",
+        port=broker.port,
+        state=tmp_path / "state",
+        frames=frames,
+        delivery={"window": 100},
+    )
+    collector = AckingCollector(broker.port)
+    try:
+        Agent(load_config(cfg_path), scorer=scorer).run()
+        collector.wait_for(backlog + 3, timeout=30)
+    finally:
+        collector.close()
+    assert _first_arrival_order(collector.arrivals) == list(range(1, backlog + 4))
+    new = [m for m in collector.by_msg_id.values() if m["seq"] > backlog]
+    assert len(new) == 3 and all(m["captured_at"].startswith("2026-03-01") for m in new)
+    assert box.count() == 0

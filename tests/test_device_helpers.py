@@ -95,6 +95,7 @@ class AckingCollector:
         self._thread.start()
 
     def _run(self) -> None:
+        unacked = 0
         while not self._stop.is_set():
             try:
                 event = self._events.get(timeout=0.1)
@@ -117,7 +118,9 @@ class AckingCollector:
                 while self.committed + 1 in self._seqs:
                     self.committed += 1
                 committed = self.committed
-            if self.ack:
+            unacked += 1
+            if self.ack and (unacked >= 200 or self._events.empty()):  # batch acks as a real collector does
+                unacked = 0
                 ack = {
                     "schema": "amgs.ack/1",
                     "device_id": self.device,
