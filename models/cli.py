@@ -91,6 +91,20 @@ def cli() -> None:
     show_default=True,
     help="Share of images held out, split by animal (an animal never sits on both sides).",
 )
+@click.option(
+    "--validate-every",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Epochs between validation passes while training (the final held-out check always runs).",
+)
+@click.option(
+    "--time-budget",
+    "time_budget_min",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Minutes: stop after the epoch that ends past this, then finish (BN recalibration, save) as usual.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
 def train(
@@ -110,6 +124,8 @@ def train(
     bn_recalibration_batches,
     augment,
     val_fraction,
+    validate_every,
+    time_budget_min,
     seed,
     quiet,
 ) -> None:
@@ -135,6 +151,8 @@ def train(
         bn_recalibration_batches=bn_recalibration_batches,
         augment=augment,
         val_fraction=val_fraction,
+        validate_every=validate_every,
+        time_budget_s=time_budget_min * 60 if time_budget_min else None,
         seed=seed,
     )
     try:

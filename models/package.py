@@ -119,6 +119,33 @@ def package(
     return Packaged(out, manifest, tpu)
 
 
+# Operations the Edge TPU compiler maps (coral.ai/docs/edgetpu/models-intro, "supported operations").
+EDGETPU_OPS = frozenset(
+    "ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEQUANTIZE EXPAND_DIMS FULLY_CONNECTED "
+    "L2_NORMALIZATION LOGISTIC LSTM MAXIMUM MAX_POOL_2D MEAN MINIMUM MUL PACK PAD PRELU QUANTIZE REDUCE_MAX "
+    "REDUCE_MIN RELU RELU6 RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR RSQRT SLICE SOFTMAX "
+    "SPACE_TO_DEPTH SPLIT SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM TANH TRANSPOSE TRANSPOSE_CONV".split()
+)
+
+
+def tflite_ops(model_path: Path) -> tuple[list[str], list[str]]:
+    """(operator names, tensor dtypes) of a .tflite, read without any delegate rewriting the graph."""
+    from amgs.runtime import _interpreter_module
+
+    name, module = _interpreter_module("auto")
+    kwargs: dict[str, Any] = {"model_path": str(model_path)}
+    resolver = getattr(module, "OpResolverType", None) or getattr(
+        getattr(module, "experimental", None), "OpResolverType", None
+    )
+    if resolver is not None:
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = module.Interpreter(**kwargs)
+    interp.allocate_tensors()
+    ops = sorted({d["op_name"] for d in interp._get_ops_details()})
+    dtypes = sorted({np.dtype(t["dtype"]).name for t in interp.get_tensor_details()})
+    return ops, dtypes
+
+
 @dataclass
 class Check:
     what: str
@@ -151,6 +178,14 @@ def inspect(model_path: Path) -> tuple[Manifest, list[Check]]:
         Check("input dtype", m.dtype, spec.dtype),
         Check("input quantization", _q(m.quantization), _q(spec.quantization)),
     ]
+    if manifest.quantization == "full_int8":
+        ops, dtypes = tflite_ops(model_path)
+        floats = [d for d in dtypes if d.startswith("float")]
+        checks.append(
+            Check("integer-only tensors", "yes", "yes" if not floats else f"no ({', '.join(floats)})")
+        )
+        odd = sorted(set(ops) - EDGETPU_OPS)
+        checks.append(Check("Edge TPU ops", "yes", "yes" if not odd else f"no ({', '.join(odd)})"))
     in_file = {o.name: o for o in outputs}
     for o in manifest.outputs:
         f = in_file.get(o.name)

@@ -1,7 +1,8 @@
 """Full-integer int8 quantization and packaging: Keras model -> ``.tflite`` + manifest.
 
-Calibration images go through the one preprocessing path (``amgs.preprocess``), so the int8 ranges
-are measured on exactly the pixels the device will feed. Ops stay within TFLITE_BUILTINS_INT8, which
+Calibration images go through the one preprocessing path (``amgs.preprocess``; see
+``amgs.models.package.calibration_set``), so the int8 ranges are measured on exactly the pixels the
+device will feed. Ops stay within TFLITE_BUILTINS_INT8, which
 the Edge TPU compiler accepts for InceptionV3; ``edgetpu_compiler`` is run when it is installed.
 """
 
@@ -11,7 +12,6 @@ import logging
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,21 +20,8 @@ import numpy as np
 
 from amgs.contract import LABELS
 from amgs.manifest import Evaluation, InputSpec, Manifest, OutputSpec, sha256_file
-from amgs.preprocess import load_pixels, to_float
 
 log = logging.getLogger(__name__)
-
-
-def calibration_inputs(paths: Iterable[Path], spec: InputSpec, limit: int = 200) -> list[np.ndarray]:
-    """Float inputs for calibration, made by the same code the device runs."""
-    out = []
-    for p in paths:
-        out.append(to_float(load_pixels(p, (spec.width, spec.height)).pixels, spec)[None])
-        if len(out) >= limit:
-            break
-    if not out:
-        raise ValueError("no calibration images: give the training images (or a sample of them)")
-    return out
 
 
 def convert_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str = "uint8") -> bytes:

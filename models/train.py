@@ -57,7 +57,9 @@ class TrainConfig:
     brightness: float = 0.10  # +- share of full scale
     contrast: float = 0.15  # contrast factor in 1 +- this
     val_fraction: float = 0.15
+    validate_every: int = 1  # epochs between validation passes in training (the final check always runs)
     seed: int = 0
+    time_budget_s: float | None = None  # stop after the epoch that exceeds it, then finish as usual
     dropout: float = 0.2
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -236,6 +238,25 @@ def predict_arrays(model: Any, pixels: np.ndarray, size: int, batch_size: int = 
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+class _TimeBudget:
+    """Stop training at the end of the first epoch that ends past the budget (the run then finishes
+    normally: BN recalibration, held-out check, saved model)."""
+
+    def __new__(cls, seconds: float, log_fn: Any) -> Any:
+        import keras
+
+        class TimeBudget(keras.callbacks.Callback):
+            def on_train_begin(self, logs: Any = None) -> None:
+                self._t0 = time.monotonic()
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                if time.monotonic() - self._t0 > seconds:
+                    log_fn(f"time budget of {seconds:.0f} s used: stopping after epoch {epoch + 1}")
+                    self.model.stop_training = True
+
+        return TimeBudget()
+
+
 class _EpochLog:
     """One log line per epoch (for background runs); Keras' progress bar covers interactive runs."""
 
@@ -251,6 +272,11 @@ class _EpochLog:
                 log_fn(f"epoch {epoch + 1}: {figures} ({time.monotonic() - self._t0:.0f} s)")
 
         return EpochLog()
+
+
+def _validation_epochs(cfg: TrainConfig) -> list[int]:
+    """1-based epochs to validate during training (the held-out check after BN recalibration always runs)."""
+    return list(range(max(cfg.validate_every, 1), cfg.epochs + 1, max(cfg.validate_every, 1)))
 
 
 def _quick_validation(model: Any, val: ArraySet, cfg: TrainConfig) -> dict[str, float]:
@@ -282,7 +308,7 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
-    data = load_arrays(data_root, cfg.size, cache_dir=cache_dir or out_dir / "cache", progress=verbose > 0)
+    data = load_arrays(data_root, cfg.size, cache_dir=cache_dir or out_dir / "cache", progress=verbose == 1)
     train_idx, val_idx = split_by_animal(data.animals, cfg.val_fraction, cfg.seed)
     tr, va = data.subset(train_idx), data.subset(val_idx)
     if cfg.au_heads and not tr.has_au:
@@ -305,12 +331,15 @@ def train(
     ]
     if verbose != 1:
         callbacks.append(_EpochLog(log_fn))
+    if cfg.time_budget_s:
+        callbacks.append(_TimeBudget(cfg.time_budget_s, log_fn))
     hist = model.fit(
         make_dataset(tr, cfg, training=True),
         validation_data=make_dataset(va, cfg, training=False),
         epochs=cfg.epochs,
         steps_per_epoch=steps,
         callbacks=callbacks,
+        validation_freq=_validation_epochs(cfg),
         verbose=1 if verbose == 1 else 0,
     )
     if cfg.recipe == "finetune" and cfg.bn_recalibration_batches > 0:
