@@ -187,3 +187,18 @@ def test_user_cli_adds_lists_tokens_and_disables(tmp_path):
     assert run("disable", "vet").exit_code == 0
     udb = sqlite_utils.Database(tmp_path / "state" / "collector.db")
     assert auth.check_password(udb, "vet", "long password 1") is None  # disabled
+
+
+def test_bad_dashboard_queries_get_clear_answers(site):
+    base, _, _, _ = site
+    status, _, body = http("GET", f"{base}/api/web/groups/timecourse")
+    assert status == 400 and "at least one group" in body["detail"]
+    status, _, body = http("GET", f"{base}/api/web/groups/timecourse?group=nobody")
+    assert status == 400 and "does not exist" in body["detail"]
+    status, _, body = http("GET", f"{base}/api/web/cages/C01/timecourse?bin=7m")
+    assert status == 400 and "multiple of 5 min" in body["detail"]
+    status, _, body = http("GET", f"{base}/api/web/cages/C01/timecourse?align=surgery")
+    assert status == 400 and "no 'surgery' event" in body["detail"]
+    assert http("GET", f"{base}/cages/nowhere")[0] == 404
+    assert http("GET", f"{base}/api/web/crops/{'0' * 32}.jpg")[0] == 404
+    assert http("POST", f"{base}/api/web/alerts/nope/acknowledge", {}, headers={})[0] == 401

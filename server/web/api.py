@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -122,57 +123,56 @@ def groups(ctx: Ctx, _: Viewer) -> list[dict[str, Any]]:
     ]
 
 
-def _group_curves(
-    ctx: WebContext,
-    group: list[str],
-    bin: str,
-    event: str,
-    before: float,
-    after: float,
-    baseline_hours: float,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GroupParams:
+    groups: list[str]
+    bin: str
+    event: str
+    before: float
+    after: float
+    baseline_hours: float
+
+
+def group_params(
+    group: Annotated[list[str], Query(description="group ids; repeat for several")] = [],  # noqa: B006
+    bin: str = "2h",
+    event: Annotated[str, Query(pattern="^(surgery|analgesic|anaesthesia)$")] = "surgery",
+    before: Annotated[float, Query(ge=0, le=24 * 14)] = 12.0,
+    after: Annotated[float, Query(gt=0, le=24 * 60)] = 48.0,
+    baseline_hours: Annotated[float, Query(ge=0, le=24 * 14)] = 0.0,
+) -> GroupParams:
     if not group:
         raise HTTPException(400, "name at least one group: ?group=laparotomy&group=sham")
+    return GroupParams(group, bin, event, before, after, baseline_hours)
+
+
+Groups = Annotated[GroupParams, Depends(group_params)]
+
+
+def _group_curves(ctx: WebContext, p: GroupParams) -> dict[str, Any]:
     try:
-        bin_s = parse_bin(bin)
+        bin_s = parse_bin(p.bin)
         return {
             g: group_timecourse(
                 ctx.conn,
                 g,
                 bin_s=bin_s,
                 now=ctx.now(),
-                event_kind=event,
-                hours_before=before,
-                hours_after=after,
-                baseline_hours=baseline_hours or None,
+                event_kind=p.event,
+                hours_before=p.before,
+                hours_after=p.after,
+                baseline_hours=p.baseline_hours or None,
             )
-            for g in group
+            for g in p.groups
         }
     except QueryError as e:
         raise _bad(e) from None
 
 
-GroupQuery = dict(
-    bin=Query("2h"),
-    event=Query("surgery", pattern="^(surgery|analgesic|anaesthesia)$"),
-    before=Query(12.0, ge=0, le=24 * 14),
-    after=Query(48.0, gt=0, le=24 * 60),
-    baseline_hours=Query(0.0, ge=0, le=24 * 14),
-)
-
-
 @router.get("/groups/timecourse")
-def group_series(
-    ctx: Ctx,
-    _: Viewer,
-    group: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI query list
-    bin: str = GroupQuery["bin"],
-    event: str = GroupQuery["event"],
-    before: float = GroupQuery["before"],
-    after: float = GroupQuery["after"],
-    baseline_hours: float = GroupQuery["baseline_hours"],
-) -> dict[str, Any]:
-    curves = _group_curves(ctx, group, bin, event, before, after, baseline_hours)
+def group_series(ctx: Ctx, _: Viewer, p: Groups) -> dict[str, Any]:
+    """Mean +/- SEM over animals per group, in hours since each animal's own event."""
+    curves = _group_curves(ctx, p)
     for c in curves.values():
         c.pop("per_animal", None)
     return {"groups": curves}
@@ -193,25 +193,16 @@ CSV_COLUMNS = (
 
 
 @router.get("/groups/timecourse.csv")
-def group_csv(
-    ctx: Ctx,
-    _: Viewer,
-    group: Annotated[list[str], Query()] = [],  # noqa: B006
-    bin: str = GroupQuery["bin"],
-    event: str = GroupQuery["event"],
-    before: float = GroupQuery["before"],
-    after: float = GroupQuery["after"],
-    baseline_hours: float = GroupQuery["baseline_hours"],
-) -> Response:
+def group_csv(ctx: Ctx, _: Viewer, p: Groups) -> Response:
     """Tidy long format: one row per group and bin (R, Prism and pandas read it as is)."""
-    curves = _group_curves(ctx, group, bin, event, before, after, baseline_hours)
+    curves = _group_curves(ctx, p)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for g, c in curves.items():
         for b in c["bins"]:
             w.writerow([g, b["hours"], *("" if b.get(k) is None else b[k] for k in CSV_COLUMNS[2:])])
-    name = "amgs-groups-" + "-".join(group) + ".csv"
+    name = "amgs-groups-" + "-".join(p.groups) + ".csv"
     return Response(
         buf.getvalue(),
         media_type="text/csv",
