@@ -1,6 +1,18 @@
 #!/usr/bin/env bash
-# README quick start, command 1: set up and run the demo on the embedded defaults.
+# README quick start, command 1: set up .venv and run the demo on the embedded defaults.
+#   bash scripts/demo.sh [amgs demo options]     e.g. --port 8081 --replay-seconds 60 --duration 300
+# The demo wants Mosquitto (the collector speaks MQTT 5, which the embedded amqtt fallback does not);
+# as root this installs it when missing, otherwise it says how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing mosquitto (the demo's broker) ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+    systemctl disable --now mosquitto >/dev/null 2>&1 || true  # the demo runs its own on a free port
+  else
+    echo "mosquitto is not installed: 'sudo apt-get install mosquitto' (the demo starts its own instance)" >&2
+  fi
+fi
 bash scripts/setup.sh device,server >&2
 exec .venv/bin/amgs demo "$@"
