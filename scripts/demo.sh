@@ -9,7 +9,6 @@ if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing mosquitto (the demo's broker) ..." >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-    systemctl disable --now mosquitto >/dev/null 2>&1 || true  # the demo runs its own on a free port
   else
     echo "mosquitto is not installed: 'sudo apt-get install mosquitto' (the demo starts its own instance)" >&2
   fi
