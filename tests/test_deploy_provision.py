@@ -254,3 +254,20 @@ def test_registration_writes_the_database_as_its_owner(site):
     os.chmod(state / "collector.db", 0o400)  # the owner can no longer write: explained, nothing crashes
     result = site.provision("device", "box-02", "--cage", "C2")
     assert result.exit_code != 0 and "collector database is not" in result.output
+
+
+def test_viewer_accounts(site):
+    ok(site.provision("viewer", "display-1"))
+    acl = (site.etc / "acl").read_text()
+    assert "user display-1\ntopic read amgs/v1/+/alert/+\n" in acl
+    bundle = site.state / "bundles" / "display-1"
+    assert sorted(p.name for p in bundle.iterdir()) == ["ca.crt", "mqtt-password"]
+    assert "viewer" in ok(site.provision("list")).output
+    clash = site.provision("device", "display-1", "--cage", "C1", "--rotate")
+    assert clash.exit_code != 0 and "viewer account" in clash.output
+    again = site.provision("viewer", "display-1")
+    assert again.exit_code != 0 and "--rotate" in again.output
+    ok(site.provision("viewer", "display-1", "--rotate"))
+    ok(site.provision("revoke", "display-1"))
+    assert "display-1" not in (site.etc / "acl").read_text()
+    assert not (site.root / "collector" / "collector.db").exists(), "a viewer is not a collector device"

@@ -33,6 +33,7 @@ def site():
     for name, cage in (("cage-a", "c1"), ("cage-b", "c2"), ("cage-r", "c3")):
         r = s.provision("device", name, "--cage", cage)
         assert r.exit_code == 0, r.output
+    assert s.provision("viewer", "display-1").exit_code == 0
     s.start()
     yield s
     s.stop()
@@ -200,3 +201,20 @@ def test_revoked_device_is_shut_out(site, clients):
     again = Client(site.tls_port, "cage-r", password, ca=site.ca)
     clients.append(again)
     assert again.connect().is_failure
+
+
+def test_viewer_reads_alerts_and_nothing_else(site, clients):
+    col = collector(site, clients)
+    alert = contract.alert_topic(SITE, "c1")
+    assert not col.publish(alert, b'{"state": "open"}', retain=True).is_failure
+    v = Client(site.tls_port, "display-1", site.password("display-1"), ca=site.ca)
+    clients.append(v)
+    assert not v.connect().is_failure
+    assert not v.subscribe(f"{contract.TOPIC_ROOT}/+/alert/+")[0].is_failure
+    v.subscribe(f"{contract.TOPIC_ROOT}/#")
+    a = device(site, clients, "cage-a")
+    a.publish(contract.score_topic(SITE, "cage-a"), score_payload("cage-a", "c1"))
+    got = {t for t, _, _ in v.drain()}
+    assert got == {alert}
+    for topic in (alert, contract.score_topic(SITE, "cage-a"), contract.ack_topic(SITE, "cage-a")):
+        assert v.publish(topic, b"{}").is_failure
