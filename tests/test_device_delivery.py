@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from test_device_helpers import AckingCollector, make_replay, synth_faces, write_config
 
 from amgs.broker import LocalBroker, free_port
-from amgs.contract import score_topic
+from amgs.contract import encode, score_topic
 
 
 def _run_in_thread(agent: Agent) -> threading.Thread:
@@ -366,3 +366,55 @@ def test_big_backlog_drains_in_order_while_new_scores_join(tmp_path, broker, sco
     new = [m for m in collector.by_msg_id.values() if m["seq"] > backlog]
     assert len(new) == 3 and all(m["captured_at"].startswith("2026-03-01") for m in new)
     assert box.count() == 0
+
+
+def test_collector_commands_send_crops_resend_and_status(tmp_path, broker, scorer, synth_set):
+    from amgs.contract import command_topic, crop_topic, utc_now
+
+    frames = tmp_path / "frames"
+    make_replay(frames, synth_faces(synth_set, 2))
+    cfg_path = write_config(
+        tmp_path / "d.toml", port=broker.port, state=tmp_path / "state", frames=frames,
+        agent={"exit_when_done": False},
+    )  # fmt: skip
+    listener = AckingCollector(broker.port, ack=False)
+    crops: dict[str, bytes] = {}
+    ctl = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="controller")
+    ctl.on_connect = lambda c, u, f, rc, p: c.subscribe(crop_topic("lab", "dev1", "x")[:-1] + "+", 0)
+    ctl.on_message = lambda c, u, m: crops.__setitem__(m.topic.rsplit("/", 1)[1], m.payload)
+    ctl.connect("127.0.0.1", broker.port)
+    ctl.loop_start()
+    agent = Agent(load_config(cfg_path), scorer=scorer)
+    thread = _run_in_thread(agent)
+
+    def command(body: dict) -> None:
+        payload = encode({"schema": "amgs.command/1", "at": utc_now(), **body})
+        ctl.publish(command_topic("lab", "dev1"), payload, qos=1).wait_for_publish(5)
+
+    try:
+        listener.wait_for(2, timeout=30)
+        ids = sorted(listener.by_msg_id)
+        command({"command": "send_crops", "msg_ids": ids})
+        arrivals = len(listener.arrivals)
+        command({"command": "resend_from", "seq": 1})
+        statuses = len(listener.statuses)
+        command({"command": "publish_status"})
+        ctl.publish(
+            command_topic("lab", "dev1"), b'{"schema": "amgs.command/1", "command": "format_disk"}', qos=1
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            len(crops) == 2 and len(listener.arrivals) >= arrivals + 2 and len(listener.statuses) > statuses
+            and agent.delivery.stats["bad_messages"] == 1
+        ):  # fmt: skip
+            time.sleep(0.05)
+    finally:
+        agent.stop_requested.set()
+        thread.join(20)
+        ctl.disconnect()
+        ctl.loop_stop()
+        listener.close()
+    assert sorted(crops) == ids and all(c[:2] == b"\xff\xd8" for c in crops.values())
+    resent = listener.arrivals[arrivals:]
+    assert set(resent) == {(m["seq"], m["msg_id"]) for m in listener.by_msg_id.values()}
+    assert agent.delivery.stats["bad_messages"] == 1  # the malformed command was refused, nothing else
