@@ -63,14 +63,16 @@ class FloatReference:
         else:
             raise ValueError(f"{path}: a float reference must be a .keras model or a float .tflite")
 
-    def p_pain(self, pixels: np.ndarray) -> float:
-        x = to_float(pixels, self.spec)[None]
+    def p_pain(self, pixels: np.ndarray) -> np.ndarray:
+        """P(pain) for a batch (N x H x W x 3 uint8)."""
+        x = to_float(pixels, self.spec)
         if self._keras is not None:
-            out = self._keras(x, training=False)
-            probs = np.asarray(out["pain"])[0]
+            probs = np.asarray(self._keras(x, training=False)["pain"], dtype=np.float64)
         else:
-            probs = np.asarray(self._runner(**{self._input_name: x})["pain"])[0]
-        return float(probs[1] / probs.sum())
+            probs = np.concatenate(
+                [np.asarray(self._runner(**{self._input_name: x[i : i + 1]})["pain"]) for i in range(len(x))]
+            ).astype(np.float64)
+        return probs[:, 1] / probs.sum(axis=1)
 
 
 def _generator_truth(root: Path) -> dict[str, float]:
@@ -103,6 +105,7 @@ def predict(
 
         iterator = tqdm(items, desc="evaluating", unit="img")
     paths, labels, animals, human, p8, au8, pf, gen, bad = [], [], [], [], [], [], [], [], []
+    pending: list[np.ndarray] = []  # pixels waiting for the float reference (scored in batches)
     for it in iterator:
         try:
             pixels = load_pixels(it.path, (spec.width, spec.height), it.box).pixels
@@ -119,8 +122,13 @@ def predict(
         if s.au is not None:
             au8.append([s.au[k] for k in AU_KEYS])
         if reference is not None:
-            pf.append(reference.p_pain(pixels))
+            pending.append(pixels)
+            if len(pending) == 32:
+                pf.extend(reference.p_pain(np.stack(pending)))
+                pending.clear()
         gen.append(truth.get(rel, np.nan))
+    if reference is not None and pending:
+        pf.extend(reference.p_pain(np.stack(pending)))
     if not paths:
         raise ValueError(f"{data_root}: none of the labelled images could be read ({len(bad)} unreadable)")
     return Predictions(
