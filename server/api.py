@@ -13,6 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
+from amgs.contract import ContractError, command_topic, encode, utc_now
+
 from . import export, metadata, timecourse
 from .access import require_editor, require_viewer
 from .timecourse import QueryError, iso, parse_bin, parse_when
@@ -272,6 +274,29 @@ def get_device(request: Request, device_id: str) -> dict[str, Any]:
     )
     out["assignments"] = metadata.list_rows(conn, "assignments", {"device_id": device_id})
     return out
+
+
+@router.post(
+    "/devices/{device_id}/commands",
+    summary="Send a device a command: send_crops (msg_ids), publish_status, resend_from (seq)",
+    dependencies=[Depends(require_editor)],
+)
+def post_device_command(
+    request: Request, device_id: str, body: dict[str, Any] = RecordBody
+) -> dict[str, Any]:
+    runtime = request.app.state.runtime
+    if runtime is None:
+        raise HTTPException(503, "this server runs without MQTT (serve-api): commands need `amgs server run`")
+    row = _conn(request).execute("SELECT site FROM devices WHERE device_id = ?", [device_id]).fetchone()
+    if row is None or not row[0]:
+        raise HTTPException(404, f"device {device_id!r} has never reported: its site is unknown")
+    message = {"schema": "amgs.command/1", **body, "at": utc_now()}
+    try:
+        payload = encode(message)
+    except ContractError as e:
+        raise _fail(f"not a valid command: {e}") from None
+    runtime.publish(command_topic(row[0], device_id), payload, qos=1, retain=False)
+    return message
 
 
 @router.get("/gaps", summary="Sequence gaps (scores lost or late upstream)")

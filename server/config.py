@@ -130,6 +130,10 @@ class IngestConfig(Section):
         description="a missing seq still absent after this is declared lost and the watermark moves past it",
     )
     retry_backoff_s: float = Field(2, gt=0, le=600, description="wait before retrying a failed commit")
+    crop_request_every_s: float = Field(
+        60, ge=0, description="ask devices for the JPEG crops of recent scores this often; 0 = never ask"
+    )
+    crops_per_cage: int = Field(12, ge=0, le=200, description="most recent crops to keep fetched per cage")
 
 
 class HttpConfig(Section):

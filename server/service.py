@@ -37,6 +37,7 @@ import uvicorn
 
 from .app import create_app
 from .config import ServerConfig
+from .crops import CropRequester
 from .db import CollectorDB, backup, open_database
 from .mqtt import MqttIngest
 from .writer import IngestStats, Writer
@@ -72,6 +73,8 @@ def _backup_job(ctx: JobContext) -> None:
 def builtin_jobs(config: ServerConfig) -> list[PeriodicJob]:
     """The collector's own periodic work outside the writer (which does gap expiry and retention)."""
     jobs = []
+    if config.ingest.crop_request_every_s and config.ingest.crops_per_cage:
+        jobs.append(PeriodicJob("crop-requests", config.ingest.crop_request_every_s, CropRequester(), 5.0))
     if config.storage.backup_every_h:
         every = config.storage.backup_every_h * 3600
         jobs.append(PeriodicJob("backup", every, _backup_job, first_delay_s=every))

@@ -10,6 +10,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 from amgs.server import loadgen
@@ -320,3 +322,49 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_on_sigterm(tmp_path, 
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
+    from amgs.server.crops import CropRequester
+    from amgs.server.service import JobContext
+    from server_support import http_error
+
+    from amgs.contract import command_topic, crop_topic
+
+    now = time.time()
+    msgs = [dict(loadgen.score_message("d1", s, t=now - (20 - s) * 10), has_crop=True) for s in range(1, 21)]
+    publish(broker, msgs)
+    wait_for(lambda: count(collector) == 20, what="scores")
+    device = Watcher(broker.port, [command_topic("lab", "d1")])
+    try:
+        time.sleep(0.3)
+        job = CropRequester()
+        ctx = JobContext(collector.config, collector.db, collector.publish, collector.stats)
+        job(ctx)
+        command = wait_for(lambda: device.json(command_topic("lab", "d1")), what="send_crops command")
+        assert command["command"] == "send_crops"
+        wanted = {m["msg_id"] for m in msgs[-12:]}  # the 12 most recent (ingest.crops_per_cage)
+        assert set(command["msg_ids"]) == wanted
+        jpeg = b"\xff\xd8\xff\xe0" + b"face" * 100
+        loadgen.publish_all(
+            "127.0.0.1", broker.port, [(crop_topic("lab", "d1", m), jpeg) for m in wanted], qos=0
+        )
+        wait_for(lambda: count(collector, "SELECT count(*) FROM crops") == 12, what="crops stored")
+        device.history.clear()
+        job(ctx)  # nothing missing any more: no new request
+        base = f"http://127.0.0.1:{collector.http_port}"
+        listed = get_json(base + "/api/crops?cage_id=c1")
+        assert {c["msg_id"] for c in listed} == wanted
+        with urllib.request.urlopen(base + listed[0]["url"]) as r:
+            assert r.read() == jpeg and r.headers["Content-Type"] == "image/jpeg"
+        collector.app.dependency_overrides.clear()  # the API alone (the web room tests its login)
+        code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "reboot"}', "POST")
+        assert code == 400 and "command" in body["detail"]
+        code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "publish_status"}', "POST")
+        assert code == 200
+        wait_for(
+            lambda: device.json(command_topic("lab", "d1"))["command"] == "publish_status", what="command"
+        )
+        assert not [p for _, p in device.history if b"send_crops" in p]
+    finally:
+        device.close()
