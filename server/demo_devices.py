@@ -86,7 +86,10 @@ class SimDevice:
             }
         )
         self.outbox = Outbox(state_dir / "outbox.db", self.cfg.storage.outbox_max_records)
-        self.delivery = Delivery(self.cfg, state_dir / "outbox.db", self._status)
+        self.faces: dict[
+            str, bytes
+        ] = {}  # msg_id -> its face (shared bytes from the bank), for crop requests
+        self.delivery = Delivery(self.cfg, state_dir / "outbox.db", self._status, crop_reader=self.faces.get)
         self.delivery.start()
         self.crops = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-{device_id}-crops")
         self.crops.connect_async(host, port, keepalive=30)
@@ -182,8 +185,11 @@ class SimDevice:
                 "asleep": bool(not dark and motion < 0.5),
             },
             "inference_ms": s.inference_ms,
-            "has_crop": with_crop,
+            "has_crop": True,  # every face is kept and served on request (crop_reader)
         }
+        self.faces[msg_id] = face.jpeg
+        if len(self.faces) > 20000:
+            self.faces.pop(next(iter(self.faces)))
         return record, face.jpeg if with_crop else None
 
     def stop(self) -> None:
