@@ -1,15 +1,20 @@
-"""Real local receivers for alert delivery tests: an HTTP webhook receiver and an SMTP server (aiosmtpd)."""
+"""Real local receivers for alert delivery tests (an HTTP webhook receiver, an SMTP server via aiosmtpd) and
+contract-valid messages to feed the collector's ingest directly."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from datetime import UTC, datetime
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
+from amgs.server.ingest import Incoming
 
 from amgs.broker import free_port
+from amgs.contract import encode, format_time, new_msg_id, score_topic, status_topic
 
 
 class WebhookReceiver:
@@ -76,3 +81,49 @@ class SmtpReceiver:
         if getattr(self, "running", False):
             self.controller.stop()
             self.running = False
+
+
+# --------------------------------------------------------------------------- collector input
+
+SITE = "lab1"
+MODEL = {"name": "m", "version": "1", "sha256": "0" * 64}
+
+
+def at(t: float) -> str:
+    return format_time(datetime.fromtimestamp(t, UTC))
+
+
+def score(device: str, cage: str, seq: int, t: float, p: float, animal: str | None = None) -> Incoming:
+    """A contract-valid score record as the collector's MQTT callback would enqueue it."""
+    msg = {
+        "schema": "amgs.score/1",
+        "msg_id": new_msg_id(),
+        "seq": seq,
+        "device_id": device,
+        "site": SITE,
+        "cage_id": cage,
+        "animal_id": animal,
+        "captured_at": at(t),
+        "clock": {"synced": True, "boot_id": "b", "monotonic_s": float(seq)},
+        "model": MODEL,
+        "p_pain": p,
+        "label": "pain" if p >= 0.5 else "no pain",
+        "amgs": p,
+        "confidence": max(p, 1 - p),
+        "needs_review": False,
+    }
+    return Incoming(score_topic(SITE, device), encode(msg), received_at=time.time())
+
+
+def status(device: str, t: float, state: str = "online", errors=(), cages=()) -> Incoming:
+    """A device status message (views name the cages it watches)."""
+    msg = {
+        "schema": "amgs.status/1",
+        "device_id": device,
+        "site": SITE,
+        "state": state,
+        "at": at(t),
+        "errors": list(errors),
+        "views": [{"view": f"v{i}", "cage_id": c} for i, c in enumerate(cages)],
+    }
+    return Incoming(status_topic(SITE, device), encode(msg), received_at=time.time())

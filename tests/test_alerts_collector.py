@@ -4,57 +4,14 @@ pain from stored scores, the cage's own baseline, device errors and silence, no 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from amgs.server.alerts.service import AlertRunner
 from amgs.server.config import parse_config
 from amgs.server.db import open_database
-from amgs.server.ingest import Incoming
 from amgs.server.metadata import save
 from amgs.server.store import Ingestor
 
-from amgs.contract import encode, format_time, new_msg_id, score_topic, status_topic
-
-SITE = "lab1"
-MODEL = {"name": "m", "version": "1", "sha256": "0" * 64}
-
-
-def at(t: float) -> str:
-    return format_time(datetime.fromtimestamp(t, UTC))
-
-
-def score(device: str, cage: str, seq: int, t: float, p: float) -> Incoming:
-    msg = {
-        "schema": "amgs.score/1",
-        "msg_id": new_msg_id(),
-        "seq": seq,
-        "device_id": device,
-        "site": SITE,
-        "cage_id": cage,
-        "animal_id": None,
-        "captured_at": at(t),
-        "clock": {"synced": True, "boot_id": "b", "monotonic_s": float(seq)},
-        "model": MODEL,
-        "p_pain": p,
-        "label": "pain" if p >= 0.5 else "no pain",
-        "amgs": p,
-        "confidence": max(p, 1 - p),
-        "needs_review": False,
-    }
-    return Incoming(score_topic(SITE, device), encode(msg), received_at=time.time())
-
-
-def status(device: str, t: float, state: str = "online", errors=(), cages=()) -> Incoming:
-    msg = {
-        "schema": "amgs.status/1",
-        "device_id": device,
-        "site": SITE,
-        "state": state,
-        "at": at(t),
-        "errors": list(errors),
-        "views": [{"view": f"v{i}", "cage_id": c} for i, c in enumerate(cages)],
-    }
-    return Incoming(status_topic(SITE, device), encode(msg), received_at=time.time())
+from tests.alert_helpers import SITE, at, score, status
 
 
 def test_alert_job_on_ingested_data(tmp_path):

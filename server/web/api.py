@@ -19,6 +19,9 @@ from ..alerts.engine import AlertNotFound
 from ..timecourse import (
     QueryError,
     Source,
+    animal_row,
+    animal_source,
+    animal_timecourse,
     baseline,
     cage_timecourse,
     first_event,
@@ -59,22 +62,30 @@ def cage_series(
     bin: str = "1h",
     align: Annotated[str, Query(pattern="^(wall|surgery|analgesic|anaesthesia)$")] = "wall",
     baseline_hours: Annotated[float, Query(ge=0, le=24 * 14)] = 24,
+    animal: Annotated[
+        str | None, Query(description="one animal of the cage instead of the whole cage")
+    ] = None,
 ) -> dict[str, Any]:
-    """Wall clock: the last ``hours``. Event-aligned: up to 24 h before to ``hours`` after the cage's first event.
+    """Wall clock: the last ``hours``. Event-aligned: up to 24 h before to ``hours`` after the first event.
     The baseline (mean over ``baseline_hours`` before the first surgery) is returned in both cases."""
     try:
         bin_s = parse_bin(bin)
         now = ctx.now()
         kind = None if align == "wall" else align
+        subject = animal_row(ctx.conn, animal) if animal else None
+        if subject is not None and subject["cage_id"] != cage_id:
+            raise QueryError(
+                f"animal {animal!r} is not in cage {cage_id!r} (it is in {subject['cage_id']!r})"
+            )
         start, end = now - hours * 3600, now
         if kind:
-            event = first_event(ctx.conn, kind, cage_id=cage_id)
+            event = first_event(ctx.conn, kind, animal_id=animal, cage_id=cage_id)
             if event is None:
-                raise QueryError(f"cage {cage_id!r} has no {kind!r} event to align to")
+                raise QueryError(
+                    f"{'animal ' + repr(animal) if animal else 'cage ' + repr(cage_id)} has no {kind!r} event to align to"
+                )
             start, end = event["t"] - min(hours, 24) * 3600, event["t"] + hours * 3600
-        out = cage_timecourse(
-            ctx.conn,
-            cage_id,
+        common = dict(
             start=start,
             end=end,
             bin_s=bin_s,
@@ -83,12 +94,17 @@ def cage_series(
             event_kind=kind,
             baseline_hours=(baseline_hours or None) if kind else None,
         )
+        if subject is not None:
+            out = animal_timecourse(ctx.conn, animal, **common)
+        else:
+            out = cage_timecourse(ctx.conn, cage_id, **common)
     except QueryError as e:
         raise _bad(e) from None
     if out.get("baseline") is None and baseline_hours:
-        surgery = first_event(ctx.conn, "surgery", cage_id=cage_id)
+        surgery = first_event(ctx.conn, "surgery", animal_id=animal, cage_id=cage_id)
         if surgery:
-            out["baseline"] = baseline(ctx.conn, Source(cage_id=cage_id), surgery["t"], baseline_hours)
+            source = animal_source(subject) if subject is not None else Source(cage_id=cage_id)
+            out["baseline"] = baseline(ctx.conn, source, surgery["t"], baseline_hours)
     pain = ctx.config.alerts.pain
     out["thresholds"] = {"fraction_pain": pain.fraction_pain, "mean_amgs": pain.mean_amgs}
     out["alerts"] = [a for a in data.alerts_with_history(ctx.db(), None, 50) if a["cage_id"] == cage_id][:20]

@@ -8,10 +8,12 @@
   if (q.get("hours")) hours.value = q.get("hours");
   if (q.get("bin")) bin.value = q.get("bin");
   if (q.get("align")) align.value = q.get("align");
+  const animal = document.getElementById("c-animal") || { value: "", addEventListener() {} };
+  if (q.get("animal")) animal.value = q.get("animal");
   const EVENT_COLORS = { surgery: "#c62828", analgesic: "#2e8b57", anaesthesia: "#8e44ad", handling: "#6d4c41" };
 
   async function loadSeries() {
-    const path = `/api/web/cages/${encodeURIComponent(cage)}/timecourse?hours=${hours.value}&bin=${encodeURIComponent(bin.value)}&align=${align.value}`;
+    const path = `/api/web/cages/${encodeURIComponent(cage)}/timecourse?hours=${hours.value}&bin=${encodeURIComponent(bin.value)}&align=${align.value}${animal.value ? "&animal=" + encodeURIComponent(animal.value) : ""}`;
     const els = ["chart-amgs", "chart-pain", "chart-activity"].map((id) => document.getElementById(id));
     let tc;
     try { tc = await AMGS.getJSON(path); } catch (err) { els.forEach((e) => AMGS.fail(e, err)); return; }
@@ -73,8 +75,9 @@
     } catch (err) { out.textContent = `not saved: ${err.message}`; out.classList.add("error"); }
   });
 
-  [hours, bin, align].forEach((s) => s.addEventListener("change", () => {
-    history.replaceState(null, "", `?hours=${hours.value}&bin=${encodeURIComponent(bin.value)}&align=${align.value}`);
+  [hours, bin, align, animal].forEach((s) => s.addEventListener("change", () => {
+    history.replaceState(null, "", `?hours=${hours.value}&bin=${encodeURIComponent(bin.value)}&align=${align.value}` +
+      (animal.value ? `&animal=${encodeURIComponent(animal.value)}` : ""));
     loadSeries();
   }));
   loadSeries();
