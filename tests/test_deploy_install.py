@@ -193,3 +193,39 @@ def test_make_ca_refuses_to_replace_the_ca_and_renews_the_server_certificate(tmp
     assert oct((d / "ca.key").stat().st_mode & 0o777) == "0o600"
     bad = sh(str(SCRIPTS[2]), "--dir", str(tmp_path / "x"), "bad name!")
     assert bad.returncode == 2
+
+
+def written_files(output: str) -> dict[str, str]:
+    """The files a dry run would write: ``+ write PATH (...):`` followed by lines indented 4 spaces."""
+    files, current = {}, None
+    for line in output.splitlines():
+        if line.startswith("+ write "):
+            current = line.split()[2]
+            files[current] = ""
+        elif current and line.startswith("    "):
+            files[current] += line[4:] + "\n"
+        else:
+            current = None
+    return files
+
+
+@pytest.mark.skipif(Path("/etc/amgs/server.toml").exists(), reason="an installed collector keeps its config")
+def test_collector_configs_the_installer_writes_validate(tmp_path):
+    """One definition: the installer's server.toml and provision.toml pass the programs' own schemas."""
+    import tomllib
+
+    from amgs.server.config import parse_config
+    from amgs.server.provision import ProvisionConfig
+
+    out = sh(
+        str(SCRIPTS[0]), "--dry-run", "--site", "vivarium-a", "--host", "collector.example",
+        "--state-dir", str(tmp_path / "state"), check=True,
+    ).stdout  # fmt: skip
+    files = written_files(out)
+    server = parse_config(tomllib.loads(files["/etc/amgs/server.toml"]), "installer's server.toml")
+    assert (server.mqtt.username, server.mqtt.site, server.mqtt.port) == ("collector", "vivarium-a", 1883)
+    assert server.storage.state_dir == tmp_path / "state"
+    prov = ProvisionConfig.model_validate(tomllib.loads(files["/etc/amgs/provision.toml"]))
+    assert prov.server_config == Path("/etc/amgs/server.toml")
+    assert prov.collector_password_file == server.mqtt.password_file
+    assert prov.collector_user == server.mqtt.username
