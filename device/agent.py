@@ -44,6 +44,8 @@ from amgs.scoring import Scorer
 log = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.sqlite3"
 HOUSEKEEPING_S = 30.0
+DROP_WARNING_S = 24 * 3600.0
+"""The status says "OUTBOX FULL" for a day after the outbox cap last dropped scores."""
 
 
 class AgentError(RuntimeError):
@@ -101,6 +103,7 @@ class Agent:
         self.next_replay_time: dict[str, datetime | None] = dict.fromkeys(self.sources)
         self._seq_cache = self.outbox.last_seq()
         self._dropped = self.outbox.dropped()
+        self._dropped_at: float | None = None  # when the outbox cap last dropped scores
         self._last_warning: tuple[str | None, int] = (None, self._dropped)
         self.delivery = Delivery(cfg, self.state_dir / OUTBOX_FILE, self.status, self.crops.read)
         self._last_housekeeping = 0.0
@@ -121,19 +124,17 @@ class Agent:
                 }
             )
         warning = self.crops.warning
-        dropped = self._dropped
-        if dropped:
-            warning = f"OUTBOX FULL: {dropped} undelivered score(s) dropped (outbox_max_records)" + (
+        if self._dropped_at is not None and time.monotonic() - self._dropped_at < DROP_WARNING_S:
+            warning = f"OUTBOX FULL: {self._dropped} undelivered score(s) dropped (outbox_max_records)" + (
                 f"; {warning}" if warning else ""
             )
+        delivery = getattr(self, "delivery", None)  # None while Delivery() builds its last will
         return status_message(
             device_id=self.cfg.device.id,
             site=self.cfg.device.site,
             state=state,
             health=self.health,
-            delivery_stats=self.delivery.stats
-            if hasattr(self, "delivery")
-            else {},  # will: built in Delivery()
+            delivery_stats=delivery.stats if delivery else {},
             last_seq=self._seq_cache,
             model=self.model_ref,
             clock=self.clock.record(time.monotonic()),
@@ -246,7 +247,9 @@ class Agent:
             log.error("could not commit %d score(s) to the outbox: %s", len(records), e)
             self.delivery.request_status()
             return 0
-        self._dropped = self.outbox.dropped()
+        dropped = self.outbox.dropped()
+        if dropped > self._dropped:
+            self._dropped, self._dropped_at = dropped, time.monotonic()
         warning = (self.crops.warning, self._dropped)
         if warning != self._last_warning:  # say it loudly: publish status now, not at the next interval
             self._last_warning = warning

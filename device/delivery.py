@@ -90,6 +90,8 @@ class Delivery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._status_due = 0.0
+        self._stats_due = 0.0
+        self._more = True  # the outbox may hold more than one window
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ client and callbacks
@@ -149,7 +151,8 @@ class Delivery:
         flush_deadline: float | None = None
         try:
             while True:
-                self._handle_events(0.02 if self._can_send() else 0.5)
+                # Wake at once for events (PUBACKs, new records, acks); poll fast only while a backlog drains.
+                self._handle_events(0.005 if self._more and self._can_send() else 0.5)
                 if self._stop.is_set():
                     if flush_deadline is None:
                         flush_deadline = time.monotonic() + self.cfg.delivery.flush_timeout_s
@@ -160,7 +163,8 @@ class Delivery:
                     self._send_new()
                 if self.connected and time.monotonic() >= self._status_due:
                     self._publish_status()
-                self._update_stats()
+                if time.monotonic() >= self._stats_due:
+                    self._update_stats()
         except Exception as e:  # noqa: BLE001 - report, the agent notices the dead thread
             log.exception("delivery thread failed")
             self.stats["last_error"] = f"delivery thread failed: {e}"
@@ -204,6 +208,8 @@ class Delivery:
                 self._on_message(event[1], event[2])
             elif kind == "status":
                 self._status_due = 0.0
+            elif kind == "wake":
+                self._more = True
         if confirmed:
             self.outbox.delete(confirmed)
             self._forget(confirmed)
@@ -218,6 +224,7 @@ class Delivery:
             return
         log.info("connected to MQTT broker %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
         self.connected = True
+        self._more = True
         self.stats["last_error"] = None
         self.client.subscribe([(self.topics["ack"], 1), (self.topics["command"], 1)])
         self._status_due = 0.0
@@ -276,6 +283,7 @@ class Delivery:
             start = int(cmd.get("seq", 0))
             log.info("collector asked to re-send from seq %d", start)
             self.send_after = min(self.send_after, max(0, start - 1))
+            self._more = True
         elif name == "send_crops":
             for msg_id in cmd.get("msg_ids", []):
                 data = self.crop_reader(msg_id)
@@ -302,8 +310,10 @@ class Delivery:
     def _send_new(self) -> None:
         room = self.window - len(self.inflight)
         if room <= 0:
-            return
-        for rec in self.outbox.pending(max(self.send_after, self.watermark), room):
+            return  # PUBACK events will wake the loop
+        batch = self.outbox.pending(max(self.send_after, self.watermark), room)
+        self._more = len(batch) == room
+        for rec in batch:
             if not self._publish(rec.seq, rec.payload):
                 return
             self.send_after = rec.seq
@@ -332,6 +342,8 @@ class Delivery:
         return not self.inflight and not self.outbox.pending(max(self.send_after, self.watermark), 1)
 
     def _update_stats(self) -> None:
+        """Figures for the status message (a count over the outbox: at most once a second)."""
+        self._stats_due = time.monotonic() + 1.0
         self.stats["connected"] = self.connected
         self.stats["queue_depth"] = self.outbox.count()
         self.stats["unconfirmed"] = len(self.sent_at)
