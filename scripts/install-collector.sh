@@ -160,6 +160,10 @@ backup_before_migrate = true
 [http]
 bind = "0.0.0.0"
 port = 8080
+
+[web]
+# Scores are study data: on a shared network, viewing needs a login too (docs/deployment.md).
+view_requires_login = true
 EOF
 fi
 if [[ ! -f "$ETC/provision.toml" ]]; then

@@ -225,6 +225,7 @@ def test_collector_configs_the_installer_writes_validate(tmp_path):
     server = parse_config(tomllib.loads(files["/etc/amgs/server.toml"]), "installer's server.toml")
     assert (server.mqtt.username, server.mqtt.site, server.mqtt.port) == ("collector", "vivarium-a", 1883)
     assert server.storage.state_dir == tmp_path / "state"
+    assert server.web.view_requires_login, "nobody on the network may read scores without a login"
     prov = ProvisionConfig.model_validate(tomllib.loads(files["/etc/amgs/provision.toml"]))
     assert prov.server_config == Path("/etc/amgs/server.toml")
     assert prov.collector_password_file == server.mqtt.password_file
