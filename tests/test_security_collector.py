@@ -4,6 +4,7 @@ store, and what an unauthenticated client can do to the dashboard and API (nothi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import sys
@@ -39,7 +40,8 @@ def stack():
     root = new_site_root("amgs-col-")
     site = Site(root, site=SITE)
     http_port = free_port()
-    write_server_toml(site, root / "collector", http_port)
+    # as scripts/install-collector.sh writes it: viewing needs a login too
+    write_server_toml(site, root / "collector", http_port, extra="[web]\nview_requires_login = true\n")
     assert site.provision("collector").exit_code == 0
     for name, cage in (("cage-a", "c1"), ("cage-b", "c2")):
         r = site.provision("device", name, "--cage", cage)
@@ -114,20 +116,17 @@ def _walk(routes, prefix: str = ""):
                 yield method, prefix + route.path
 
 
-def state_changing_routes(base: str, db: Path) -> list[tuple[str, str]]:
-    """Every POST/PUT/PATCH/DELETE route of the collector's app, as the running collector builds it."""
+def routes_of(base: str, db: Path, methods: set[str]) -> list[tuple[str, str]]:
+    """Every route with one of ``methods`` of the collector's app, as the running collector builds it."""
     from amgs.server.app import create_app
     from amgs.server.config import load_config
     from amgs.server.db import CollectorDB
 
     config = load_config(db.parent.parent / "etc-amgs" / "server.toml")
-    found = {(m, p) for m, p in _walk(create_app(config, CollectorDB(db)).routes) if m in WRITE_METHODS}
+    found = {(m, p) for m, p in _walk(create_app(config, CollectorDB(db)).routes) if m in methods}
     with urllib.request.urlopen(f"{base}/openapi.json", timeout=10) as r:
         documented = {
-            (m.upper(), p)
-            for p, ops in json.load(r)["paths"].items()
-            for m in ops
-            if m.upper() in WRITE_METHODS
+            (m.upper(), p) for p, ops in json.load(r)["paths"].items() for m in ops if m.upper() in methods
         }
     assert documented <= found, f"route walk missed {documented - found}"
     return sorted(found)
@@ -154,13 +153,14 @@ PUBLIC = {("POST", "/login"), ("POST", "/logout")}  # login itself; logout of no
 
 
 def fill(path: str) -> str:
-    """Concrete ids for path parameters: ``/api/meta/{kind}`` -> ``/api/meta/sites``."""
-    return path.replace("{kind}", "sites").replace("{key}", SITE).replace("{alert_id}", "1")
+    """Concrete ids for path parameters: ``/api/meta/{kind}`` -> ``/api/meta/sites``, others -> ``c1``."""
+    path = path.replace("{kind}", "sites").replace("{key}", SITE).replace("{alert_id}", "1")
+    return re.sub(r"\{[^}]+\}", "c1", path)
 
 
 def test_state_changing_endpoints_refuse_unauthenticated_requests(stack):
     site, base, db, _ = stack
-    routes = state_changing_routes(base, db)
+    routes = routes_of(base, db, WRITE_METHODS)
     assert ("POST", "/api/meta/{kind}") in routes, routes
     before = rows(db, "SELECT count(*) FROM sites")
     forged_cookie = {"Cookie": "amgs_session=forged-session-value"}
@@ -197,3 +197,23 @@ def test_a_login_is_what_makes_the_difference(stack):
     status, _, out = request(base, "POST", "/api/meta/sites", {"Authorization": f"Bearer {staff}"}, body)
     assert status == 200, out
     assert rows(db, "SELECT count(*) FROM sites WHERE site_id = 'newsite'") == [(1,)]
+
+
+def test_reading_data_needs_a_login_on_an_installed_collector(stack):
+    """install-collector.sh sets web.view_requires_login: nobody on the network reads scores anonymously."""
+    import sqlite_utils
+    from amgs.server.web import auth
+
+    _, base, db, _ = stack
+    data_routes = [(m, p) for m, p in routes_of(base, db, {"GET"}) if p.startswith("/api/")]
+    assert ("GET", "/api/scores") in data_routes, data_routes
+    for method, path in data_routes:
+        status, hdrs, body = request(base, method, fill(path), body=b"")
+        redirected_to_login = status in (302, 303) and "/login" in (hdrs.get("Location") or "")
+        assert status in (401, 403) or redirected_to_login, (path, status, body[:200])
+    udb = sqlite_utils.Database(db)
+    auth.add_user(udb, "reader", "a long viewer password 2", role="viewer")
+    token = auth.create_token(udb, "reader", "test")
+    udb.close()
+    status, _, body = request(base, "GET", "/api/scores", {"Authorization": f"Bearer {token}"}, body=b"")
+    assert status == 200, body[:300]
