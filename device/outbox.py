@@ -126,21 +126,32 @@ class Outbox:
 
     def delete_upto(self, seq: int) -> int:
         """Collector watermark: everything at or below ``seq`` is stored end to end."""
-        return self.db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+        self.db.execute("BEGIN IMMEDIATE")  # take the write lock up front: waits instead of BUSY_SNAPSHOT
+        try:
+            n = self.db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n
 
     def delete(self, seqs: Iterable[int]) -> int:
         """Broker mode: these records have their PUBACK."""
         seqs = list(seqs)
         if not seqs:
             return 0
-        self.db.execute("BEGIN")
+        self.db.execute("BEGIN IMMEDIATE")
         n = 0
-        for i in range(0, len(seqs), 500):
-            chunk = seqs[i : i + 500]
-            n += self.db.execute(
-                f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk
-            ).rowcount
-        self.db.execute("COMMIT")
+        try:
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i : i + 500]
+                n += self.db.execute(
+                    f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk
+                ).rowcount
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
         return n
 
     # ------------------------------------------------------------------ reading
