@@ -109,7 +109,9 @@ class Delivery:
             client.username_pw_set(m.username, password)
         if m.tls_ca_file is not None:
             client.tls_set(ca_certs=str(m.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.will_set(self.topics["status"], encode(self.status_fn("offline")), qos=1, retain=True)
+        will = self.status_fn("offline")
+        will["reason"] = "connection lost without a clean stop (last will): crash, power cut or network"
+        client.will_set(self.topics["status"], encode(will), qos=1, retain=True)
         client.on_connect = lambda c, u, flags, rc, props: self.events.put(("connect", rc))
         client.on_disconnect = lambda c, u, flags, rc, props: self.events.put(("disconnect", rc))
         client.on_connect_fail = lambda c, u: self.events.put(("connect_fail",))

@@ -65,6 +65,9 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, broker, synth_set):
     finally:
         collector.close()
     assert kills >= 6
+    # The broker published the last will for the killed processes (retained status "offline").
+    wills = [s for s in collector.statuses if s["state"] == "offline" and "last will" in (s["reason"] or "")]
+    assert wills, [s["reason"] for s in collector.statuses]
     scores = list(collector.by_msg_id.values())
     # No frame lost, none scored twice: one score per replayed frame, seqs contiguous from 1.
     assert len(scores) == n
