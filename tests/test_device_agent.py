@@ -394,3 +394,79 @@ def test_followed_folder_waits_for_new_files(tmp_path, broker, scorer, synth_set
         agent.stop_requested.set()
         thread.join(20)
     assert not thread.is_alive()
+
+
+def test_several_cameras_and_several_boxes_in_one_frame(tmp_path, broker, scorer, synth_set):
+    """One device: camera A sees two observation boxes (one region each), camera B one box."""
+    from PIL import Image
+
+    faces = synth_faces(synth_set, 6)
+    a, b = tmp_path / "camA", tmp_path / "camB"
+    a.mkdir()
+    for i in range(3):
+        frame = Image.new("RGB", (400, 200), (90, 90, 90))
+        frame.paste(Image.open(faces[i]).resize((180, 180)), (10, 10))
+        frame.paste(Image.open(faces[i + 3]).resize((180, 180)), (210, 10))
+        frame.save(a / f"20260301_08000{i}.jpg", quality=90)
+    make_replay(b, faces[:2])
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(
+        f"""
+[device]
+id = "dev1"
+site = "lab"
+state_dir = "{tmp_path / "state"}"
+[[sources]]
+name = "camA"
+kind = "folder"
+path = "{a}"
+[[sources]]
+name = "camB"
+kind = "folder"
+path = "{b}"
+[[views]]
+name = "boxL"
+source = "camA"
+cage_id = "C1"
+region = [10, 10, 180, 180]
+[[views]]
+name = "boxR"
+source = "camA"
+cage_id = "C2"
+animal_id = "M2"
+region = [210, 10, 180, 180]
+[[views]]
+name = "boxB"
+source = "camB"
+cage_id = "C3"
+[schedule]
+interval_s = 0
+burst_frames = 1
+[selection]
+min_sharpness = 0
+min_face_px = 16
+[mqtt]
+port = {broker.port}
+[delivery]
+confirm = "broker"
+[agent]
+exit_when_done = true
+done_timeout_s = 10
+"""
+    )
+    listener = AckingCollector(broker.port, ack=False)
+    try:
+        assert Agent(load_config(cfg), scorer=scorer).run() == 0
+        listener.wait_for(8, timeout=10)
+    finally:
+        listener.close()
+    scores = list(listener.by_msg_id.values())
+    by_view = {v: [s for s in scores if s["view"] == v] for v in ("boxL", "boxR", "boxB")}
+    assert {v: len(s) for v, s in by_view.items()} == {"boxL": 3, "boxR": 3, "boxB": 2}
+    assert all(s["cage_id"] == "C1" and s["face_box"] == [10, 10, 180, 180] for s in by_view["boxL"])
+    assert all(s["cage_id"] == "C2" and s["animal_id"] == "M2" for s in by_view["boxR"])
+    assert sorted(s["seq"] for s in scores) == list(range(1, 9))
+    # The two boxes of one frame share its capture time; their scores differ (different faces).
+    left = sorted(by_view["boxL"], key=lambda s: s["captured_at"])
+    right = sorted(by_view["boxR"], key=lambda s: s["captured_at"])
+    assert [s["captured_at"] for s in left] == [s["captured_at"] for s in right]
