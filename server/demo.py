@@ -217,7 +217,7 @@ class Demo:
         register_study(db.conn, animals, surgery_t, start_t)
         add_user(db, "demo", self.password, "staff")
         self.collector.start()
-        if not self.collector.mqtt.connected.wait(20):
+        if not self.collector.mqtt.connected.wait(60):
             hint = (
                 " (the collector speaks MQTT 5, which amqtt does not: install mosquitto)"
                 if self.broker.kind == "amqtt"
@@ -283,8 +283,11 @@ class Demo:
 
     def stop(self) -> None:
         self._stop.set()
-        for dev in self.devices:
-            dev.stop()
+        stoppers = [threading.Thread(target=dev.stop) for dev in self.devices]  # each flushes for a few s
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(30)
         if self.collector is not None:
             self.collector.stop()
         if self.broker is not None:
