@@ -41,7 +41,7 @@ def demo(tmp_path_factory, scorer, request):
             a["cage_id"] == "C03" and a["rule"] == "sustained_pain" for a in alerts
         )
 
-    wait_for(c03_alert, 90, "the demo's sustained-pain alert on cage C03")
+    wait_for(c03_alert, 240, "the demo's sustained-pain alert on cage C03")
     yield d, base, lines
     d.stop()
     runner.join(10)
@@ -72,7 +72,7 @@ def page(browser):
 
 def open_page(page, url: str, ready: int = 1) -> None:
     page.goto(url)
-    page.wait_for_function(f"Number(document.body.dataset.ready || 0) >= {ready}", timeout=20000)
+    page.wait_for_function(f"Number(document.body.dataset.ready || 0) >= {ready}", timeout=45000)
     assert page.evaluate("document.body.dataset.error || ''") == ""
 
 
