@@ -4,7 +4,8 @@
 # `amgs provision device`, amgs-device.service. See docs/deployment.md.
 #
 # Usage: sudo scripts/install-device.sh --bundle DIR [options]
-#   --bundle DIR       the folder `amgs provision device NAME` wrote (device.toml, ca.crt, mqtt-password)
+#   --bundle DIR       the folder `amgs provision device NAME` wrote (device.toml, ca.crt, mqtt-password);
+#                      leave it out to upgrade the code of a device installed before (its /etc/amgs is kept)
 #   --edgetpu          also install the Coral Edge TPU runtime (libedgetpu1-std from a configured apt source)
 #   --edgetpu-deb FILE install the Edge TPU runtime from this .deb (no internet)
 #   --ntp HOST         use HOST (e.g. the collector) as time server: a Pi has no battery-backed clock
@@ -54,16 +55,20 @@ while (($#)); do
   --prefix) PREFIX="${2:?--prefix needs a folder}"; shift 2 ;;
   --no-start) START=0; shift ;;
   --dry-run) DRY=1; shift ;;
-  -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
   *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 
 VENV="$PREFIX/venv"
-[[ -n "$BUNDLE" ]] || die "give --bundle DIR (made on the collector host by: amgs provision device NAME --cage CAGE)"
-for f in device.toml ca.crt mqtt-password; do
-  [[ -f "$BUNDLE/$f" ]] || die "$BUNDLE/$f is missing: copy the whole bundle folder from the collector host"
-done
+if [[ -z "$BUNDLE" ]]; then
+  [[ -f "$ETC/device.toml" ]] || die "give --bundle DIR (made on the collector host by: amgs provision device NAME --cage CAGE)"
+  echo "install-device: no --bundle: upgrading the code, keeping $ETC as it is"
+else
+  for f in device.toml ca.crt mqtt-password; do
+    [[ -f "$BUNDLE/$f" ]] || die "$BUNDLE/$f is missing: copy the whole bundle folder from the collector host"
+  done
+fi
 [[ -z "$EDGETPU_DEB" || -f "$EDGETPU_DEB" ]] || die "--edgetpu-deb $EDGETPU_DEB does not exist"
 ((DRY)) || [[ $(id -u) -eq 0 ]] || die "run as root (or with --dry-run to see the steps)"
 command -v apt-get >/dev/null || die "this script is for Raspberry Pi OS / Debian (apt-get not found)"
@@ -136,13 +141,17 @@ run "$VENV/bin/python" -m pip install "${pip_args[@]}" --constraint "$constraint
 run ln -sf "$VENV/bin/amgs" /usr/local/bin/amgs
 
 say "4/6 bundle -> $ETC"
-run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
-if [[ -f "$ETC/device.toml" ]] && ! cmp -s "$ETC/device.toml" "$BUNDLE/device.toml"; then
-  run cp -p "$ETC/device.toml" "$ETC/device.toml.bak-$(date -u +%Y%m%dT%H%M%SZ)"
+if [[ -n "$BUNDLE" ]]; then
+  run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
+  if [[ -f "$ETC/device.toml" ]] && ! cmp -s "$ETC/device.toml" "$BUNDLE/device.toml"; then
+    run cp -p "$ETC/device.toml" "$ETC/device.toml.bak-$(date -u +%Y%m%dT%H%M%SZ)"
+  fi
+  run install -m 0640 -o root -g "$USER_NAME" "$BUNDLE/device.toml" "$ETC/device.toml"
+  run install -m 0640 -o root -g "$USER_NAME" "$BUNDLE/mqtt-password" "$ETC/mqtt-password"
+  run install -m 0644 -o root -g root "$BUNDLE/ca.crt" "$ETC/ca.crt"
+else
+  echo "    kept: $ETC/device.toml, mqtt-password, ca.crt"
 fi
-run install -m 0640 -o root -g "$USER_NAME" "$BUNDLE/device.toml" "$ETC/device.toml"
-run install -m 0640 -o root -g "$USER_NAME" "$BUNDLE/mqtt-password" "$ETC/mqtt-password"
-run install -m 0644 -o root -g root "$BUNDLE/ca.crt" "$ETC/ca.crt"
 
 say "5/6 check the config"
 run "$VENV/bin/amgs" device check --config "$ETC/device.toml"
