@@ -20,6 +20,7 @@ fields are the contract's RFC 3339 strings):
 - ``groups``            treatment groups / cohorts (e.g. laparotomy, sham, laparotomy + analgesic)
 - ``events``            timestamped events: surgery, analgesic, anaesthesia, handling, weight, other
 - ``rollup_5m``, ``rollup_1h``  pre-aggregated score sums per (cage, animal, bucket) for fast time courses
+- ``clock_anchors``     per device boot: wall time - monotonic time, from a synchronized record
 - ``meta``              key/value facts about this database (created, migrations applied)
 
 The dashboard/alerts room keeps its own tables (alerts, users) in the same file, created by its own
@@ -193,14 +194,27 @@ def _rollup_ddl(table: str) -> str:
     )
 
 
-def rollup_select(width: int, where: str = "1") -> str:
-    """SQL aggregating ``scores`` rows into rollup sums (the one definition: the migration backfills and the writer adds each batch with it)."""
-    au = ", ".join(f"total(au_{k})" for k in AU_KEYS)
+def rollup_select(width: int, where: str = "1", sign: str = "") -> str:
+    """SQL aggregating ``scores`` rows into rollup sums: the one definition. The migration backfills with
+    it, the writer adds each batch with it, and re-anchoring moves scores with it (``sign="-"`` removes)."""
+    exprs = {
+        "n": "count(*)",
+        "sum_amgs": "total(amgs)",
+        "sumsq_amgs": "total(amgs * amgs)",
+        "n_pain": "total(is_pain)",
+        "n_review": "total(needs_review)",
+        "n_unsynced": "total(1 - clock_synced)",
+        "n_au": "count(au_ot)",
+        **{f"sum_{k}": f"total(au_{k})" for k in AU_KEYS},
+        "sum_mgs_au": "total(mgs_au)",
+        "n_motion": "count(motion)",
+        "sum_motion": "total(motion)",
+        "n_asleep": "total(asleep)",
+    }
+    sums = ", ".join(f"{sign}{exprs[c]} AS {c}" for c in ROLLUP_SUMS)
     return (
-        f"SELECT cage_id, coalesce(animal_id, ''), CAST(t / {width} AS INTEGER) * {width}, count(*), "
-        "total(amgs), total(amgs * amgs), total(is_pain), total(needs_review), total(1 - clock_synced), "
-        f"count(au_ot), {au}, total(mgs_au), count(motion), total(motion), total(asleep) "
-        f"FROM scores WHERE {where} GROUP BY 1, 2, 3"
+        f"SELECT cage_id, coalesce(animal_id, '') AS animal_id, CAST(t / {width} AS INTEGER) * {width} AS bucket, "
+        f"{sums} FROM scores WHERE {where} GROUP BY 1, 2, 3"
     )
 
 
@@ -228,12 +242,25 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.conn.execute("ALTER TABLE devices ADD COLUMN seq_epoch_start REAL NOT NULL DEFAULT 0")
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """Clock re-anchoring: scores from an unsynchronized clock get their time from a synchronized record
+    of the same boot (wall time - monotonic time); ``clock_corrected`` marks them."""
+    run_script(
+        db.conn,
+        "ALTER TABLE scores ADD COLUMN clock_corrected INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX scores_unanchored ON scores (device_id, boot_id) WHERE clock_synced = 0 AND clock_corrected = 0;"
+        "CREATE TABLE clock_anchors (device_id TEXT NOT NULL, boot_id TEXT NOT NULL, offset_s REAL NOT NULL, "
+        "updated_at REAL NOT NULL, PRIMARY KEY (device_id, boot_id))",
+    )
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "scores, devices, gaps, quarantine, status, crops, study metadata", _v1),
     (2, "rollup_5m and rollup_1h, backfilled", _v2),
     (3, "devices.seq_epoch_start: when a device last restarted its numbering", _v3),
+    (4, "clock re-anchoring: scores.clock_corrected, clock_anchors", _v4),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from amgs.contract import parse_time
 
@@ -66,17 +67,20 @@ class BatchResult:
     reasons: list[str] = field(default_factory=list)
 
 
-_ROLLUP_UPSERT = {
-    table: (
+def rollup_upsert(width: int, where: str, sign: str = "") -> str:
+    """Add (or with ``sign="-"`` remove) the scores matching ``where`` to the rollups (db.rollup_select)."""
+    table = ROLLUP_TABLES[width]
+    return (
         f"INSERT INTO {table} (cage_id, animal_id, bucket, {', '.join(ROLLUP_SUMS)}) "
-        f"{rollup_select(width, 'rowid > ?')} ON CONFLICT (cage_id, animal_id, bucket) "
+        f"{rollup_select(width, where, sign)} ON CONFLICT (cage_id, animal_id, bucket) "
         f"DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in ROLLUP_SUMS)}"
     )
-    for width, table in ROLLUP_TABLES.items()
-}
-"""Add the scores inserted after a rowid to the rollups, with the one SQL definition (db.rollup_select)."""
+
+
+_ROLLUP_ADD_NEW = [rollup_upsert(width, "rowid > ?") for width in ROLLUP_TABLES]
+INSERT_COLUMNS = (*SCORE_COLUMNS, "clock_corrected")
 _SCORE_INSERT = (
-    f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})"
+    f"INSERT INTO scores ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
 )
 
 
@@ -88,6 +92,7 @@ class Ingestor:
         self.db = db
         self.conn = db.connect().conn
         self.seqs: dict[str, DeviceSeq] = {}
+        self.anchors: dict[tuple[str, str], float | None] = {}  # (device, boot) -> wall - monotonic
         self.registered: set[str] | None = None
         self.refresh_registered()
 
@@ -140,7 +145,7 @@ class Ingestor:
         for m in batch:
             m.received_at = m.received_at or now
         classified = [classify(m, crop_max_bytes=crop_max, registered=self.registered) for m in batch]
-        snapshot = copy.deepcopy(self.seqs)
+        snapshot = copy.deepcopy(self.seqs), dict(self.anchors)
         result = BatchResult()
         written: list[Path] = []
         self.conn.execute("BEGIN IMMEDIATE")
@@ -160,7 +165,7 @@ class Ingestor:
             self.conn.execute("COMMIT")
         except BaseException:
             rollback(self.conn)
-            self.seqs = snapshot
+            self.seqs, self.anchors = snapshot
             for path in written:
                 path.unlink(missing_ok=True)
             raise
@@ -195,9 +200,10 @@ class Ingestor:
             return
         new.sort(key=lambda c: (c.device_id, c.row["seq"]))
         rows = [c.row for c in new]
+        self._apply_anchors(rows, now)
         last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
-        self.conn.executemany(_SCORE_INSERT, [tuple(r[k] for k in SCORE_COLUMNS) for r in rows])
-        for sql in _ROLLUP_UPSERT.values():
+        self.conn.executemany(_SCORE_INSERT, [tuple(r[k] for k in INSERT_COLUMNS) for r in rows])
+        for sql in _ROLLUP_ADD_NEW:
             self.conn.execute(sql, [last_rowid])
         per_device: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
@@ -298,11 +304,82 @@ class Ingestor:
         self.conn.execute(f"UPDATE devices SET {column} = {column} - 1 WHERE device_id = ?", [device_id])
         return True
 
+    # ---------------------------------------------------------------- clock anchors
+
+    def _anchor(self, device_id: str, boot_id: str) -> float | None:
+        key = (device_id, boot_id)
+        if key not in self.anchors:
+            row = self.conn.execute(
+                "SELECT offset_s FROM clock_anchors WHERE device_id = ? AND boot_id = ?", key
+            ).fetchone()
+            self.anchors[key] = row[0] if row else None
+        return self.anchors[key]
+
+    def _set_anchor(self, device_id: str, boot_id: str, offset: float, now: float) -> None:
+        self.anchors[(device_id, boot_id)] = offset
+        self.conn.execute(
+            "INSERT INTO clock_anchors (device_id, boot_id, offset_s, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device_id, boot_id) DO UPDATE SET offset_s = excluded.offset_s, updated_at = excluded.updated_at",
+            [device_id, boot_id, offset, now],
+        )
+
+    def _apply_anchors(self, rows: list[dict[str, Any]], now: float) -> None:
+        """Learn anchors from synchronized records; give unsynchronized ones the anchored time of their boot."""
+        fresh: dict[tuple[str, str], float] = {}
+        for r in rows:
+            r["clock_corrected"] = 0
+            if r["clock_synced"] and r["boot_id"]:
+                fresh[(r["device_id"], r["boot_id"])] = r["t"] - r["monotonic_s"]
+        for (device_id, boot_id), offset in fresh.items():
+            self._set_anchor(device_id, boot_id, offset, now)
+        for r in rows:
+            if not r["clock_synced"] and r["boot_id"]:
+                offset = self._anchor(r["device_id"], r["boot_id"])
+                if offset is not None:
+                    r["t"] = offset + r["monotonic_s"]
+                    r["clock_corrected"] = 1
+
+    def reanchor(self, now: float, limit: int = 5000) -> int:
+        """Move scores stored before their boot had an anchor to the anchored time (rollups follow)."""
+        found = self.conn.execute(
+            "SELECT s.rowid, a.offset_s + s.monotonic_s FROM clock_anchors a JOIN scores s "
+            "ON s.device_id = a.device_id AND s.boot_id = a.boot_id "
+            "WHERE s.clock_synced = 0 AND s.clock_corrected = 0 LIMIT ?",
+            [limit],
+        ).fetchall()
+        if not found:
+            return 0
+        where = "rowid IN (SELECT id FROM temp.reanchor)"
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS reanchor (id INTEGER PRIMARY KEY, t REAL NOT NULL)"
+            )
+            self.conn.execute("DELETE FROM temp.reanchor")
+            self.conn.executemany("INSERT INTO temp.reanchor (id, t) VALUES (?, ?)", found)
+            for width in ROLLUP_TABLES:
+                self.conn.execute(rollup_upsert(width, where, sign="-"))
+            self.conn.execute(
+                f"UPDATE scores SET t = (SELECT t FROM temp.reanchor WHERE id = scores.rowid), clock_corrected = 1 "
+                f"WHERE {where}"
+            )
+            for width in ROLLUP_TABLES:
+                self.conn.execute(rollup_upsert(width, where))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            rollback(self.conn)
+            raise
+        log.info("re-anchored %d score time(s) from unsynchronized clocks", len(found))
+        return len(found)
+
     def _store_status(self, c: Classified, now: float) -> None:
         msg = c.message
         device_id = c.device_id
         self._ensure_device(device_id, c.site)
         t = parse_time(msg["at"]).timestamp()
+        clock = msg.get("clock")
+        if clock and clock["synced"]:
+            self._set_anchor(device_id, clock["boot_id"], t - clock["monotonic_s"], now)
         prev = self.conn.execute(
             "SELECT state, status_at FROM devices WHERE device_id = ?", [device_id]
         ).fetchone()

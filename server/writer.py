@@ -3,7 +3,7 @@
 Order per batch (this order is the no-loss guarantee): commit -> PUBACK each message -> publish each
 device's retained ``amgs.ack/1`` watermark. A failed commit (disk full, database locked, I/O error)
 acknowledges nothing: the batch is retried after ``ingest.retry_backoff_s`` and ``/healthz`` reports
-the error meanwhile. Maintenance (gap expiry, retention, crop cap) runs in this thread too, so the
+the error meanwhile. Maintenance (gap expiry, clock re-anchoring, retention, crop cap) runs in this thread too, so the
 collector has exactly one writer of the ingest tables.
 """
 
@@ -154,6 +154,7 @@ class Writer(threading.Thread):
             if now >= self._next_gaps:
                 self._next_gaps = now + min(60.0, max(1.0, self.config.ingest.gap_timeout_s / 10))
                 self.publish_watermarks(self.ingestor.expire_gaps(now))
+                self.ingestor.reanchor(now)
                 self.ingestor.refresh_registered()
             if now >= self._next_retention:
                 self._next_retention = now + 3600

@@ -3,6 +3,7 @@ and thousands of fuzzed payloads (hypothesis) that must all end up quarantined w
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -237,3 +238,34 @@ def _fuzz_ingestor(tmp_path_factory) -> Ingestor:
         config = server_config(tmp_path_factory.mktemp("fuzz"), ingest={"require_registered_devices": True})
         _FUZZ["ing"] = Ingestor(open_database(config), config)
     return _FUZZ["ing"]
+
+
+def test_unsynchronized_clock_is_re_anchored_from_its_boot(ingestor):
+    """A Pi booting with a stale clock: its early records carry wrong wall times; once a synchronized
+    record of the same boot arrives, their times become anchor + monotonic time, and the rollups follow."""
+    true_start = time.time() - 3600
+    stale = dt.datetime(2001, 1, 1, tzinfo=dt.UTC).timestamp()  # the clock the Pi woke up with
+
+    def msg(seq, synced, wall, mono):
+        m = loadgen.score_message("d1", seq, t=wall, synced=synced)
+        m["clock"] = {"synced": synced, "boot_id": "boot-7", "monotonic_s": mono}
+        return m
+
+    scores(ingestor, [msg(1, False, stale + 10, 10.0), msg(2, False, stale + 20, 20.0)])
+    assert q(ingestor, "SELECT count(*) FROM rollup_1h WHERE bucket < 1e9") == [(1,)]  # filed under 2001
+    assert ingestor.reanchor(time.time()) == 0  # nothing to anchor to yet
+    status = loadgen.status_message("d1", clock={"synced": True, "boot_id": "boot-7", "monotonic_s": 30.0})
+    status["at"] = (
+        dt.datetime.fromtimestamp(true_start + 30, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    )
+    ingestor.process([Incoming(status_topic("lab", "d1"), encode(status), 1, 1)])
+    scores(ingestor, [msg(3, False, stale + 40, 40.0)])  # anchored on arrival
+    assert ingestor.reanchor(time.time()) == 2  # the two early ones, moved afterwards
+    rows = q(ingestor, "SELECT seq, t, clock_synced, clock_corrected FROM scores ORDER BY seq")
+    for (_seq, t, synced, corrected), mono in zip(rows, (10, 20, 40), strict=True):
+        assert t == pytest.approx(true_start + mono, abs=0.01) and (synced, corrected) == (0, 1)
+    assert q(ingestor, "SELECT count(*) FROM rollup_1h WHERE bucket < 1e9 AND n != 0") == [(0,)]
+    assert q(ingestor, "SELECT sum(n), sum(n_unsynced) FROM rollup_5m") == [(3, 3)]  # still flagged
+    assert q(ingestor, "SELECT captured_at FROM scores WHERE seq = 1")[0][0].startswith(
+        "2001-01-01"
+    )  # as sent
