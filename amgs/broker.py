@@ -8,6 +8,7 @@ restart on the same port. Production collector hosts run Mosquitto under systemd
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -76,6 +77,9 @@ class LocalBroker:
             "autosave_interval 1",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
+            # Mosquitto started as root drops to user "mosquitto", which cannot write our workdir
+            # (persistence and log would fail silently); keep the invoking user instead.
+            *([f"user {pwd.getpwuid(os.geteuid()).pw_name}"] if os.geteuid() == 0 else []),
             "log_type error",
             "log_type warning",
             "log_type notice",
