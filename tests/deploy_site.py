@@ -216,6 +216,20 @@ class Client:
             if mid == info.mid:
                 return rc
 
+    def wait_for(self, topics: set[str], timeout: float = 15.0) -> list[tuple[str, bytes, bool]]:
+        """Messages received until every topic in ``topics`` has been seen (fails after ``timeout``)."""
+        out: list[tuple[str, bytes, bool]] = []
+        deadline = time.monotonic() + timeout
+        while not topics <= {t for t, _, _ in out}:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"never received {topics - {t for t, _, _ in out}}; got {out}")
+            try:
+                out.append(self.messages.get(timeout=left))
+            except queue.Empty:
+                continue
+        return out
+
     def drain(self, wait: float = 1.0) -> list[tuple[str, bytes, bool]]:
         """Messages received within ``wait`` seconds of the last one."""
         out = []

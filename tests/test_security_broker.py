@@ -74,8 +74,9 @@ def test_device_publishes_its_own_scores_to_the_collector(site, clients):
     a = device(site, clients, "cage-a")
     assert not a.publish(contract.score_topic(SITE, "cage-a"), score_payload("cage-a", "c1")).is_failure
     assert not a.publish(contract.status_topic(SITE, "cage-a"), b"{}", retain=True).is_failure
-    got = {t for t, _, retained in col.drain() if not retained}
-    assert got == {contract.score_topic(SITE, "cage-a"), contract.status_topic(SITE, "cage-a")}
+    expected = {contract.score_topic(SITE, "cage-a"), contract.status_topic(SITE, "cage-a")}
+    got = {t for t, _, retained in col.wait_for(expected) + col.drain(0.5) if not retained}
+    assert got == expected
 
 
 def test_device_cannot_publish_into_another_devices_topics(site, clients):
@@ -126,7 +127,7 @@ def test_device_reads_its_own_ack_and_command(site, clients):
     assert not a.subscribe(ack_a)[0].is_failure
     assert not a.subscribe(contract.command_topic(SITE, "cage-a"))[0].is_failure
     col.publish(contract.command_topic(SITE, "cage-a"), b'{"command": "publish_status"}')
-    got = {t: p for t, p, _ in a.drain()}
+    got = {t: p for t, p, _ in a.wait_for({ack_a, contract.command_topic(SITE, "cage-a")})}
     assert got[ack_a] == b'{"committed_seq": 3}'
     assert contract.command_topic(SITE, "cage-a") in got
 
@@ -190,7 +191,10 @@ def test_revoked_device_is_shut_out(site, clients):
     password = site.password("cage-r")
     r = device(site, clients, "cage-r")
     assert not r.publish(contract.score_topic(SITE, "cage-r"), score_payload("cage-r", "c3")).is_failure
-    assert [t for t, _, retained in col.drain() if not retained] == [contract.score_topic(SITE, "cage-r")]
+    assert contract.score_topic(SITE, "cage-r") in {
+        t for t, _, _ in col.wait_for({contract.score_topic(SITE, "cage-r")})
+    }
+    col.drain(0.5)
     result = site.provision("revoke", "cage-r")
     assert result.exit_code == 0, result.output
     site.reloaded()
@@ -214,7 +218,7 @@ def test_viewer_reads_alerts_and_nothing_else(site, clients):
     v.subscribe(f"{contract.TOPIC_ROOT}/#")
     a = device(site, clients, "cage-a")
     a.publish(contract.score_topic(SITE, "cage-a"), score_payload("cage-a", "c1"))
-    got = {t for t, _, _ in v.drain()}
+    got = {t for t, _, _ in v.wait_for({alert}) + v.drain()}
     assert got == {alert}
     for topic in (alert, contract.score_topic(SITE, "cage-a"), contract.ack_topic(SITE, "cage-a")):
         assert v.publish(topic, b"{}").is_failure
