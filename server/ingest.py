@@ -6,6 +6,7 @@ a crop, or the quarantine (with the reason). Nothing that arrives can raise out 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +98,10 @@ def _check_origin(msg: dict[str, Any], site: str, device_id: str) -> None:
         )
 
 
-def classify(item: Incoming, *, crop_max_bytes: int, registered: set[str] | None = None) -> Classified:
-    """Decide what a message is. ``registered`` (when given) = the only devices whose scores are accepted."""
+def classify(
+    item: Incoming, *, crop_max_bytes: int, is_registered: Callable[[str], bool] | None = None
+) -> Classified:
+    """Decide what a message is. ``is_registered`` (when given) says which devices' scores are accepted."""
     try:
         topic = parse_topic(item.topic)
     except ContractError as e:
@@ -108,7 +111,7 @@ def classify(item: Incoming, *, crop_max_bytes: int, registered: set[str] | None
         if topic.kind == "score":
             msg = decode(item.payload, "amgs.score/1")
             _check_origin(msg, topic.site, topic.device)
-            if registered is not None and topic.device not in registered:
+            if is_registered is not None and not is_registered(topic.device):
                 raise ContractError(
                     f"unknown device {topic.device!r}: register it with `amgs server device add {topic.device}`",
                     "device_id",

@@ -99,9 +99,20 @@ class Ingestor:
     # ---------------------------------------------------------------- state
 
     def refresh_registered(self) -> None:
+        """Reload the registered devices (run periodically: devices revoked since drop out)."""
         if self.config.ingest.require_registered_devices:
             rows = self.conn.execute("SELECT device_id FROM devices WHERE registered = 1")
             self.registered = {r[0] for r in rows}
+
+    def is_registered(self, device_id: str) -> bool:
+        """Known registered, or registered since the last refresh (a device provisioned a moment ago)."""
+        if self.registered is None or device_id in self.registered:
+            return True
+        row = self.conn.execute("SELECT registered FROM devices WHERE device_id = ?", [device_id]).fetchone()
+        if row and row[0]:
+            self.registered.add(device_id)
+            return True
+        return False
 
     def _seq(self, device_id: str, site: str | None) -> DeviceSeq:
         state = self.seqs.get(device_id)
@@ -144,7 +155,8 @@ class Ingestor:
         crop_max = self.config.storage.crop_max_bytes
         for m in batch:
             m.received_at = m.received_at or now
-        classified = [classify(m, crop_max_bytes=crop_max, registered=self.registered) for m in batch]
+        check = self.is_registered if self.registered is not None else None
+        classified = [classify(m, crop_max_bytes=crop_max, is_registered=check) for m in batch]
         snapshot = copy.deepcopy(self.seqs), dict(self.anchors)
         result = BatchResult()
         written: list[Path] = []

@@ -118,6 +118,19 @@ def test_origin_mismatch_and_unregistered_devices_are_quarantined(tmp_path):
     reasons = [row[0] for row in q(ing, "SELECT reason FROM quarantine ORDER BY id")]
     assert "arrived on the topic of device 'known'" in reasons[0]
     assert "unknown device 'stranger'" in reasons[1]
+    from amgs.server.metadata import save
+
+    save(db.local().conn, "devices", {"device_id": "stranger", "site": "lab"})  # provisioned just now
+    assert (
+        ing.process([Incoming(*loadgen.score_payload(loadgen.score_message("stranger", 1)), 4, 1)]).stored
+        == 1
+    )
+    db.local().execute("UPDATE devices SET registered = 0 WHERE device_id = 'stranger'")  # revoked
+    ing.refresh_registered()
+    assert (
+        ing.process([Incoming(*loadgen.score_payload(loadgen.score_message("stranger", 2)), 5, 1)]).stored
+        == 0
+    )
 
 
 def test_status_last_will_and_crops(ingestor, tmp_path):
