@@ -477,6 +477,19 @@ class Ingestor:
         )
         return True
 
+    def quarantine_alone(self, item: Incoming, reason: str, now: float) -> BatchResult:
+        """Quarantine one message in its own transaction (when storing it failed for an unexpected reason)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.quarantine(item, reason, None, now)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            rollback(self.conn)
+            raise
+        return BatchResult(
+            acks=[(item.mid, item.qos, item.generation)] if item.qos else [], quarantined=1, reasons=[reason]
+        )
+
     def quarantine(self, item: Incoming, reason: str, device_id: str | None, now: float) -> None:
         """Keep the evidence: topic, reason, the first bytes of the payload; repeats only counted."""
         cap = self.config.storage.quarantine_payload_bytes

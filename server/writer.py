@@ -119,24 +119,52 @@ class Writer(threading.Thread):
             self._maintain()
 
     def _commit(self, batch: list[Incoming]) -> bool:
+        """Store, then acknowledge. False = a storage failure: nothing acknowledged, retry the batch later."""
         now = time.time()
         try:
             result = self.ingestor.process(batch, now)
-        except sqlite3.Error as e:
-            self.stats.commit_errors += 1
-            self.stats.last_error = (
-                f"cannot commit {len(batch)} messages: {e} (they stay unacknowledged; retrying)"
-            )
-            self.stats.last_error_at = now
-            log.error("%s", self.stats.last_error)
+        except (sqlite3.Error, OSError) as e:
+            self._storage_failed(len(batch), e, now)
             return False
-        self.stats.last_batch_size = len(batch)
+        except Exception:  # a bug on some message: keep the others flowing, keep the evidence
+            log.exception(
+                "storing a batch of %d failed unexpectedly; storing its messages one by one", len(batch)
+            )
+            return all(self._commit_alone(m, now) for m in batch)
+        self._done(result, len(batch), now)
+        return True
+
+    def _commit_alone(self, item: Incoming, now: float) -> bool:
+        try:
+            result = self.ingestor.process([item], now)
+        except (sqlite3.Error, OSError) as e:
+            self._storage_failed(1, e, now)
+            return False
+        except Exception as e:
+            log.exception("message on %s cannot be stored: quarantined", item.topic)
+            try:
+                result = self.ingestor.quarantine_alone(
+                    item, f"internal error while storing: {e!r}"[:500], now
+                )
+            except (sqlite3.Error, OSError) as err:
+                self._storage_failed(1, err, now)
+                return False
+        self._done(result, 1, now)
+        return True
+
+    def _storage_failed(self, n: int, error: Exception, now: float) -> None:
+        self.stats.commit_errors += 1
+        self.stats.last_error = f"cannot commit {n} messages: {error} (they stay unacknowledged; retrying)"
+        self.stats.last_error_at = now
+        log.error("%s", self.stats.last_error)
+
+    def _done(self, result: BatchResult, n: int, now: float) -> None:
+        self.stats.last_batch_size = n
         self.stats.add(result, now)
         self.stats.last_error = None
         for mid, qos, generation in result.acks:
             self.mqtt.ack(mid, qos, generation)
         self.publish_watermarks(result.watermarks)
-        return True
 
     def publish_watermarks(self, watermarks: dict[str, tuple[str, int]]) -> None:
         at = utc_now()

@@ -368,3 +368,27 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
         assert not [p for _, p in device.history if b"send_crops" in p]
     finally:
         device.close()
+
+
+def test_an_unexpected_error_on_one_message_quarantines_it_and_keeps_the_rest(collector, broker, monkeypatch):
+    """Fault injection: storing one device's status raises (a stand-in for a bug); the batch is retried
+    message by message, that message is quarantined with the error, every score is stored."""
+    from amgs.server.store import Ingestor
+
+    from amgs.contract import encode
+
+    original = Ingestor._store_status
+
+    def broken(self, c, now):
+        if c.device_id == "bad":
+            raise RuntimeError("injected fault")
+        return original(self, c, now)
+
+    monkeypatch.setattr(Ingestor, "_store_status", broken)
+    items = [loadgen.score_payload(loadgen.score_message("d1", s)) for s in range(1, 51)]
+    items.insert(25, (status_topic("lab", "bad"), encode(loadgen.status_message("bad"))))
+    loadgen.publish_all("127.0.0.1", broker.port, items)
+    wait_for(lambda: count(collector) == 50, what="all scores despite the fault")
+    reason = wait_for(lambda: count(collector, "SELECT reason FROM quarantine"), what="quarantined status")
+    assert "injected fault" in reason
+    assert get_json(f"http://127.0.0.1:{collector.http_port}/healthz")["status"] == "ok"
