@@ -28,6 +28,8 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
         version=__version__,
         description="Automated Mouse Grimace Scale collector: time courses, devices, study metadata, exports.",
         root_path=config.http.root_path,
+        docs_url=None,  # Swagger UI and ReDoc pages load their scripts from a CDN: nothing here may
+        redoc_url=None,  # need the internet. The OpenAPI document itself is served at /openapi.json.
     )
     app.state.config = config
     app.state.db = db

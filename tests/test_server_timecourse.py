@@ -277,3 +277,9 @@ def test_event_alignment_needs_the_event(api):
     code, body = http_error(f"{api}/api/timecourse/cage/c2?event=surgery")
     assert code == 400 and "no 'surgery' event" in body["detail"]
     assert time.time() > DAY0  # the fixture's study lies in the past
+
+
+def test_no_page_needs_the_internet(api):
+    code, _ = http_error(f"{api}/docs")
+    assert code == 404  # FastAPI's Swagger UI would load its scripts from a CDN
+    assert "cdn" not in get_text(f"{api}/openapi.json").lower()
