@@ -40,6 +40,10 @@ def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
 
 
+def _sets_user(conf: str) -> bool:
+    return any(line.split()[:1] == ["user"] for line in conf.splitlines())
+
+
 class LocalBroker:
     """A broker on 127.0.0.1:``port`` that can be stopped (gracefully or by SIGKILL) and started again.
 
@@ -79,7 +83,11 @@ class LocalBroker:
             "max_inflight_messages 100",
             # Mosquitto started as root drops to user "mosquitto", which cannot write our workdir
             # (persistence and log would fail silently); keep the invoking user instead.
-            *([f"user {pwd.getpwuid(os.geteuid()).pw_name}"] if os.geteuid() == 0 else []),
+            *(
+                [f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
+                if os.geteuid() == 0 and not _sets_user(self.extra_conf)
+                else []
+            ),
             "log_type error",
             "log_type warning",
             "log_type notice",

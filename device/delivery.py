@@ -11,7 +11,8 @@ tracks PUBACKs by message id (``on_publish``), and deletes records when delivery
 * ``confirm = "broker"``: a PUBACK deletes the record (hop by hop only).
 
 After an outage the backlog drains at full speed in order; new scores simply join the end of it.
-paho re-sends its in-flight messages itself after a reconnect, so the in-flight map stays valid.
+In collector mode every (re)connect restarts sending at the collector's watermark, so a broker that lost
+its queue in a crash costs re-sends, never order.
 """
 
 from __future__ import annotations
@@ -228,6 +229,15 @@ class Delivery:
         self.connected = True
         self._more = True
         self.stats["last_error"] = None
+        if self.collector_mode:
+            # A broker that crashed may have lost records it had already PUBACKed. Start again from the
+            # collector's watermark (retained, it arrives right after the subscription) so the collector
+            # receives them in order instead of seeing newer records first and a gap filled later.
+            # paho's own re-sends of its in-flight messages are harmless duplicates (same msg_id).
+            self.inflight.clear()
+            self.sent_at.clear()
+            self.pubacked.clear()
+            self.send_after = 0
         self.client.subscribe([(self.topics["ack"], 1), (self.topics["command"], 1)])
         self._status_due = 0.0
 

@@ -242,7 +242,7 @@ def test_tls_with_username_and_password_file(tmp_path, scorer, synth_set):
     (tmp_path / "dev1.password").write_text("s3cret-pw\n")
     tls_port = free_port()
     extra = (
-        f"user root\npassword_file {tmp_path / 'passwd'}\n"
+        f"password_file {tmp_path / 'passwd'}\n"
         f"listener {tls_port} 127.0.0.1\ncafile {tls / 'ca.crt'}\ncertfile {tls / 'server.crt'}\n"
         f"keyfile {tls / 'server.key'}\n"
     )
@@ -289,7 +289,7 @@ def test_wrong_password_is_reported_not_fatal(tmp_path, scorer, synth_set, caplo
     (tmp_path / "pw").write_text("wrong-secret\n")
     frames = tmp_path / "frames"
     make_replay(frames, synth_faces(synth_set, 1))
-    extra = f"user root\npassword_file {tmp_path / 'passwd'}\n"
+    extra = f"password_file {tmp_path / 'passwd'}\n"
     with LocalBroker(workdir=tmp_path / "broker", allow_anonymous=False, extra_conf=extra) as broker:
         cfg_path = write_config(
             tmp_path / "d.toml",
