@@ -15,6 +15,9 @@ if [[ "${2:-}" == "--system-packages" ]]; then
   command -v systemd-analyze >/dev/null || need+=(systemd)
   command -v openssl >/dev/null || need+=(openssl)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v tc >/dev/null || need+=(iproute2)
+  command -v shellcheck >/dev/null || need+=(shellcheck)
+  command -v mosquitto_passwd >/dev/null || need+=(mosquitto)
   if ((${#need[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
       echo "installing system packages: ${need[*]}"
