@@ -10,14 +10,14 @@ published into the broker's queue, then a fresh collector started and timed unti
 (and acknowledged). The publisher does not compete with the collector for the CPU during the timing.
 
 The query database holds 90 days of 5-min and 1-h rollups for 100 cages (about 10 images per cage per
-5 min), the last 7 days of raw scores, hourly device status, 1000 animals in 10 groups with surgery events.
+5 min), 5-min and 1-h reject rollups (2 reasons), the last 7 days of raw scores, 100 animals in 10 groups
+with surgery events.
 Time-course queries read only the rollups, so raw-score retention does not change their cost.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -136,13 +136,20 @@ def build_query_db(state_dir: Path, cages: int = 100, days: int = 90, seed: int 
             [device, cage, start],
         )
         conn.execute("INSERT INTO devices (device_id, site, state) VALUES (?, 'lab', 'online')", [device])
+        # rejected frames as the collector keeps them: per 5 min (blur, no_face) and per hour
+        blur = rng.poisson(3, len(buckets5))
+        no_face = rng.poisson(1, len(buckets5))
         conn.executemany(
-            "INSERT INTO status_log (device_id, at, t, received_at, state, rejected_json) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (device, "", float(t), float(t), "online", json.dumps({"blur": i * 3, "no_face": i}))
-                for i, t in enumerate(range(start, end, 3600))
-            ],
-        )
+            "INSERT INTO rejects_5m (device_id, bucket, reason, n) VALUES (?, ?, ?, ?)",
+            [(device, b, r, n) for b, x, y in zip(buckets5.tolist(), blur.tolist(), no_face.tolist(), strict=True)
+             for r, n in (("blur", x), ("no_face", y)) if n],
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO rejects_1h (device_id, bucket, reason, n) VALUES (?, ?, ?, ?)",
+            [(device, start + i * 3600, r, int(n)) for i, (x, y) in
+             enumerate(zip(blur.reshape(-1, 12).sum(1).tolist(), no_face.reshape(-1, 12).sum(1).tolist(), strict=True))
+             for r, n in (("blur", x), ("no_face", y)) if n],
+        )  # fmt: skip
         raw = []
         for seq, t in enumerate(range(end - 7 * 86400, end, 300), start=1):
             msg = loadgen.score_message(device, seq, cage_id=cage, animal_id=animal, t=float(t))

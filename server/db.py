@@ -12,7 +12,7 @@ fields are the contract's RFC 3339 strings):
 - ``devices``           one row per device: status / last will, counters, committed watermark
 - ``seq_gaps``          ranges of per-device sequence numbers found missing (open, filled or lost)
 - ``quarantine``        messages that failed validation: topic, reason, raw payload (size-capped), repeats
-- ``status_log``        history of device status messages (state changes, queue depth, reject counters)
+- ``status_log``        device status history: every state/reason change, else one row per 10 min
 - ``crops``             JPEG face crops received (file under ``state_dir/crops``), by score ``msg_id``
 - ``sites``, ``rooms``, ``cages``   where cages are
 - ``device_assignments`` which device watches which cage (and view) over which period
@@ -20,6 +20,7 @@ fields are the contract's RFC 3339 strings):
 - ``groups``            treatment groups / cohorts (e.g. laparotomy, sham, laparotomy + analgesic)
 - ``events``            timestamped events: surgery, analgesic, anaesthesia, handling, weight, other
 - ``rollup_5m``, ``rollup_1h``  pre-aggregated score sums per (cage, animal, bucket) for fast time courses
+- ``rejects_5m``, ``rejects_1h`` frames rejected per (device, bucket, reason), from status counter deltas
 - ``clock_anchors``     per device boot: wall time - monotonic time, from a synchronized record
 - ``meta``              key/value facts about this database (created, migrations applied)
 
@@ -29,6 +30,7 @@ code; their names never clash with the ones above.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sqlite3
@@ -254,6 +256,58 @@ def _v4(db: sqlite_utils.Database) -> None:
     )
 
 
+REJECT_TABLES = {300: "rejects_5m", 3600: "rejects_1h"}
+"""Frames rejected per device, reason and bucket (deltas of the devices' cumulative status counters)."""
+
+
+def reject_deltas(previous: dict | None, current: dict | None) -> dict[str, int]:
+    """Frames rejected between two cumulative counter snapshots (a counter that went down restarted)."""
+    if not previous or not current:
+        return {}
+    out = {}
+    for reason, value in current.items():
+        try:
+            value = int(value)
+            delta = value - int(previous.get(reason, 0))
+        except (TypeError, ValueError):
+            continue
+        delta = value if delta < 0 else delta
+        if delta > 0:
+            out[str(reason)] = delta
+    return out
+
+
+def add_rejects(conn: sqlite3.Connection, device_id: str, t: float, deltas: dict[str, int]) -> None:
+    for width, table in REJECT_TABLES.items():
+        conn.executemany(
+            f"INSERT INTO {table} (device_id, bucket, reason, n) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device_id, bucket, reason) DO UPDATE SET n = n + excluded.n",
+            [(device_id, int(t // width) * width, reason, n) for reason, n in deltas.items()],
+        )
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """Reject rollups (time courses no longer parse every status message) and devices.status_t."""
+    for table in REJECT_TABLES.values():
+        db.conn.execute(
+            f"CREATE TABLE {table} (device_id TEXT NOT NULL, bucket INTEGER NOT NULL, reason TEXT NOT NULL, "
+            "n INTEGER NOT NULL, PRIMARY KEY (device_id, bucket, reason)) WITHOUT ROWID"
+        )
+    db.conn.execute("ALTER TABLE devices ADD COLUMN status_t REAL")
+    previous: dict[str, dict] = {}
+    rows = db.conn.execute(
+        "SELECT device_id, t, rejected_json FROM status_log WHERE rejected_json IS NOT NULL ORDER BY device_id, t"
+    )
+    for device_id, t, text in rows.fetchall():
+        try:
+            current = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(current, dict):
+            add_rejects(db.conn, device_id, t, reject_deltas(previous.get(device_id), current))
+            previous[device_id] = current
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -261,6 +315,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (2, "rollup_5m and rollup_1h, backfilled", _v2),
     (3, "devices.seq_epoch_start: when a device last restarted its numbering", _v3),
     (4, "clock re-anchoring: scores.clock_corrected, clock_anchors", _v4),
+    (5, "rejects_5m and rejects_1h (backfilled from status_log), devices.status_t", _v5),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -23,10 +23,22 @@ from typing import Any
 
 from amgs.contract import parse_time
 
-from .db import ROLLUP_SUMS, ROLLUP_TABLES, SCORE_COLUMNS, CollectorDB, rollback, rollup_select
+from .db import (
+    ROLLUP_SUMS,
+    ROLLUP_TABLES,
+    SCORE_COLUMNS,
+    CollectorDB,
+    add_rejects,
+    reject_deltas,
+    rollback,
+    rollup_select,
+)
 from .ingest import Classified, Incoming, classify
 
 log = logging.getLogger(__name__)
+
+STATUS_LOG_EVERY_S = 600.0
+"""status_log keeps every state or reason change, and otherwise one status per device per 10 min."""
 
 
 @dataclass
@@ -393,26 +405,38 @@ class Ingestor:
         if clock and clock["synced"]:
             self._set_anchor(device_id, clock["boot_id"], t - clock["monotonic_s"], now)
         prev = self.conn.execute(
-            "SELECT state, status_at FROM devices WHERE device_id = ?", [device_id]
+            "SELECT state, status_at, status_t, rejected_json, reason FROM devices WHERE device_id = ?",
+            [device_id],
         ).fetchone()
         if prev and prev[1] == msg["at"] and prev[0] == msg["state"]:
             return  # the retained copy of a status already stored (re-sent after a reconnect)
+        # A last will carries the time it was set (at connect), older than the statuses since: it still sets
+        # the state, but reject counters only advance with newer statuses.
+        newer = prev is None or prev[2] is None or t > prev[2]
+        if newer and msg.get("rejected") is not None and prev and prev[3]:
+            add_rejects(self.conn, device_id, t, reject_deltas(json.loads(prev[3]), msg["rejected"]))
         model = msg.get("model") or {}
         dump = lambda key: None if msg.get(key) is None else json.dumps(msg[key])  # noqa: E731
         changed = prev is None or prev[0] != msg["state"]
         self.conn.execute(
-            "UPDATE devices SET site = ?, state = ?, state_since = CASE WHEN ? THEN ? ELSE state_since END, "
+            "UPDATE devices SET status_t = max(coalesce(status_t, ?), ?), "
+            "rejected_json = CASE WHEN ? THEN coalesce(?, rejected_json) ELSE rejected_json END, "
+            "site = ?, state = ?, state_since = CASE WHEN ? THEN ? ELSE state_since END, "
             "reason = ?, status_at = ?, status_received_at = ?, last_seen = ?, queue_depth = ?, unconfirmed = ?, "
             "reported_last_seq = ?, software = ?, model_name = coalesce(?, model_name), "
             "model_version = coalesce(?, model_version), model_sha256 = coalesce(?, model_sha256), "
             "last_capture_at = coalesce(?, last_capture_at), inference_ms = ?, disk_free_bytes = ?, cpu_temp_c = ?, "
-            "clock_synced = ?, frames_json = coalesce(?, frames_json), rejected_json = coalesce(?, rejected_json), "
+            "clock_synced = ?, frames_json = coalesce(?, frames_json), "
             "errors_json = ?, views_json = coalesce(?, views_json), storage_warning = ? WHERE device_id = ?",
             [
+                t,
+                t,
+                newer,
+                dump("rejected"),
                 c.site,
                 msg["state"],
                 changed,
-                t,
+                t if newer else now,
                 msg.get("reason"),
                 msg["at"],
                 now,
@@ -430,13 +454,18 @@ class Ingestor:
                 msg.get("cpu_temp_c"),
                 None if not msg.get("clock") else int(msg["clock"]["synced"]),
                 dump("frames"),
-                dump("rejected"),
                 dump("errors"),
                 dump("views"),
                 msg.get("storage_warning"),
                 device_id,
             ],
         )
+        last_logged = self.conn.execute(
+            "SELECT max(t) FROM status_log WHERE device_id = ?", [device_id]
+        ).fetchone()[0]
+        news = changed or prev is None or prev[4] != msg.get("reason")
+        if not news and last_logged is not None and abs(t - last_logged) < STATUS_LOG_EVERY_S:
+            return
         self.conn.execute(
             "INSERT INTO status_log (device_id, at, t, received_at, state, reason, queue_depth, frames_json, "
             "rejected_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

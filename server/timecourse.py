@@ -27,7 +27,7 @@ from typing import Any
 
 from amgs.contract import AU_KEYS, format_time, parse_time
 
-from .db import ROLLUP_SUMS, ROLLUP_TABLES
+from .db import REJECT_TABLES, ROLLUP_SUMS, ROLLUP_TABLES
 
 MIN_BIN_S = 300
 MAX_BIN_S = 86400
@@ -224,28 +224,24 @@ def cage_devices(conn, cage_id: str) -> list[str]:
 
 
 def rejected_by_bin(conn, devices: list[str], t0: float, t1: float, bin_s: int, origin: float) -> dict:
-    """Bin index -> {reason: frames rejected}, from deltas of the devices' cumulative status counters."""
+    """Bin index -> {reason: frames rejected}, from the reject rollups (status counter deltas).
+
+    A delta counts in the bucket of the status that reported it; buckets go to the bin holding their start.
+    """
+    if not devices:
+        return {}
+    aligned = bin_s % 3600 == 0 and int(origin) % 3600 == 0
+    table = REJECT_TABLES[3600 if aligned else 300]
+    shift = (int(max(0.0, origin - t0)) // bin_s + 2) * bin_s
+    marks = ", ".join("?" for _ in devices)
+    rows = conn.execute(
+        f"SELECT (bucket - ? + ?) / ? - ? AS b, reason, sum(n) FROM {table} "
+        f"WHERE device_id IN ({marks}) AND bucket >= ? AND bucket < ? GROUP BY b, reason",
+        [int(round(origin)), shift, bin_s, shift // bin_s, *devices, t0, t1],
+    ).fetchall()
     out: dict[int, dict[str, int]] = {}
-    for device_id in devices:
-        rows = conn.execute(
-            "SELECT t, rejected_json FROM status_log WHERE device_id = ? AND t < ? AND rejected_json IS NOT NULL "
-            "AND t >= coalesce((SELECT max(t) FROM status_log WHERE device_id = ? AND t < ?), ?) ORDER BY t",
-            [device_id, t1, device_id, t0, t0],
-        ).fetchall()
-        previous: dict[str, int] | None = None
-        for t, text in rows:
-            try:
-                current = {str(k): int(v) for k, v in json.loads(text).items()}
-            except (ValueError, AttributeError, TypeError):
-                continue
-            if previous is not None and t >= t0:
-                b = math.floor((t - origin) / bin_s)
-                for reason, value in current.items():
-                    delta = value - previous.get(reason, 0)
-                    delta = value if delta < 0 else delta  # counter restarted with the agent
-                    if delta:
-                        out.setdefault(b, {})[reason] = out.get(b, {}).get(reason, 0) + delta
-            previous = current
+    for b, reason, n in rows:
+        out.setdefault(int(b), {})[reason] = int(n)
     return out
 
 

@@ -75,6 +75,11 @@ def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
     conn.execute(
         "INSERT INTO devices (device_id, site, committed_seq, max_seq, scores_total) VALUES ('d1', 'lab', 3, 5, 4)"
     )
+    for t, blur in ((now - 7200, 1), (now - 3600, 4), (now - 60, 6)):  # cumulative reject counters
+        conn.execute(
+            "INSERT INTO status_log (device_id, at, t, received_at, state, rejected_json) VALUES (?, '', ?, ?, ?, ?)",
+            ["d1", t, t, "online", json.dumps({"blur": blur})],
+        )
     conn.close()
 
     migrated = open_database(config)
@@ -84,6 +89,7 @@ def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
     item = Incoming(*loadgen.score_payload(loadgen.score_message("d1", 4, t=now)), 1, 1)
     assert ing.process([item]).watermarks["d1"] == ("lab", 5)  # 5 was pending across the upgrade
     assert ing.conn.execute("SELECT sum(n) FROM rollup_1h").fetchone()[0] == 5
+    assert ing.conn.execute("SELECT sum(n) FROM rejects_5m WHERE reason = 'blur'").fetchone()[0] == 5  # 3 + 2
 
 
 def test_newer_schema_is_refused_with_advice(tmp_path):

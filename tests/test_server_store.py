@@ -282,3 +282,32 @@ def test_unsynchronized_clock_is_re_anchored_from_its_boot(ingestor):
     assert q(ingestor, "SELECT captured_at FROM scores WHERE seq = 1")[0][0].startswith(
         "2001-01-01"
     )  # as sent
+
+
+def test_status_history_is_thinned_and_a_stale_last_will_still_sets_offline(ingestor):
+    t0 = time.time() - 3600
+
+    def status(minute, state="online", blur=None, **extra):
+        msg = loadgen.status_message("d1", state, **extra)
+        if blur is not None:
+            msg["rejected"] = {"blur": blur}
+        msg["at"] = dt.datetime.fromtimestamp(t0 + minute * 60, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return Incoming(status_topic("lab", "d1"), encode(msg), minute, 1)
+
+    for minute in range(31):  # a status a minute, reject counter +2 each
+        ingestor.process([status(minute, blur=2 * minute)])
+    logged = [round((t - t0) / 60) for (t,) in q(ingestor, "SELECT t FROM status_log ORDER BY t")]
+    assert logged == [0, 10, 20, 30]
+    assert (
+        q(ingestor, "SELECT sum(n) FROM rejects_5m")
+        == [(60,)]
+        == q(ingestor, "SELECT sum(n) FROM rejects_1h")
+    )
+    # the last will was set at connect (minute 0) and carries the counters of then
+    before = time.time()
+    ingestor.process([status(0, "offline", blur=0, reason="connection lost")])
+    state, since, rejected = q(ingestor, "SELECT state, state_since, rejected_json FROM devices")[0]
+    assert state == "offline" and since >= before  # offline since it was noticed, not since minute 0
+    assert json.loads(rejected) == {"blur": 60}  # the stale counters did not replace the newest
+    assert q(ingestor, "SELECT sum(n) FROM rejects_5m") == [(60,)]  # and made no false delta
+    assert q(ingestor, "SELECT state FROM status_log ORDER BY id DESC LIMIT 1") == [("offline",)]
