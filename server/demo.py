@@ -64,9 +64,9 @@ def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 
                 "resolve_after_min": 60,
                 "pain": {"window_min": 120, "min_images": 12, "fraction_pain": 0.5, "mean_amgs": 0.6},
                 "humane_endpoint": {
-                    "window_min": 480,
-                    "min_images": 48,
-                    "fraction_pain": 0.85,
+                    "window_min": 720,
+                    "min_images": 72,
+                    "fraction_pain": 0.9,
                     "mean_amgs": 0.85,
                 },
                 "baseline_rise": {"window_min": 120, "min_images": 12, "rise": 0.3, "baseline_hours": 6},

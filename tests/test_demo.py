@@ -57,7 +57,9 @@ def test_demo_runs_alerts_and_stops_cleanly_on_ctrl_c(tmp_path):
             seen.append(line)
             if m := re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", line):
                 url = m.group(1)
-            if re.search(r"ALERT (ALERT|HUMANE_ENDPOINT): sustained pain", line):
+            if re.search(
+                r"ALERT (ALERT: sustained pain|HUMANE_ENDPOINT: HUMANE ENDPOINT level) in cage", line
+            ):
                 alert = line
         assert url and alert, "no dashboard URL or pain alert:\n" + "".join(seen)
         with urllib.request.urlopen(url + "api/web/overview", timeout=10) as r:
