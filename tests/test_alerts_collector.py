@@ -40,7 +40,7 @@ def test_alert_job_on_ingested_data(tmp_path):
     save(conn, "events", {"kind": "surgery", "at": at(surgery), "cage_id": "C1"})
     batch = [
         status("dev1", now - 6 * 3600, cages=["C1", "C2"]),
-        status("dev2", now - 60, errors=["camera /dev/video0: no frames"], cages=["C3"]),
+        status("dev2", now - 3600, errors=["camera /dev/video0: no frames"], cages=["C3"]),
     ]
     seq = 0
     for i in range(48):  # C1: 4 h of baseline at p = 0.2, then 2 h at p = 0.8, one image per 5 min
@@ -71,7 +71,7 @@ def test_alert_job_on_ingested_data(tmp_path):
     assert opened[("sustained_pain", "C1")]["device_id"] == "dev1"
     assert runner.evaluate_once() == []  # de-duplicated on the next pass
 
-    # dev2 goes offline (its last will): after the offline rule's time it raises an alert for its cage.
+    # dev2 says offline 20 min ago (newer than its last status): past the offline rule's 15 min, its cage alerts.
     store.process([status("dev2", now - 20 * 60, state="offline", cages=["C3"])])
     kinds = {(c.kind, c.alert["rule"], c.alert["cage_id"]) for c in runner.evaluate_once()}
     assert ("opened", "device_offline", "C3") in kinds and ("resolved", "device_error", "C3") not in kinds
