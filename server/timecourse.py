@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,12 @@ def parse_when(value: str | float | int | None, default: float) -> float:
 
 
 def iso(t: float | None) -> str | None:
-    return None if t is None else format_time(dt.datetime.fromtimestamp(t, dt.UTC))
+    """The contract's time format (whole seconds, the common case of bin edges, take a faster path)."""
+    if t is None:
+        return None
+    if t == int(t):
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(int(t)))
+    return format_time(dt.datetime.fromtimestamp(t, dt.UTC))
 
 
 # --------------------------------------------------------------------------- photoperiod
@@ -157,8 +163,6 @@ def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: 
     """Bin index -> summed rollup columns, for buckets whose midpoint lies in [t0, t1)."""
     table, width = _table_for(bin_s, origin)
     half = width // 2
-    # Integer bin index, floor division made safe for times before the origin by a positive shift.
-    shift = (int(max(0.0, origin - t0)) // bin_s + 2) * bin_s
     o = int(round(origin))
     cols = ", ".join(ROLLUP_SUMS)
     selects, params = [], []
@@ -166,9 +170,17 @@ def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: 
         selects.append(f"SELECT bucket, {cols} FROM {table} WHERE {where} AND bucket >= ? AND bucket < ?")
         params += [*values, t0 - half, t1 - half]
     sums = ", ".join(f"total({c})" for c in ROLLUP_SUMS)
-    sql = f"SELECT (bucket + {half} - ? + ?) / ? - ? AS b, {sums} FROM ({' UNION ALL '.join(selects)}) GROUP BY b"
-    rows = conn.execute(sql, [o, shift, bin_s, shift // bin_s, *params]).fetchall()
-    return {int(r[0]): dict(zip(ROLLUP_SUMS, r[1:], strict=True)) for r in rows}
+    sql = f"SELECT bucket, {sums} FROM ({' UNION ALL '.join(selects)}) GROUP BY bucket"  # animals of a cage summed
+    out: dict[int, list] = {}
+    for bucket, *values in conn.execute(sql, params):
+        b = (bucket + half - o) // bin_s
+        acc = out.get(b)
+        if acc is None:
+            out[b] = values
+        else:
+            for i, v in enumerate(values):
+                acc[i] += v
+    return {b: dict(zip(ROLLUP_SUMS, v, strict=True)) for b, v in out.items()}
 
 
 def stats(s: dict | None) -> dict[str, Any]:
