@@ -181,6 +181,13 @@ def prometheus_text(db: CollectorDB, runtime) -> str:
         )
         _metric(
             lines,
+            "amgs_ingest_quarantined_by_field_total",
+            "counter",
+            "Messages quarantined by this process, by the field the reason names (or payload/topic/internal)",
+            [({"field": k}, v) for k, v in sorted(s.quarantine_reasons.items())],
+        )
+        _metric(
+            lines,
             "amgs_ingest_queue",
             "gauge",
             "Messages waiting for the writer",

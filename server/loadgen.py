@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from amgs.contract import AU_KEYS, encode, format_time, new_msg_id, score_topic, status_topic, utc_now
+from amgs.contract import AU_KEYS, encode, format_time, new_msg_id, score_topic, utc_now
 
 MODEL = {"name": "amgs-synthetic", "version": "0", "sha256": "0" * 64}
 
@@ -125,7 +125,3 @@ def publish_all(
         c.disconnect()
         c.loop_stop()
     return sent
-
-
-def status_topic_for(msg: dict) -> str:
-    return status_topic(msg["site"], msg["device_id"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -24,6 +25,19 @@ from .ingest import Incoming
 from .store import BatchResult, Ingestor
 
 log = logging.getLogger(__name__)
+
+
+_FIELD = re.compile(r"^[A-Za-z_][\w.\[\]]{0,60}$")
+
+
+def reason_field(reason: str) -> str:
+    """The message field a quarantine reason names ("p_pain: 1.5 is above ..." -> "p_pain"), for metrics."""
+    head = reason.split(": ", 1)[0]
+    if reason.startswith("internal error"):
+        return "internal"
+    if reason.startswith("topic"):
+        return "topic"
+    return re.sub(r"\[\d+\]", "[]", head) if ": " in reason and _FIELD.match(head) else "payload"
 
 
 @dataclass
@@ -57,7 +71,7 @@ class IngestStats:
         self.batches += 1
         self.last_commit_at = now
         for reason in r.reasons:
-            self.quarantine_reasons[reason.split(":")[0][:40]] += 1
+            self.quarantine_reasons[reason_field(reason)] += 1
         self._recent.append((now, r.stored))
 
     def rate(self, window_s: float = 60.0, now: float | None = None) -> float:

@@ -160,6 +160,9 @@ def test_fuzzed_traffic_is_quarantined_and_the_collector_keeps_working(collector
     assert health["status"] == "ok"
     rows = get_json(f"http://127.0.0.1:{collector.http_port}/api/quarantine?limit=2000")
     assert all(r["reason"] for r in rows) and any("arrived on the topic" in r["reason"] for r in rows)
+    metrics = get_text(f"http://127.0.0.1:{collector.http_port}/metrics")
+    for field in ("device_id", "payload", "schema"):
+        assert f'amgs_ingest_quarantined_by_field_total{{field="{field}"}}' in metrics
 
 
 def test_broker_restart_collector_reconnects(collector, broker):
