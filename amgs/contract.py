@@ -445,7 +445,7 @@ def validate(message: Any, schema_id: str | None = None) -> dict[str, Any]:
     sid = message.get("schema")
     if schema_id is not None and sid != schema_id:
         raise ContractError(f"expected {schema_id!r}, got {sid!r:.80}", "schema")
-    if sid not in SCHEMAS:
+    if not isinstance(sid, str) or sid not in SCHEMAS:
         raise ContractError(f"unknown schema {sid!r:.80}; this software knows {sorted(SCHEMAS)}", "schema")
     _validate(message, SCHEMAS[sid], "")
     return message

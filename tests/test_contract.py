@@ -126,3 +126,9 @@ def test_validator_agrees_with_reference_jsonschema(fields):
     message["schema"] = "amgs.score/1"
     ours, theirs = _agrees(message)
     assert ours == theirs, message
+
+
+@pytest.mark.parametrize("sid", [["amgs.score/1"], {"a": 1}, None, 1])
+def test_non_string_schema_is_a_contract_error(sid):
+    with pytest.raises(c.ContractError, match="unknown schema"):
+        c.validate({"schema": sid})
