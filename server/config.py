@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,6 +54,10 @@ class MqttConfig(Section):
     )
     site: str = Field("+", description="site to collect ('+' = every site on this broker)")
     keepalive_s: int = Field(30, ge=5, le=3600)
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT version; 3.1.1 only for brokers without MQTT 5 (e.g. the demo's embedded amqtt)",
+    )
     session_expiry_s: int = Field(
         7 * 24 * 3600,
         ge=0,

@@ -46,7 +46,7 @@ class SimClock:
         return self.t() >= time.time() - 1e-3
 
 
-def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 1.0):
+def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 1.0, protocol: str = "5"):
     """The embedded defaults: thresholds sized for 12 images per cage and hour (site settings, not cut-offs).
     Silence rules tolerate 15 wall-clock seconds of delivery lag at the replay ``speed``."""
     from .config import parse_config
@@ -55,7 +55,12 @@ def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 
 
     return parse_config(
         {
-            "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "amgs-demo-collector"},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": broker_port,
+                "client_id": "amgs-demo-collector",
+                "protocol": protocol,
+            },
             "storage": {"state_dir": str(workdir / "collector"), "backup_before_migrate": False},
             "http": {"bind": "127.0.0.1", "port": http_port},
             "alerts": {
@@ -208,7 +213,13 @@ class Demo:
         start_t = now - (BASELINE_H + AFTER_H) * 3600
         surgery_t = start_t + BASELINE_H * 3600
         self.clock = SimClock(start_t, (BASELINE_H + AFTER_H) * 3600 / max(1.0, self.replay_s))
-        config = demo_config(self.workdir, self.broker.port, self.port, self.clock.speed)
+        config = demo_config(
+            self.workdir,
+            self.broker.port,
+            self.port,
+            self.clock.speed,
+            "5" if self.broker.kind == "mosquitto" else "3.1.1",
+        )
         self.collector = Collector(config, jobs=provided_jobs(config))
         state = self.collector.app.state
         state.alert_engine.clock = self.clock
@@ -219,7 +230,7 @@ class Demo:
         self.collector.start()
         if not self.collector.mqtt.connected.wait(60):
             hint = (
-                " (the collector speaks MQTT 5, which amqtt does not: install mosquitto)"
+                " (the embedded amqtt broker is a fallback: install mosquitto)"
                 if self.broker.kind == "amqtt"
                 else ""
             )

@@ -41,10 +41,12 @@ class MqttIngest:
         self.connected = threading.Event()
         self.last_error: str | None = None
         self.dropped_qos0 = 0
+        self.v5 = self.cfg.protocol == "5"
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.cfg.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else False,  # 3.1.1: a persistent session the old way
             manual_ack=True,
         )
         if self.cfg.username:
@@ -117,12 +119,19 @@ class MqttIngest:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        props.ReceiveMaximum = self.cfg.receive_maximum
-        self.client.connect_async(
-            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props
-        )
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            props.ReceiveMaximum = self.cfg.receive_maximum
+            self.client.connect_async(
+                self.cfg.host,
+                self.cfg.port,
+                keepalive=self.cfg.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
 
     def stop(self) -> None:
