@@ -1,0 +1,55 @@
+"""The shipped model: its file and manifest agree, it is honestly labelled, and it does its job on fresh
+SYNTHETIC faces (real LiteRT int8 inference at 299 px)."""
+
+import shutil
+
+import numpy as np
+from amgs.models import DEFAULT_MODEL, MODELS_DIR
+from click.testing import CliRunner
+
+from amgs.cli import main
+from amgs.manifest import read_manifest
+from amgs.synth.dataset import write_dataset
+
+
+def test_info_agrees_on_the_shipped_model():
+    r = CliRunner().invoke(main, ["model", "info", str(DEFAULT_MODEL)])
+    assert r.exit_code == 0, r.output
+    assert "MISMATCH" not in r.output
+    assert "Edge TPU ops" in r.output and "SYNTHETIC" in r.output
+
+
+def test_info_detects_a_replaced_file(tmp_path):
+    copy = tmp_path / DEFAULT_MODEL.name
+    shutil.copy(DEFAULT_MODEL, copy)
+    shutil.copy(DEFAULT_MODEL.with_suffix(".manifest.json"), copy.with_suffix(".manifest.json"))
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    r = CliRunner().invoke(main, ["model", "info", str(copy)])
+    assert r.exit_code == 1
+    assert "MISMATCH sha256" in r.output
+
+
+def test_shipped_model_is_evaluated_and_honest():
+    m = read_manifest(DEFAULT_MODEL.with_suffix(".manifest.json"))
+    assert m.synthetic and "SYNTHETIC" in m.training_data
+    held_out = [e for e in m.evaluation if "held-out" in e.dataset]
+    assert held_out, "the shipped model carries its held-out evaluation"
+    figs = held_out[0].figures
+    for key in ("accuracy", "roc_auc", "pearson_r_au_vs_generator_mgs", "float_int8_identical_decisions"):
+        assert figs.get(key) is not None, key
+    card = (MODELS_DIR / "MODEL_CARD.md").read_text()
+    assert "not validated on real mice" in card and m.sha256 in card
+
+
+def test_shipped_model_scores_fresh_synthetic_faces(scorer, tmp_path):
+    root = write_dataset(tmp_path / "fresh", 24, seed=9090, size=299, n_animals=4).root
+    correct = []
+    for label, sub in ((0, "no pain"), (1, "pain")):
+        for f in sorted((root / sub).iterdir()):
+            s = scorer.score(f)
+            correct.append((s.label == "pain") == bool(label))
+            assert s.au is not None and s.mgs_au is not None
+    accuracy = float(np.mean(correct))
+    assert accuracy >= 0.85, f"shipped model: {accuracy:.2f} on 24 fresh synthetic faces"
