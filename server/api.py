@@ -57,6 +57,27 @@ def get_overview(request: Request, hours: int = Query(24, ge=1, le=24 * 14)) -> 
     return {"now": iso(now), "cages": timecourse.overview(_conn(request), now, hours)}
 
 
+def _subject_timecourse(
+    request: Request, query, subject_id: str, start, end, bin, event, baseline_h, format, name
+):
+    """One cage's or one animal's time course (the two endpoints differ only in the query they run)."""
+    try:
+        result = query(
+            _conn(request),
+            subject_id,
+            start=parse_when(start, None) if start else None,
+            end=parse_when(end, None) if end else None,
+            bin_s=parse_bin(bin),
+            now=time.time(),
+            photoperiod=_photoperiod(request),
+            event_kind=event,
+            baseline_hours=baseline_h,
+        )
+    except QueryError as e:
+        raise _fail(e) from None
+    return _maybe_csv(result, format, f"{name}-{subject_id}")
+
+
 @router.get("/timecourse/cage/{cage_id}", summary="Time course of one cage")
 def get_cage_timecourse(
     request: Request,
@@ -68,21 +89,9 @@ def get_cage_timecourse(
     baseline_h: BaselineQ = None,
     format: str = Query("json", pattern="^(json|csv)$"),
 ):
-    try:
-        result = timecourse.cage_timecourse(
-            _conn(request),
-            cage_id,
-            start=parse_when(start, None) if start else None,
-            end=parse_when(end, None) if end else None,
-            bin_s=parse_bin(bin),
-            now=time.time(),
-            photoperiod=_photoperiod(request),
-            event_kind=event,
-            baseline_hours=baseline_h,
-        )
-    except QueryError as e:
-        raise _fail(e) from None
-    return _maybe_csv(result, format, f"cage-{cage_id}")
+    return _subject_timecourse(
+        request, timecourse.cage_timecourse, cage_id, start, end, bin, event, baseline_h, format, "cage"
+    )
 
 
 @router.get("/timecourse/animal/{animal_id}", summary="Time course of one animal")
@@ -96,21 +105,9 @@ def get_animal_timecourse(
     baseline_h: BaselineQ = None,
     format: str = Query("json", pattern="^(json|csv)$"),
 ):
-    try:
-        result = timecourse.animal_timecourse(
-            _conn(request),
-            animal_id,
-            start=parse_when(start, None) if start else None,
-            end=parse_when(end, None) if end else None,
-            bin_s=parse_bin(bin),
-            now=time.time(),
-            photoperiod=_photoperiod(request),
-            event_kind=event,
-            baseline_hours=baseline_h,
-        )
-    except QueryError as e:
-        raise _fail(e) from None
-    return _maybe_csv(result, format, f"animal-{animal_id}")
+    return _subject_timecourse(
+        request, timecourse.animal_timecourse, animal_id, start, end, bin, event, baseline_h, format, "animal"
+    )
 
 
 @router.get("/timecourse/group/{group_id}", summary="Group mean +/- SEM over animals")
