@@ -417,11 +417,13 @@ def explain(model, image, out, patch, stride, box, threads) -> None:
         raise click.ClickException(str(e)) from None
     out = out or Path(image.name).with_suffix(".occlusion.png")
     save_overlay(occ, out, f"{image.name} - {scorer.manifest.name} {scorer.manifest.version}")
-    x, y, w, h = occ.top_region()
-    click.echo(
-        f"P(pain) {occ.p_pain:.3f}; most influential region x={x} y={y} w={w} h={h} "
-        f"(model pixels, change {occ.heat[y + h // 2, x + w // 2]:+.3f}); heat map: {out}"
-    )
+    click.echo(f"P(pain) {occ.p_pain:.3f}; heat map: {out}")
+    for target in occ.heats:
+        x, y, w, h = occ.top_region(target)
+        change = occ.heats[target][y + h // 2, x + w // 2]
+        click.echo(
+            f"  {target:5s} most changed by hiding x={x} y={y} w={w} h={h} (model pixels): {change:+.3f}"
+        )
 
 
 @cli.command()

@@ -1,7 +1,9 @@
 """``amgs model explain``: occlusion sensitivity on the deployed (int8) model.
 
 A grey patch slides over the face; where hiding a region lowers P(pain) most, that region drove the
-score. Only forward passes are needed, so it works on the int8 model a device actually runs (no
+score. The same passes also map the model's MGS (mean of the AU heads) and each action unit: a very
+confident P(pain) hardly moves when one region is hidden, while the graded AU outputs still show which
+region carries, say, orbital tightening. Only forward passes are needed, so it works on the int8 model a device actually runs (no
 gradients, no TensorFlow), on exactly the pixels amgs.preprocess produces.
 """
 
@@ -13,20 +15,30 @@ from pathlib import Path
 import numpy as np
 
 from amgs.preprocess import Box, ImageSource, load_pixels, to_model_input
-from amgs.scoring import Scorer
+from amgs.scoring import ImageScore, Scorer
 
 
 @dataclass(frozen=True)
 class Occlusion:
     pixels: np.ndarray  # HxWx3 uint8: what the model saw
-    p_pain: float  # unoccluded
-    heat: np.ndarray  # HxW float: P(pain) - P(pain with the patch here), averaged over covering patches
+    base: dict[str, float]  # unoccluded outputs: "pain" = P(pain), "mgs" and each AU key when present
+    heats: dict[str, np.ndarray]  # per output: HxW, value - value with the patch here (mean over patches)
     patch: int
     stride: int
 
-    def top_region(self) -> tuple[int, int, int, int]:
-        """(x, y, w, h) of the patch-sized region whose occlusion changed P(pain) most (either sign)."""
-        y, x = np.unravel_index(int(np.argmax(np.abs(self.heat))), self.heat.shape)
+    @property
+    def p_pain(self) -> float:
+        return self.base["pain"]
+
+    @property
+    def heat(self) -> np.ndarray:
+        """The P(pain) map."""
+        return self.heats["pain"]
+
+    def top_region(self, target: str = "pain") -> tuple[int, int, int, int]:
+        """(x, y, w, h) of the patch-sized region whose occlusion changed ``target`` most (either sign)."""
+        heat = self.heats[target]
+        y, x = np.unravel_index(int(np.argmax(np.abs(heat))), heat.shape)
         half = self.patch // 2
         x0, y0 = max(0, x - half), max(0, y - half)
         return (
@@ -48,13 +60,13 @@ def occlusion_map(
     """Slide a ``patch`` x ``patch`` grey square with ``stride``; one int8 inference per position."""
     spec = scorer.manifest.input
     pixels = load_pixels(source, (spec.width, spec.height), box).pixels
-    base = scorer.score_input(to_model_input(pixels, spec)).p_pain
+    base = _values(scorer.score_input(to_model_input(pixels, spec)))
     h, w = pixels.shape[:2]
     if patch < 2 or patch > min(h, w) or stride < 1:
         raise ValueError(
             f"patch must be 2..{min(h, w)} pixels and stride >= 1 (got patch {patch}, stride {stride})"
         )
-    total = np.zeros((h, w), dtype=np.float64)
+    total = {k: np.zeros((h, w), dtype=np.float64) for k in base}
     count = np.zeros((h, w), dtype=np.float64)
     ys = sorted(set(list(range(0, h - patch + 1, stride)) + [h - patch]))
     xs = sorted(set(list(range(0, w - patch + 1, stride)) + [w - patch]))
@@ -62,29 +74,45 @@ def occlusion_map(
         for x in xs:
             occluded = pixels.copy()
             occluded[y : y + patch, x : x + patch] = fill
-            p = scorer.score_input(to_model_input(occluded, spec)).p_pain
-            total[y : y + patch, x : x + patch] += base - p
+            values = _values(scorer.score_input(to_model_input(occluded, spec)))
+            for k, v in values.items():
+                total[k][y : y + patch, x : x + patch] += base[k] - v
             count[y : y + patch, x : x + patch] += 1
-    return Occlusion(pixels, base, total / np.maximum(count, 1), patch, stride)
+    heats = {k: t / np.maximum(count, 1) for k, t in total.items()}
+    return Occlusion(pixels, base, heats, patch, stride)
+
+
+def _values(s: ImageScore) -> dict[str, float]:
+    out = {"pain": s.p_pain}
+    if s.au is not None and s.mgs_au is not None:
+        out["mgs"] = s.mgs_au
+        out.update(s.au)
+    return out
 
 
 def save_overlay(occ: Occlusion, path: Path, title: str = "") -> Path:
-    """The face with the heat map over it (red: hiding it lowers P(pain); blue: hiding it raises P(pain))."""
+    """The face, then heat maps for P(pain) and (with AU heads) the model's MGS. Red: hiding the region
+    lowers the value (it pushed towards pain); blue: hiding it raises the value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lim = max(float(np.abs(occ.heat).max()), 1e-6)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
+    targets = [t for t in ("pain", "mgs") if t in occ.heats]
+    fig, axes = plt.subplots(1, 1 + len(targets), figsize=(4 * (1 + len(targets)), 4.2))
     axes[0].imshow(occ.pixels)
-    axes[0].set_title(f"P(pain) = {occ.p_pain:.3f}")
-    axes[1].imshow(occ.pixels)
-    im = axes[1].imshow(occ.heat, cmap="bwr", vmin=-lim, vmax=lim, alpha=0.55)
-    axes[1].set_title("drop in P(pain) when hidden")
+    axes[0].set_title(
+        f"P(pain) = {occ.p_pain:.3f}" + (f", MGS {occ.base['mgs']:.2f}" if "mgs" in occ.base else "")
+    )
+    for ax, t in zip(axes[1:], targets, strict=True):
+        heat = occ.heats[t]
+        lim = max(float(np.abs(heat).max()), 1e-6)
+        ax.imshow(occ.pixels)
+        im = ax.imshow(heat, cmap="bwr", vmin=-lim, vmax=lim, alpha=0.55)
+        ax.set_title("drop in P(pain) when hidden" if t == "pain" else "drop in model MGS (0-2) when hidden")
+        fig.colorbar(im, ax=ax, fraction=0.046)
     for ax in axes:
         ax.axis("off")
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
