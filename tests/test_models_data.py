@@ -75,3 +75,36 @@ def test_no_labels_is_a_clear_error(tmp_path):
     (tmp_path / "misc").mkdir()
     with pytest.raises(DatasetError, match="no labelled images"):
         load_arrays(tmp_path, 75)
+
+
+def test_face_boxes_crop_training_images(synth_set, tmp_path):
+    """Images with a face box (boxes.json, numbers as strings) are cropped by the one preprocessing path."""
+    import json
+
+    from PIL import Image
+
+    root = tmp_path / "framed"
+    (root / "frames").mkdir(parents=True)
+    faces = sorted((synth_set / "pain").iterdir())[:2] + sorted((synth_set / "no pain").iterdir())[:2]
+    rows, boxes = ["filename,label"], {}
+    for i, face in enumerate(faces):
+        frame = Image.new("RGB", (400, 300), (90, 90, 90))
+        frame.paste(Image.open(face), (30 + 20 * i, 40))
+        name = f"frames/f{i}.png"
+        frame.save(root / name)
+        rows.append(f"{name},{1 if 'pain' == face.parent.name else 0}")
+        boxes[name] = [
+            {"AnimalNumber": "1", "Boundingbox": {"x": str(30 + 20 * i), "y": "40", "w": "160", "h": "160"}}
+        ]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    (root / "boxes.json").write_text(json.dumps(boxes))
+    data = load_arrays(root, 80)
+    assert data.labels.tolist() == [1, 1, 0, 0]
+    for i, rel in enumerate(data.paths):
+        j = int(rel[-5])
+        expected = load_pixels(root / rel, (80, 80), (30 + 20 * j, 40, 160, 160)).pixels
+        assert np.array_equal(data.pixels[i], expected)
+        # the crop is the face, not the grey frame: same pixels as the face file itself, up to JPEG/PNG
+        assert (
+            np.abs(data.pixels[i].astype(int) - load_pixels(faces[j], (80, 80)).pixels.astype(int)).mean() < 3
+        )
