@@ -94,9 +94,22 @@ def build_for_training(cfg: TrainConfig) -> Any:
     if file is not None and not file.is_file():
         raise FileNotFoundError(f"--weights {file}: no such file (give imagenet, none, or a weights file)")
     backbone_weights = "imagenet" if cfg.weights == "imagenet" else None
-    model = build_model(
-        cfg.size, weights=backbone_weights, au_heads=cfg.au_heads, dropout=cfg.dropout, freeze_backbone=freeze
-    )
+    try:
+        model = build_model(
+            cfg.size,
+            weights=backbone_weights,
+            au_heads=cfg.au_heads,
+            dropout=cfg.dropout,
+            freeze_backbone=freeze,
+        )
+    except Exception as e:  # noqa: BLE001 - Keras' download raises a bare Exception when offline
+        if backbone_weights != "imagenet":
+            raise
+        raise ValueError(
+            f"--weights imagenet: Keras could not fetch the ImageNet weights ({e}). On an offline machine, copy "
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5 (from a machine that has run Keras "
+            "once, in ~/.keras/models/) and pass --weights FILE; or train from --weights none."
+        ) from None
     if file is not None:
         try:
             model.load_weights(file)  # a whole aMGS model saved by this tool (any input size)
