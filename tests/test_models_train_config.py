@@ -30,6 +30,13 @@ def test_head_recipe_trains_only_the_heads_and_weights_files_load(tmp_path):
     other = build_for_training(TrainConfig(size=96, weights=str(tmp_path / "m.weights.h5")))
     for a, b in zip(full.get_weights(), other.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    # quantization can export at another input size than training used
+    from amgs.models.package import at_size
+
+    bigger = at_size(full, 96)
+    assert bigger.input_shape == (None, 96, 96, 3) and sorted(bigger.output_names) == ["au", "pain"]
+    assert all(np.array_equal(a, b) for a, b in zip(full.get_weights(), bigger.get_weights(), strict=True))
+    assert at_size(full, 75) is full
     with pytest.raises(FileNotFoundError, match="no such file"):
         build_for_training(TrainConfig(size=75, weights=str(tmp_path / "missing.h5")))
     (tmp_path / "junk.h5").write_bytes(b"not weights")
