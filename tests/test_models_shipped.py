@@ -1,6 +1,7 @@
 """The shipped model: its file and manifest agree, it is honestly labelled, and it does its job on fresh
 SYNTHETIC faces (real LiteRT int8 inference at 299 px)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -53,3 +54,24 @@ def test_shipped_model_scores_fresh_synthetic_faces(scorer, tmp_path):
             assert s.au is not None and s.mgs_au is not None
     accuracy = float(np.mean(correct))
     assert accuracy >= 0.85, f"shipped model: {accuracy:.2f} on 24 fresh synthetic faces"
+
+
+def test_evaluate_a_folder_only_set_without_touching_the_manifest(tmp_path):
+    """Labs may have only pain/ and no pain/ folders: no AU figures, no animals, still a full report."""
+    root = write_dataset(tmp_path / "full", 8, seed=4242, size=299, n_animals=2).root
+    bare = tmp_path / "bare"
+    for sub in ("pain", "no pain"):
+        shutil.copytree(root / sub, bare / sub)
+    (bare / "pain" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    before = DEFAULT_MODEL.with_suffix(".manifest.json").read_text()
+    r = CliRunner().invoke(
+        main,
+        ["model", "evaluate", str(DEFAULT_MODEL), str(bare), "-o", str(tmp_path / "rep"), "--no-manifest"],
+    )
+    assert r.exit_code == 0, r.output
+    assert DEFAULT_MODEL.with_suffix(".manifest.json").read_text() == before
+    figs = json.loads((tmp_path / "rep" / "figures.json").read_text())
+    assert figs["tp"] + figs["fp"] + figs["tn"] + figs["fn"] == 8 and figs["n_animals"] == 1
+    assert "pearson_r_amgs_vs_human_mgs" not in figs and "float_int8_identical_decisions" not in figs
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "broken.jpg" in report and "1 unreadable" in report
