@@ -35,7 +35,8 @@ class RuntimeUnavailable(RuntimeError):
     """No interpreter (or the requested accelerator) can be loaded; the message says what to install."""
 
 
-def _interpreter_module(backend: Backend) -> tuple[str, Any]:
+def interpreter_module(backend: Backend = "auto") -> tuple[str, Any]:
+    """(name, module) of the first importable interpreter package; the module has ``Interpreter``."""
     names = list(_BACKENDS) if backend == "auto" else [backend]
     errors = []
     for name in names:
@@ -122,7 +123,7 @@ class Model:
             Path(manifest_path) if manifest_path else self.path.with_suffix(".manifest.json")
         )
         verify_file(self.path, self.manifest)
-        self.backend, module = _interpreter_module(backend)
+        self.backend, module = interpreter_module(backend)
         delegates = []
         self.accelerator = "cpu"
         if accelerator in ("edgetpu", "auto") and self.manifest.edgetpu_compiled:

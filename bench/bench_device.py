@@ -155,11 +155,10 @@ class Acker:
 
 
 def bench_drain(n: int, port: int, tmp: Path, confirm: str) -> float:
+    from amgs.contract import new_msg_id
     from amgs.device.delivery import Delivery
     from amgs.device.health import Health, status_message
     from amgs.device.outbox import Outbox
-
-    from amgs.contract import new_msg_id
 
     state = tmp / f"drain-{confirm}"
     cfg = config(state, tmp, port, 1, confirm)
@@ -240,9 +239,8 @@ def main() -> None:
         rss_child(args.rss_child[0], int(args.rss_child[1]))
         return
 
-    from amgs.models import DEFAULT_MODEL
-
     from amgs.broker import LocalBroker
+    from amgs.models import DEFAULT_MODEL
     from amgs.runtime import Model
     from amgs.scoring import Scorer
 

@@ -27,15 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from amgs.broker import LocalBroker
+from amgs.contract import AU_KEYS
 from amgs.server import loadgen
 from amgs.server import timecourse as tc
 from amgs.server.config import parse_config
 from amgs.server.db import ROLLUP_SUMS, SCORE_COLUMNS, open_database
 from amgs.server.ingest import score_row
 from amgs.server.service import Collector
-
-from amgs.broker import LocalBroker
-from amgs.contract import AU_KEYS
 
 # ------------------------------------------------------------------ ingest
 

@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from amgs.contract import format_time, new_msg_id
 from amgs.device.config import DeviceConfig
 from amgs.device.crops import CropStore
 from amgs.device.delivery import Delivery
@@ -36,8 +37,6 @@ from amgs.device.sources import (
     SourceIdle,
     make_source,
 )
-
-from amgs.contract import format_time, new_msg_id
 from amgs.preprocess import to_model_input
 from amgs.scoring import Scorer
 
@@ -53,9 +52,8 @@ class AgentError(RuntimeError):
 
 
 def load_scorer(cfg: DeviceConfig) -> Scorer:
-    from amgs.models import DEFAULT_MODEL
-
     from amgs.manifest import ManifestError
+    from amgs.models import DEFAULT_MODEL
     from amgs.runtime import Model, RuntimeUnavailable
 
     m = cfg.model

@@ -16,8 +16,9 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-from amgs.device.config import StorageSection
 from PIL import Image
+
+from amgs.device.config import StorageSection
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from amgs.device.config import DeviceConfig
-from amgs.device.outbox import Outbox
 from paho.mqtt.enums import CallbackAPIVersion
 
 from amgs.contract import (
@@ -41,6 +39,8 @@ from amgs.contract import (
     score_topic,
     status_topic,
 )
+from amgs.device.config import DeviceConfig
+from amgs.device.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from amgs.device.config import DetectorSection
 
+from amgs.device.config import DetectorSection
 from amgs.preprocess import Box
-from amgs.runtime import RuntimeUnavailable, _interpreter_module
+from amgs.runtime import RuntimeUnavailable, interpreter_module
 
 
 class DetectorError(RuntimeError):
@@ -58,7 +58,7 @@ class Detector:
         if not Path(cfg.path).is_file():
             raise DetectorError(f"detector model {cfg.path} does not exist")
         try:
-            _, module = _interpreter_module(backend)  # type: ignore[arg-type]
+            _, module = interpreter_module(backend)  # type: ignore[arg-type]
         except RuntimeUnavailable as e:
             raise DetectorError(str(e)) from None
         try:

@@ -16,9 +16,9 @@ from datetime import datetime
 
 import cv2
 import numpy as np
+
 from amgs.device.config import SelectionSection, ViewSection
 from amgs.device.sources import Frame
-
 from amgs.preprocess import Box, ImageError, load_pixels
 
 MOTION_THUMB = 64

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from amgs.device.config import FolderSource, OpenCVSource, PiCameraSource
 from PIL import Image, UnidentifiedImageError
 
+from amgs.device.config import FolderSource, OpenCVSource, PiCameraSource
 from amgs.preprocess import IMAGE_SUFFIXES, ImageError, open_image
 
 log = logging.getLogger(__name__)

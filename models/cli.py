@@ -131,10 +131,9 @@ def train(
 ) -> None:
     """Train on the labelled images in DATA (folders pain/ and no pain/, labels.csv, au_scores.csv,
     animals.csv, boxes.json). Interrupted? Run the same command again: it resumes from the last epoch."""
+    from amgs.datasets import DatasetError
     from amgs.models.train import TrainConfig
     from amgs.models.train import train as run_training
-
-    from amgs.datasets import DatasetError
 
     cfg = TrainConfig(
         size=size,
@@ -282,9 +281,8 @@ def quantize(
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and the checks as JSON.")
 def info(model, as_json) -> None:
     """What MODEL's manifest and the .tflite file itself say, and whether they agree (exit 1 if not)."""
-    from amgs.models.package import inspect
-
     from amgs.manifest import ManifestError
+    from amgs.models.package import inspect
 
     try:
         manifest, checks = inspect(model)
@@ -352,10 +350,9 @@ _HEADLINE = ("accuracy", "roc_auc", "pearson_r_au_vs_human_mgs", "float_int8_ide
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 def evaluate(model, data, out_dir, float_model, dataset_name, no_manifest, threads) -> None:
     """Accuracy, sensitivity, specificity, ROC AUC, calibration, r/ICC vs human MGS, per animal, float vs int8."""
-    from amgs.models.evaluate import evaluate as run_evaluation
-
     from amgs.datasets import DatasetError
     from amgs.manifest import ManifestError
+    from amgs.models.evaluate import evaluate as run_evaluation
 
     try:
         result = run_evaluation(
@@ -396,9 +393,8 @@ def evaluate(model, data, out_dir, float_model, dataset_name, no_manifest, threa
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 def explain(model, image, out, patch, stride, box, threads) -> None:
     """Occlusion heat map on the int8 MODEL: which face region drove IMAGE's score."""
-    from amgs.models.explain import occlusion_map, save_overlay
-
     from amgs.manifest import ManifestError
+    from amgs.models.explain import occlusion_map, save_overlay
     from amgs.preprocess import ImageError
     from amgs.runtime import Model
     from amgs.scoring import Scorer
@@ -450,9 +446,8 @@ def explain(model, image, out, patch, stride, box, threads) -> None:
 )
 def card(model, out, train_dirs, intro) -> None:
     """(Re)write MODEL's card from its manifest (evaluations included) and its training records."""
-    from amgs.models.card import write_card
-
     from amgs.manifest import ManifestError
+    from amgs.models.card import write_card
 
     try:
         path = write_card(

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from amgs.models import metrics
-from amgs.models.data import labelled_items
 
 from amgs.contract import AU_KEYS
 from amgs.manifest import Evaluation, Manifest, manifest_path_for, read_manifest
+from amgs.models import metrics
+from amgs.models.data import labelled_items
 from amgs.preprocess import load_pixels, to_float, to_model_input
 from amgs.runtime import Model
 from amgs.scoring import Scorer
@@ -52,9 +52,9 @@ class FloatReference:
             self._keras = load_keras(self.path)
             self._interp = None
         elif self.path.suffix == ".tflite":
-            from amgs.runtime import _interpreter_module
+            from amgs.runtime import interpreter_module
 
-            _, module = _interpreter_module("auto")
+            _, module = interpreter_module("auto")
             self._keras = None
             self._interp = module.Interpreter(model_path=str(self.path))
             self._interp.allocate_tensors()

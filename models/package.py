@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from amgs.models.data import labelled_items
-from amgs.models.quantize import compile_edgetpu, convert_int8, describe_tflite, write_manifest
 
 from amgs.manifest import InputSpec, Manifest, ManifestError, read_manifest, sha256_file
+from amgs.models.data import labelled_items
+from amgs.models.quantize import compile_edgetpu, convert_int8, describe_tflite, write_manifest
 from amgs.preprocess import ImageError, load_pixels, to_float
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,9 @@ EDGETPU_OPS = frozenset(
 
 def tflite_ops(model_path: Path) -> tuple[list[str], list[str]]:
     """(operator names, tensor dtypes) of a .tflite, read without any delegate rewriting the graph."""
-    from amgs.runtime import _interpreter_module
+    from amgs.runtime import interpreter_module
 
-    name, module = _interpreter_module("auto")
+    name, module = interpreter_module("auto")
     kwargs: dict[str, Any] = {"model_path": str(model_path)}
     resolver = getattr(module, "OpResolverType", None) or getattr(
         getattr(module, "experimental", None), "OpResolverType", None

@@ -55,9 +55,9 @@ def convert_float(keras_model: Any) -> bytes:
 
 def describe_tflite(path: Path) -> tuple[InputSpec, tuple[OutputSpec, ...]]:
     """Read input/output tensors of a .tflite file into manifest specs (names from its signature)."""
-    from amgs.runtime import _interpreter_module
+    from amgs.runtime import interpreter_module
 
-    _, module = _interpreter_module("auto")
+    _, module = interpreter_module("auto")
     interp = module.Interpreter(model_path=str(path))
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from amgs.models import metrics
 
 from amgs.manifest import Manifest
+from amgs.models import metrics
 
 if TYPE_CHECKING:
     from amgs.models.evaluate import Predictions

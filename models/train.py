@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from amgs.models.architecture import AU_OUTPUT, PAIN_OUTPUT, build_model
-from amgs.models.data import ArraySet, load_arrays, split_by_animal
 
 from amgs.manifest import InputSpec
+from amgs.models.architecture import AU_OUTPUT, PAIN_OUTPUT, build_model
+from amgs.models.data import ArraySet, load_arrays, split_by_animal
 
 log = logging.getLogger(__name__)
 

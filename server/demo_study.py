@@ -7,8 +7,8 @@ surgery; nothing here is a real mouse.
 
 Score source: faces are rendered with ``amgs.synth.faces`` at grimace levels 0..2 and scored once by
 the real :class:`~amgs.scoring.Scorer`; a simulated image at time t takes a face of the animal's level
-and that face's real score. When the model in use does not respond to the grimace level (the
-placeholder model ships untrained), ``score_source="auto"`` falls back to scores drawn from the study
+and that face's real score. When the model in use does not respond to the grimace level (a model
+swapped in that was not trained for it), ``score_source="auto"`` falls back to scores drawn from the study
 curve itself and says so loudly; those records name the model ``demo-study-curve``, never the real one.
 """
 

@@ -11,10 +11,10 @@ from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
-from amgs.server.ingest import Incoming
 
 from amgs.broker import free_port
 from amgs.contract import encode, format_time, new_msg_id, score_topic, status_topic
+from amgs.server.ingest import Incoming
 
 
 class WebhookReceiver:

@@ -10,8 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from amgs.server.config import parse_config
 from paho.mqtt.enums import CallbackAPIVersion
+
+from amgs.server.config import parse_config
 
 
 def server_config(tmp_path: Path, broker=None, **sections):

@@ -10,7 +10,6 @@ from amgs.server.config import parse_config
 from amgs.server.db import open_database
 from amgs.server.metadata import save
 from amgs.server.store import Ingestor
-
 from tests.alert_helpers import SITE, at, score, status
 
 

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlite_utils
+
+from amgs.contract import validate
 from amgs.server.alerts.channels import build_channels
 from amgs.server.alerts.config import AlertsConfig, NotifyConfig
 from amgs.server.alerts.engine import AlertEngine
 from amgs.server.alerts.outbox import Deliverer
 from amgs.server.alerts.rules import Condition
 from amgs.server.alerts.store import alert_events
-
-from amgs.contract import validate
 from tests.alert_helpers import SmtpReceiver, WebhookReceiver
 
 

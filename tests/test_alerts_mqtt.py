@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import sqlite_utils
+
+from amgs.contract import alert_topic, validate
 from amgs.server.alerts.channels import build_channels
 from amgs.server.alerts.config import AlertsConfig, NotifyConfig
 from amgs.server.alerts.engine import AlertEngine
 from amgs.server.alerts.outbox import Deliverer
 from amgs.server.alerts.rules import Condition
-
-from amgs.contract import alert_topic, validate
 
 
 def retained(port: int, topic: str, timeout: float = 5.0) -> dict:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
+
 from amgs.server.alerts.config import AlertsConfig
 from amgs.server.alerts.rules import CageSnapshot, DeviceSnapshot, WindowStats, evaluate
-from pydantic import ValidationError
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 CAGE = CageSnapshot("lab1", "C01", "M1", "dev1", last_score_at=NOW, baseline_mean=0.2, baseline_n=50)

@@ -9,11 +9,11 @@ import sqlite3
 import stat
 
 import pytest
-from amgs.server import provision
 from click.testing import CliRunner
 from deploy_site import IS_ROOT, Site, new_site_root
 
 from amgs import contract
+from amgs.server import provision
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None or shutil.which("openssl") is None,

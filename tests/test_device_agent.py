@@ -13,12 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from amgs.device.agent import Agent
-from amgs.device.config import load_config
-from amgs.device.outbox import Outbox
 from test_device_helpers import T0, AckingCollector, make_replay, synth_faces, write_config
 
 from amgs.contract import validate
+from amgs.device.agent import Agent
+from amgs.device.config import load_config
+from amgs.device.outbox import Outbox
 
 
 def _agent_cmd(cfg: Path) -> list[str]:

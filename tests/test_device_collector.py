@@ -10,10 +10,11 @@ import threading
 import time
 
 import pytest
+from test_device_helpers import make_replay, synth_faces, write_config
+
 from amgs.device.agent import Agent
 from amgs.device.config import load_config
 from amgs.device.outbox import Outbox
-from test_device_helpers import make_replay, synth_faces, write_config
 
 server = pytest.importorskip("amgs.server.service")
 

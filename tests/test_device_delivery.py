@@ -10,14 +10,14 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from amgs.device.agent import Agent
-from amgs.device.config import load_config
-from amgs.device.outbox import Outbox
 from paho.mqtt.enums import CallbackAPIVersion
 from test_device_helpers import AckingCollector, make_replay, synth_faces, write_config
 
 from amgs.broker import LocalBroker, free_port
 from amgs.contract import encode, score_topic
+from amgs.device.agent import Agent
+from amgs.device.config import load_config
+from amgs.device.outbox import Outbox
 
 
 def _run_in_thread(agent: Agent) -> threading.Thread:

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageFilter
+
+from amgs.cli import main
+from amgs.contract import validate
 from amgs.device.config import ConfigError, SelectionSection, ViewSection, load_config
 from amgs.device.detector import best_box
 from amgs.device.health import ClockInfo, Health, boot_id, status_message
@@ -26,11 +31,6 @@ from amgs.device.sources import (
     SourceExhausted,
     time_from_name,
 )
-from click.testing import CliRunner
-from PIL import Image, ImageFilter
-
-from amgs.cli import main
-from amgs.contract import validate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "device.toml"
 

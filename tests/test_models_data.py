@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from amgs.models.data import load_arrays, split_by_animal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amgs.datasets import DatasetError
 from amgs.manifest import InputSpec
+from amgs.models.data import load_arrays, split_by_animal
 from amgs.preprocess import load_pixels, prepare
 
 

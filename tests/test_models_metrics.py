@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from amgs.models import metrics
 
 # 8 images: label 1 = pain. Decision at 0.5.

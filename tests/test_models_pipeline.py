@@ -197,7 +197,6 @@ def test_info_agrees_then_detects_a_tampered_file(quantized, tmp_path):
 
 def test_explain_occlusion_on_int8(quantized, sets, tmp_path):
     from amgs.models.explain import occlusion_map
-
     from amgs.scoring import Scorer
 
     image = next((sets[1] / "pain").iterdir())

@@ -5,11 +5,11 @@ import json
 import shutil
 
 import numpy as np
-from amgs.models import DEFAULT_MODEL, MODELS_DIR
 from click.testing import CliRunner
 
 from amgs.cli import main
 from amgs.manifest import read_manifest
+from amgs.models import DEFAULT_MODEL, MODELS_DIR
 from amgs.synth.dataset import write_dataset
 
 

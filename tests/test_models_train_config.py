@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from amgs.models.train import TrainConfig, build_for_training, masked_mse, recalibrate_batch_norm
 
 

@@ -178,6 +178,7 @@ def test_state_changing_endpoints_refuse_unauthenticated_requests(stack):
 def test_a_login_is_what_makes_the_difference(stack):
     """The same request with a staff API token succeeds; a viewer's token and a session without CSRF do not."""
     import sqlite_utils
+
     from amgs.server.web import auth
 
     _, base, db, _ = stack
@@ -202,6 +203,7 @@ def test_a_login_is_what_makes_the_difference(stack):
 def test_reading_data_needs_a_login_on_an_installed_collector(stack):
     """install-collector.sh sets web.view_requires_login: nobody on the network reads scores anonymously."""
     import sqlite_utils
+
     from amgs.server.web import auth
 
     _, base, db, _ = stack

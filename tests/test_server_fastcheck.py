@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from amgs.server import fastcheck, loadgen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amgs.contract import SCHEMAS, ContractError, validate
+from amgs.server import fastcheck, loadgen
 
 JUNK = st.one_of(
     st.none(),

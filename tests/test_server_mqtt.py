@@ -14,11 +14,11 @@ import time
 import urllib.request
 
 import pytest
-from amgs.server import loadgen
-from amgs.server.service import Collector, PeriodicJob
 from server_support import Watcher, get_json, get_text, server_config, wait_for
 
 from amgs.contract import ack_topic, decode, score_topic, status_topic
+from amgs.server import loadgen
+from amgs.server.service import Collector, PeriodicJob
 
 
 def publish(broker, messages):
@@ -328,11 +328,11 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_on_sigterm(tmp_path, 
 
 
 def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
-    from amgs.server.crops import CropRequester
-    from amgs.server.service import JobContext
     from server_support import http_error
 
     from amgs.contract import command_topic, crop_topic
+    from amgs.server.crops import CropRequester
+    from amgs.server.service import JobContext
 
     now = time.time()
     msgs = [dict(loadgen.score_message("d1", s, t=now - (20 - s) * 10), has_crop=True) for s in range(1, 21)]
@@ -376,9 +376,8 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
 def test_an_unexpected_error_on_one_message_quarantines_it_and_keeps_the_rest(collector, broker, monkeypatch):
     """Fault injection: storing one device's status raises (a stand-in for a bug); the batch is retried
     message by message, that message is quarantined with the error, every score is stored."""
-    from amgs.server.store import Ingestor
-
     from amgs.contract import encode
+    from amgs.server.store import Ingestor
 
     original = Ingestor._store_status
 

@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from amgs.server import loadgen
-from amgs.server.config import ConfigError, load_config, parse_config
-from amgs.server.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, DatabaseError, open_database
-from amgs.server.ingest import score_row
 from click.testing import CliRunner
 from server_support import server_config
 
 from amgs.cli import main
+from amgs.server import loadgen
+from amgs.server.config import ConfigError, load_config, parse_config
+from amgs.server.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, DatabaseError, open_database
+from amgs.server.ingest import score_row
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,15 +8,15 @@ import json
 import time
 
 import pytest
-from amgs.server import loadgen
-from amgs.server.db import open_database
-from amgs.server.ingest import Incoming
-from amgs.server.store import Ingestor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_support import server_config
 
 from amgs.contract import AU_KEYS, crop_topic, encode, score_topic, status_topic
+from amgs.server import loadgen
+from amgs.server.db import open_database
+from amgs.server.ingest import Incoming
+from amgs.server.store import Ingestor
 
 
 @pytest.fixture

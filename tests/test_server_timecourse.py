@@ -13,15 +13,15 @@ import urllib.request
 
 import pytest
 import uvicorn
+from server_support import get_json, get_text, http_error, server_config, wait_for
+
+from amgs.contract import encode, status_topic
 from amgs.server import loadgen
 from amgs.server.app import create_app
 from amgs.server.db import open_database
 from amgs.server.ingest import Incoming
 from amgs.server.metadata import save
 from amgs.server.store import Ingestor
-from server_support import get_json, get_text, http_error, server_config, wait_for
-
-from amgs.contract import encode, status_topic
 
 H = 3600.0
 DAY0 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp()  # a Monday, 00:00 UTC

@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-from amgs.server.demo import Demo
 
+from amgs.server.demo import Demo
 from tests.web_helpers import ARTIFACTS, http, launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
