@@ -161,6 +161,12 @@ class DeliverySection(_Strict):
         description="delete a score on the collector's ack watermark (end to end) or on the broker's PUBACK",
     )
     resend_after_s: float = Field(60.0, gt=0, description="collector mode: re-send what stays unconfirmed")
+    collector_wait_s: float = Field(
+        15.0,
+        ge=0,
+        description="collector mode: after a (re)connect, send once a live watermark shows the collector is "
+        "subscribed, or after this long at the latest",
+    )
     window: int = Field(200, ge=1, le=10000, description="scores in flight (published, no PUBACK yet)")
     flush_timeout_s: float = Field(5.0, ge=0, description="on stop: wait this long for unsent scores")
 

@@ -72,6 +72,7 @@ class Delivery:
         self.window = cfg.delivery.window
         # State owned by the delivery thread.
         self.connected = False
+        self.collector_live = False  # a live (not retained-on-subscribe) watermark arrived on this connection
         self.subscribed_at: float | None = None
         self.inflight: dict[int, int] = {}  # paho mid -> seq
         self.sent_at: dict[int, float] = {}  # seq -> monotonic time of the last publish (unconfirmed)
@@ -118,7 +119,7 @@ class Delivery:
         client.on_connect_fail = lambda c, u: self.events.put(("connect_fail",))
         client.on_subscribe = lambda c, u, mid, rcs, props: self.events.put(("subscribed", mid))
         client.on_publish = lambda c, u, mid, rc, props: self.events.put(("puback", mid))
-        client.on_message = lambda c, u, msg: self.events.put(("message", msg.topic, msg.payload))
+        client.on_message = lambda c, u, msg: self.events.put(("message", msg.topic, msg.payload, msg.retain))
         return client
 
     # ------------------------------------------------------------------ control (agent thread)
@@ -208,7 +209,7 @@ class Delivery:
                     if not self.collector_mode:
                         confirmed.append(seq)
             elif kind == "message":
-                self._on_message(event[1], event[2])
+                self._on_message(event[1], event[2], bool(event[3]))
             elif kind == "status":
                 self._status_due = 0.0
             elif kind == "wake":
@@ -227,6 +228,7 @@ class Delivery:
             return
         log.info("connected to MQTT broker %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
         self.connected = True
+        self.collector_live = False
         self._more = True
         self.stats["last_error"] = None
         if self.collector_mode:
@@ -246,15 +248,23 @@ class Delivery:
             return False
         if not self.collector_mode:
             return True
-        # Give the retained watermark a moment to arrive so confirmed records are not sent again.
-        return self.subscribed_at is not None and time.monotonic() - self.subscribed_at > 0.3
+        # Wait for a live watermark (the collector re-publishes them every few seconds): records sent
+        # while the collector is not subscribed, e.g. right after a broker crash lost its session, would
+        # be PUBACKed and dropped, then re-sent after newer ones. The retained watermark arrives with the
+        # subscription; give it a moment too, so confirmed records are not sent again.
+        if self.subscribed_at is None:
+            return False
+        waited = time.monotonic() - self.subscribed_at
+        return waited > 0.3 and (self.collector_live or waited >= self.cfg.delivery.collector_wait_s)
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         try:
             if topic == self.topics["ack"]:
                 ack = decode(payload, "amgs.ack/1")
                 if ack["device_id"] != self.cfg.device.id:
                     raise ContractError(f"ack for device {ack['device_id']!r} on my topic", "device_id")
+                if not retained:  # a live publish: the collector is connected right now
+                    self.collector_live = True
                 self._on_watermark(int(ack["committed_seq"]))
             elif topic == self.topics["command"]:
                 self._on_command(decode(payload, "amgs.command/1"))

@@ -134,6 +134,13 @@ class IngestConfig(Section):
         description="a missing seq still absent after this is declared lost and the watermark moves past it",
     )
     retry_backoff_s: float = Field(2, gt=0, le=600, description="wait before retrying a failed commit")
+    ack_heartbeat_s: float = Field(
+        5,
+        gt=0,
+        le=3600,
+        description="re-publish every device's watermark this often (and at once after each reconnect): "
+        "devices wait for a live one before sending, so nothing is sent while the collector is away",
+    )
     crop_request_every_s: float = Field(
         60, ge=0, description="ask devices for the JPEG crops of recent scores this often; 0 = never ask"
     )

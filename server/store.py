@@ -156,6 +156,11 @@ class Ingestor:
             state.site = site
         return state
 
+    def all_watermarks(self) -> dict[str, tuple[str, int]]:
+        """Every known device's (site, committed seq), for the watermark heartbeat."""
+        rows = self.conn.execute("SELECT device_id, site FROM devices WHERE site IS NOT NULL").fetchall()
+        return {device_id: (site, self._seq(device_id, site).committed) for device_id, site in rows}
+
     def _ensure_device(self, device_id: str, site: str | None) -> None:
         self.conn.execute("INSERT OR IGNORE INTO devices (device_id, site) VALUES (?, ?)", [device_id, site])
 

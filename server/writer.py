@@ -94,6 +94,8 @@ class Writer(threading.Thread):
         self.alive_at = time.time()
         self._next_gaps = 0.0
         self._next_retention = time.time() + 60
+        self._next_heartbeat = 0.0
+        self._heartbeat_generation = -1
 
     def _collect(self) -> list[Incoming]:
         try:
@@ -193,6 +195,7 @@ class Writer(threading.Thread):
     def _maintain(self) -> None:
         now = time.time()
         try:
+            self._heartbeat(now)
             if now >= self._next_gaps:
                 self._next_gaps = now + min(60.0, max(1.0, self.config.ingest.gap_timeout_s / 10))
                 self.publish_watermarks(self.ingestor.expire_gaps(now))
@@ -207,6 +210,19 @@ class Writer(threading.Thread):
             self.stats.last_error = f"maintenance failed: {e}"
             self.stats.last_error_at = now
             log.error("%s", self.stats.last_error)
+
+    def _heartbeat(self, now: float) -> None:
+        """Re-publish every device's watermark periodically and right after each (re)connect.
+
+        Devices receive these as live (not retained-on-subscribe) messages, their sign that the collector
+        is subscribed now; before that they hold their scores (docs/contract.md, delivery guarantees)."""
+        if not self.mqtt.connected.is_set():
+            return
+        if now < self._next_heartbeat and self.mqtt.generation == self._heartbeat_generation:
+            return
+        self._next_heartbeat = now + self.config.ingest.ack_heartbeat_s
+        self._heartbeat_generation = self.mqtt.generation
+        self.publish_watermarks(self.ingestor.all_watermarks())
 
     def stop(self) -> None:
         self.stop_event.set()

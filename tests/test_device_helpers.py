@@ -46,7 +46,7 @@ def write_config(path: Path, *, port: int, state: Path, frames: Path, **sections
         "schedule": {"interval_s": 0, "burst_frames": 1},
         "selection": {"min_sharpness": 0, "min_face_px": 16},
         "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
-        "delivery": {"confirm": "collector", "resend_after_s": 2.0},
+        "delivery": {"confirm": "collector", "resend_after_s": 2.0, "collector_wait_s": 1.0},
         "agent": {"exit_when_done": True, "done_timeout_s": 30},
     }
     for key, values in sections.items():
@@ -94,9 +94,19 @@ class AckingCollector:
         self.client.loop_start()
         self._thread.start()
 
+    def _publish_ack(self, committed: int) -> None:
+        ack = {"schema": "amgs.ack/1", "device_id": self.device, "committed_seq": committed, "at": utc_now()}
+        self.client.publish(ack_topic(self.site, self.device), encode(ack), qos=1, retain=True)
+
     def _run(self) -> None:
         unacked = 0
+        next_beat = float("inf")
         while not self._stop.is_set():
+            if self.ack and time.monotonic() >= next_beat:  # the real collector's watermark heartbeat
+                next_beat = time.monotonic() + 0.5
+                with self._lock:
+                    committed = self.committed
+                self._publish_ack(committed)
             try:
                 event = self._events.get(timeout=0.1)
             except queue.Empty:
@@ -105,6 +115,7 @@ class AckingCollector:
                 self.client.subscribe(
                     [(f"{TOPIC_ROOT}/{self.site}/+/score", 1), (status_topic(self.site, self.device), 1)]
                 )
+                next_beat = time.monotonic()
                 continue
             _, topic, payload = event
             msg = decode(payload)
@@ -121,13 +132,7 @@ class AckingCollector:
             unacked += 1
             if self.ack and (unacked >= 200 or self._events.empty()):  # batch acks as a real collector does
                 unacked = 0
-                ack = {
-                    "schema": "amgs.ack/1",
-                    "device_id": self.device,
-                    "committed_seq": committed,
-                    "at": utc_now(),
-                }
-                self.client.publish(ack_topic(self.site, self.device), encode(ack), qos=1, retain=True)
+                self._publish_ack(committed)
 
     def seqs(self) -> list[int]:
         with self._lock:

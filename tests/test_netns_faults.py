@@ -368,11 +368,12 @@ def test_collector_host_reboot_during_backlog_drain(rig_factory):
     report("reboot", figures)
     assert stored_at_kill < backlog, "the kill must land during the drain"
     if figures["order_inversions"] or figures["gaps"]:
-        # Known limit: the killed broker restarts without the collector's session (Mosquitto saves it only every
-        # autosave_interval), so records the device sends before the collector has re-subscribed are PUBACKed
-        # and dropped; the device re-sends them after delivery.resend_after_s, and the collector stores them
-        # after newer ones. Nothing is lost or stored twice (asserted above) and the gap closes. Closing it in
-        # order needs the collector to ask for `resend_from` when it sees a gap (contract command exists).
+        # Known limit, now rarer: the restarted broker lacks the collector's session until the collector is back.
+        # Devices hold their scores after a reconnect until a live watermark (the collector's heartbeat) shows
+        # the collector subscribed, but paho itself re-publishes the messages that were in flight when the
+        # connection dropped, at once on reconnect; one of those can reach the collector before the re-sent
+        # older records, which are then stored after it. Nothing is lost or stored twice (asserted above) and
+        # the gap closes. Passes in some runs, fails in others.
         pytest.xfail(
             f"stored exactly once, but out of order with a transient gap after the reboot: {figures}"
         )
