@@ -67,21 +67,38 @@ def open_image(
 ) -> Image.Image:
     """Decode to an upright RGB image. ``draft_for`` lets JPEG decoding skip resolution that the
     later resize would throw away (DCT scaling); ``box`` is the crop that will be taken."""
+    return _decode(source, draft_for, box)[0]
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop scoring
+        return 1
+
+
+def _decode(
+    source: ImageSource, draft_for: tuple[int, int] | None, box: Box | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open once: the upright RGB image and the full-resolution upright size (measured before any draft)."""
     if isinstance(source, np.ndarray):
         if source.ndim == 2:
             source = np.stack([source] * 3, axis=-1)
         if source.ndim != 3 or source.shape[2] not in (3, 4) or source.dtype != np.uint8:
             raise ImageError(f"array of shape {source.shape} {source.dtype}: expected HxWx3 uint8 RGB")
-        return _to_rgb(Image.fromarray(source))
+        return _to_rgb(Image.fromarray(source)), (int(source.shape[1]), int(source.shape[0]))
     if isinstance(source, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(source))
+        w, h = source.size
+        full = (h, w) if _orientation(source) in _ORIENT_SWAPS else (w, h)
+        return _to_rgb(ImageOps.exif_transpose(source)), full
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
+        orientation = _orientation(img)
+        w, h = img.size
+        if orientation in _ORIENT_SWAPS:
+            w, h = h, w
+        full = (w, h)
         if draft_for is not None and img.format == "JPEG":
-            w, h = img.size
-            if orientation in _ORIENT_SWAPS:
-                w, h = h, w
             bw, bh = (box[2], box[3]) if box else (w, h)
             want = (math.ceil(w * draft_for[0] / max(bw, 1)), math.ceil(h * draft_for[1] / max(bh, 1)))
             if orientation in _ORIENT_SWAPS:
@@ -89,7 +106,7 @@ def open_image(
             img.draft("RGB", want)
         img.load()
         img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        return _to_rgb(img), full
     except FileNotFoundError:
         raise ImageError(f"{_describe(source)}: no such file") from None
     except UnidentifiedImageError:
@@ -118,9 +135,8 @@ def load_pixels(source: ImageSource, size: tuple[int, int], box: Box | None = No
     name = _describe(source)
     if isinstance(source, (str, Path)) and Path(source).is_file() and Path(source).stat().st_size == 0:
         raise ImageError(f"{name}: empty file")
-    # Box coordinates refer to the full-resolution upright image; measure it before any draft.
-    full_size = _upright_size(source)
-    img = open_image(source, draft_for=size, box=box)
+    # Box coordinates refer to the full-resolution upright image, measured before any draft.
+    img, full_size = _decode(source, size, box)
     scale = (img.size[0] / full_size[0], img.size[1] / full_size[1])
     region = None
     if box is not None:
@@ -128,30 +144,6 @@ def load_pixels(source: ImageSource, size: tuple[int, int], box: Box | None = No
         region = (x0 * scale[0], y0 * scale[1], x1 * scale[0], y1 * scale[1])
     out = img.resize(size, Image.Resampling.BILINEAR, box=region)
     return Prepared(np.asarray(out, dtype=np.uint8), full_size)
-
-
-def _upright_size(source: ImageSource) -> tuple[int, int]:
-    if isinstance(source, np.ndarray):
-        return int(source.shape[1]), int(source.shape[0])
-    if isinstance(source, Image.Image):
-        img = source
-    else:
-        try:
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        except FileNotFoundError:
-            raise ImageError(f"{_describe(source)}: no such file") from None
-        except UnidentifiedImageError:
-            raise ImageError(
-                f"{_describe(source)}: not an image Pillow can read (corrupt or unsupported format)"
-            ) from None
-        except OSError as e:
-            raise ImageError(f"{_describe(source)}: cannot read ({e})") from None
-    w, h = img.size
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop scoring
-        orientation = 1
-    return (h, w) if orientation in _ORIENT_SWAPS else (w, h)
 
 
 def to_float(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
