@@ -11,11 +11,12 @@ two agree on thousands of generated messages.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from amgs import contract
 
@@ -44,15 +45,23 @@ class _Gen:
 
     @staticmethod
     def type_expr(name: str, v: str) -> str:
+        # exact types: the values come from a JSON decoder (bool is not an int here, as in JSON Schema)
         return {
-            "string": f"isinstance({v}, str)",
-            "boolean": f"isinstance({v}, bool)",
-            "object": f"isinstance({v}, dict)",
-            "array": f"isinstance({v}, list)",
+            "string": f"type({v}) is str",
+            "boolean": f"type({v}) is bool",
+            "object": f"type({v}) is dict",
+            "array": f"type({v}) is list",
             "null": f"{v} is None",
-            "integer": f"((isinstance({v}, int) and not isinstance({v}, bool)) or (isinstance({v}, float) and {v}.is_integer()))",
-            "number": f"((isinstance({v}, int) and not isinstance({v}, bool)) or (isinstance({v}, float) and _isfinite({v})))",
+            "integer": f"(type({v}) is int or (type({v}) is float and {v}.is_integer()))",
+            "number": f"(type({v}) is int or (type({v}) is float and _isfinite({v})))",
         }[name]
+
+    def guard(self, known: str | None, name: str, v: str, d: int) -> int:
+        """Emit ``if <v is a name>:`` unless the type check already ensured it; the depth to continue at."""
+        if known == name or (name == "number" and known == "integer"):
+            return d
+        self.emit(d, f"if {self.type_expr(name, v)}:")
+        return d + 1
 
     def schema(self, schema: dict[str, Any], v: str, d: int) -> None:
         if "const" in schema:
@@ -62,54 +71,56 @@ class _Gen:
         if "oneOf" in schema:
             options = [self.const(compile_schema(o)) for o in schema["oneOf"]]
             self.emit(d, f"if not ({' or '.join(f'{o}({v})' for o in options)}): return False")
+        known = None
         if "type" in schema:
             names = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
             self.emit(d, f"if not ({' or '.join(self.type_expr(n, v) for n in names)}): return False")
+            known = names[0] if len(names) == 1 else None
         if "maxLength" in schema or "pattern" in schema:
-            self.emit(d, f"if isinstance({v}, str):")
+            e = self.guard(known, "string", v, d)
             if "maxLength" in schema:
-                self.emit(d + 1, f"if len({v}) > {int(schema['maxLength'])}: return False")
+                self.emit(e, f"if len({v}) > {int(schema['maxLength'])}: return False")
             if "pattern" in schema:
                 rx = self.const(re.compile(schema["pattern"]))
-                self.emit(d + 1, f"if {rx}.search({v}) is None: return False")
+                self.emit(e, f"if {rx}.search({v}) is None: return False")
         if "minimum" in schema or "maximum" in schema:
-            self.emit(d, f"if {self.type_expr('number', v)}:")
+            e = self.guard(known, "number", v, d)
             if "minimum" in schema:
-                self.emit(d + 1, f"if {v} < {self.const(schema['minimum'])}: return False")
+                self.emit(e, f"if {v} < {self.const(schema['minimum'])}: return False")
             if "maximum" in schema:
-                self.emit(d + 1, f"if {v} > {self.const(schema['maximum'])}: return False")
+                self.emit(e, f"if {v} > {self.const(schema['maximum'])}: return False")
         if any(k in schema for k in ("minItems", "maxItems", "items")):
-            self.emit(d, f"if isinstance({v}, list):")
+            e = self.guard(known, "array", v, d)
             if "minItems" in schema:
-                self.emit(d + 1, f"if len({v}) < {int(schema['minItems'])}: return False")
+                self.emit(e, f"if len({v}) < {int(schema['minItems'])}: return False")
             if "maxItems" in schema:
-                self.emit(d + 1, f"if len({v}) > {int(schema['maxItems'])}: return False")
+                self.emit(e, f"if len({v}) > {int(schema['maxItems'])}: return False")
             if "items" in schema:
                 item = self.var()
-                self.emit(d + 1, f"for {item} in {v}:")
-                self.schema(schema["items"], item, d + 2)
+                self.emit(e, f"for {item} in {v}:")
+                self.schema(schema["items"], item, e + 1)
         if any(k in schema for k in ("required", "maxProperties", "properties", "additionalProperties")):
-            self.emit(d, f"if isinstance({v}, dict):")
+            e = self.guard(known, "object", v, d)
             for key in schema.get("required", ()):
-                self.emit(d + 1, f"if {key!r} not in {v}: return False")
+                self.emit(e, f"if {key!r} not in {v}: return False")
             if "maxProperties" in schema:
-                self.emit(d + 1, f"if len({v}) > {int(schema['maxProperties'])}: return False")
+                self.emit(e, f"if len({v}) > {int(schema['maxProperties'])}: return False")
             props = schema.get("properties", {})
             for key, sub in props.items():
                 item = self.var()
-                self.emit(d + 1, f"{item} = {v}.get({key!r}, _MISSING)")
-                self.emit(d + 1, f"if {item} is not _MISSING:")
-                self.emit(d + 2, "pass")
-                self.schema(sub, item, d + 2)
+                self.emit(e, f"{item} = {v}.get({key!r}, _MISSING)")
+                self.emit(e, f"if {item} is not _MISSING:")
+                self.emit(e + 1, "pass")
+                self.schema(sub, item, e + 1)
             extra = schema.get("additionalProperties", True)
-            known = self.const(frozenset(props))
+            known_keys = self.const(frozenset(props))
             if extra is False:
-                self.emit(d + 1, f"if not {known}.issuperset({v}): return False")
+                self.emit(e, f"if not {known_keys}.issuperset({v}): return False")
             elif isinstance(extra, dict):
                 key, item = self.var(), self.var()
-                self.emit(d + 1, f"for {key}, {item} in {v}.items():")
-                self.emit(d + 2, f"if {key} in {known}: continue")
-                self.schema(extra, item, d + 2)
+                self.emit(e, f"for {key}, {item} in {v}.items():")
+                self.emit(e + 1, f"if {key} in {known_keys}: continue")
+                self.schema(extra, item, e + 1)
 
 
 _MISSING = object()
@@ -133,8 +144,8 @@ def decode(payload: bytes, schema_id: str) -> dict[str, Any]:
     """Same contract as :func:`amgs.contract.decode` with a known ``schema_id``, faster on valid input."""
     if len(payload) <= contract.MAX_PAYLOAD_BYTES:
         try:
-            message = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             message = None
         if isinstance(message, dict) and message.get("schema") == schema_id and _COMPILED[schema_id](message):
             return message

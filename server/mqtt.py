@@ -5,17 +5,16 @@ broker keeps our subscriptions and queues QoS 1 messages while the collector is 
 ``manual_ack=True`` a message is acknowledged (PUBACK) only after the writer committed it: if the
 process dies first, the broker redelivers it and the idempotent insert makes that harmless.
 
-Callbacks only enqueue; subscriptions are made in ``on_connect``.
+Callbacks only enqueue; subscriptions are made in ``on_connect``. The collector runs this class in its
+receiver process (:mod:`amgs.server.receiver`), so paho's packet handling has a core of its own.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import ssl
 import threading
 import time
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -30,17 +29,18 @@ log = logging.getLogger(__name__)
 
 
 class MqttIngest:
-    """Receives into ``inbox``; ``ack`` and ``publish`` may be called from the writer thread."""
+    """Receives into ``inbox``; ``ack_many`` and ``publish`` may be called from any thread.
 
-    def __init__(self, config, inbox: queue.Queue, stats=None) -> None:
+    ``generation`` numbers the connections (from ``first_generation`` + 1): a PUBACK is only valid on the
+    connection its message came on, since packet ids are per connection.
+    """
+
+    def __init__(self, config, inbox, first_generation: int = 0) -> None:
         self.cfg = config.mqtt
-        self.queue_max = config.ingest.queue_max
         self.inbox = inbox
-        self.stats = stats
-        self.generation = 0
+        self.generation = first_generation
         self.connected = threading.Event()
         self.last_error: str | None = None
-        self.dropped_qos0 = 0
         self.v5 = self.cfg.protocol == "5"
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -89,9 +89,6 @@ class MqttIngest:
             log.warning("MQTT %s; reconnecting", self.last_error)
 
     def _on_message(self, client, userdata, message) -> None:
-        if message.qos == 0 and self.inbox.qsize() >= self.queue_max:
-            self.dropped_qos0 += 1  # crops are best effort; scores (QoS 1) are bounded by receive_maximum
-            return
         self.inbox.put(
             Incoming(
                 message.topic,
@@ -103,15 +100,18 @@ class MqttIngest:
                 self.generation,
             )
         )
-        if self.stats is not None:
-            self.stats.received += 1
 
     # ---------------------------------------------------------------- called by the writer
 
-    def ack(self, mid: int, qos: int, generation: int) -> None:
-        """PUBACK a committed message, unless it came on an earlier connection (the broker resends those)."""
-        if qos and generation == self.generation and self.connected.is_set():
-            self.client.ack(mid, qos)
+    def ack_many(self, acks: list[tuple[int, int, int]]) -> None:
+        """PUBACK committed messages ``(mid, qos, generation)``, except those that came on an earlier
+        connection (the broker resends those)."""
+        generation = self.generation
+        if not self.connected.is_set():
+            return
+        for mid, qos, gen in acks:
+            if qos and gen == generation:
+                self.client.ack(mid, qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -140,11 +140,6 @@ class MqttIngest:
         finally:
             self.client.loop_stop()
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "host": self.cfg.host,
-            "port": self.cfg.port,
-            "connected": self.connected.is_set(),
-            "last_error": self.last_error,
-            "dropped_qos0": self.dropped_qos0,
-        }
+    def state(self) -> tuple[bool, int, str | None]:
+        """(connected, generation, last error): what the receiver reports to the collector."""
+        return self.connected.is_set(), self.generation, self.last_error

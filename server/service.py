@@ -1,6 +1,7 @@
 """``amgs server run``: the collector process.
 
-Threads: paho's network loop (callbacks only enqueue), one writer (all ingest writes), uvicorn (HTTP),
+Processes: this one and its MQTT receiver (:mod:`amgs.server.receiver`: paho's network loop, callbacks
+only enqueue). Threads here: one writer (all ingest writes), uvicorn (HTTP), the link to the receiver,
 and one thread per periodic job. Shutdown (SIGTERM/SIGINT) stops intake, lets the writer commit and
 acknowledge what it holds, then stops. Under systemd (``Type=notify``) it sends ``READY=1`` once the
 database is migrated and HTTP listens, and ``WATCHDOG=1`` while the writer thread is alive.
@@ -39,7 +40,7 @@ from .app import create_app
 from .config import ServerConfig
 from .crops import CropRequester
 from .db import CollectorDB, backup, open_database
-from .mqtt import MqttIngest
+from .receiver import ReceiverProcess
 from .writer import IngestStats, Writer
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class Collector:
         self.db = open_database(config)
         self.stats = IngestStats()
         self.inbox: queue.Queue = queue.Queue()
-        self.mqtt = MqttIngest(config, self.inbox, self.stats)
+        self.mqtt = ReceiverProcess(config, self.inbox, self.stats)
         self.writer = Writer(self.db, config, self.inbox, self.mqtt, self.stats)
         self.jobs = list(jobs or [])
         self.with_http = with_http

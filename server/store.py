@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import operator
 import os
 import time
 from collections import defaultdict
@@ -94,6 +95,7 @@ INSERT_COLUMNS = (*SCORE_COLUMNS, "clock_corrected")
 _SCORE_INSERT = (
     f"INSERT INTO scores ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
 )
+_insert_values = operator.itemgetter(*INSERT_COLUMNS)
 
 
 class Ingestor:
@@ -231,7 +233,7 @@ class Ingestor:
         rows = [c.row for c in new]
         self._apply_anchors(rows, now)
         last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
-        self.conn.executemany(_SCORE_INSERT, [tuple(r[k] for k in INSERT_COLUMNS) for r in rows])
+        self.conn.executemany(_SCORE_INSERT, [_insert_values(r) for r in rows])
         for sql in _ROLLUP_ADD_NEW:
             self.conn.execute(sql, [last_rowid])
         per_device: dict[str, list[dict]] = defaultdict(list)

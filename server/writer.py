@@ -178,8 +178,7 @@ class Writer(threading.Thread):
         self.stats.last_batch_size = n
         self.stats.add(result, now)
         self.stats.last_error = None
-        for mid, qos, generation in result.acks:
-            self.mqtt.ack(mid, qos, generation)
+        self.mqtt.ack_many(result.acks)
         self.publish_watermarks(result.watermarks)
 
     def publish_watermarks(self, watermarks: dict[str, tuple[str, int]]) -> None:
