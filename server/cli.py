@@ -71,13 +71,17 @@ def run(config_path) -> None:
     """Run the collector (ingest + HTTP API + periodic jobs) until SIGTERM/SIGINT."""
     import logging
 
+    from .config import ConfigError
     from .service import run as run_service
 
     config, _ = load(config_path)
     logging.getLogger().setLevel(config.log_level)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_service(config)
+    try:
+        run_service(config)
+    except ConfigError as e:  # found while starting: e.g. a certificate that cannot be loaded
+        raise click.ClickException(str(e)) from None
 
 
 @cli.command("check-config")
@@ -85,9 +89,11 @@ def run(config_path) -> None:
 def check_config(path) -> None:
     """Validate a collector TOML and print the effective settings (secrets are not printed)."""
     from .config import ConfigError, load_config
+    from .mqtt import MqttIngest
 
     try:
         config = load_config(path)
+        MqttIngest(config, None)  # the password and certificate files load
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(config.model_dump(mode="json"), indent=2))

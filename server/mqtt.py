@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from amgs.contract import collector_subscriptions
 
+from .config import ConfigError
 from .ingest import Incoming
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,16 @@ class MqttIngest:
             c.username_pw_set(self.cfg.username, self.cfg.password())
         if self.cfg.tls is not None:
             tls = self.cfg.tls
-            c.tls_set(
-                ca_certs=str(tls.ca_file),
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+            try:
+                c.tls_set(
+                    ca_certs=str(tls.ca_file),
+                    certfile=str(tls.cert_file) if tls.cert_file else None,
+                    keyfile=str(tls.key_file) if tls.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ssl.SSLError) as e:
+                files = ", ".join(str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+                raise ConfigError(f"mqtt.tls: cannot load {files}: {e}") from None
             c.tls_insecure_set(tls.insecure)
         c.reconnect_delay_set(1, 30)
         c.max_queued_messages_set(0)

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -51,6 +52,11 @@ class ReceiverProcess:
     """
 
     def __init__(self, config, inbox: queue.Queue, stats=None) -> None:
+        from .mqtt import MqttIngest
+
+        # Build the client once here: a missing certificate or password file stops the collector at
+        # start with its message, instead of a receiver that dies again and again.
+        MqttIngest(config, None)
         self.config = config
         self.inbox = inbox
         self.stats = stats
@@ -66,6 +72,8 @@ class ReceiverProcess:
         self._pending: collections.deque = collections.deque(maxlen=PENDING_PUBLISH_MAX)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started_at = 0.0
+        self._backoff = 0.5  # doubled before each restart of a receiver that lived under a minute
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -92,6 +100,7 @@ class ReceiverProcess:
         )
         with self._send_lock:
             self._proc, self._conn, self.pid = proc, conn, proc.pid
+            self._started_at = time.monotonic()
             while self._pending:
                 conn.send(self._pending.popleft())
         log.info("MQTT receiver process %d started", proc.pid)
@@ -130,9 +139,11 @@ class ReceiverProcess:
             self._conn = None
         code = self._proc.wait()
         self.restarts += 1
-        self.last_error = f"the MQTT receiver process exited with code {code}; started a new one"
-        log.error("%s (restart %d)", self.last_error, self.restarts)
-        while not self._stopping.wait(1.0):
+        lived = time.monotonic() - self._started_at
+        self._backoff = 1.0 if lived > 60 else min(30.0, self._backoff * 2)
+        self.last_error = f"the MQTT receiver process exited with code {code}; starting a new one"
+        log.error("%s in %.0f s (restart %d)", self.last_error, self._backoff, self.restarts)
+        while not self._stopping.wait(self._backoff):
             try:
                 self._spawn()
                 return

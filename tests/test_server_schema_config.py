@@ -131,6 +131,24 @@ def test_config_file_errors(tmp_path):
         load_config(bad)
 
 
+def test_unloadable_certificate_stops_the_collector_at_start_with_its_name(tmp_path):
+    """The MQTT receiver runs in a child process; a certificate it could not load must still fail the
+    start (and `check-config`) with the file named, not leave a receiver that dies again and again."""
+    from amgs.server.cli import cli
+    from amgs.server.service import Collector
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    data = {"storage": {"state_dir": str(tmp_path / "state")}, "mqtt": {"tls": {"ca_file": str(ca)}}}
+    with pytest.raises(ConfigError, match=r"mqtt\.tls: cannot load .*ca\.pem"):
+        Collector(parse_config(data), with_http=False)
+    toml = tmp_path / "server.toml"
+    toml.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n[mqtt.tls]\nca_file = "{ca}"\n')
+    for args in (["check-config", str(toml)], ["run", "--config", str(toml)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and "mqtt.tls: cannot load" in result.output, (args, result.output)
+
+
 def test_cli_metadata_import_and_export(tmp_path):
     db = str(tmp_path / "c.db")
     run = CliRunner().invoke
