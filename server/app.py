@@ -202,6 +202,13 @@ def prometheus_text(db: CollectorDB, runtime) -> str:
         )
         _metric(
             lines,
+            "amgs_mqtt_receiver_restarts_total",
+            "counter",
+            "Times the MQTT receiver process died and was started again",
+            [({}, runtime.mqtt.restarts)],
+        )
+        _metric(
+            lines,
             "amgs_uptime_seconds",
             "gauge",
             "Seconds since the collector started",

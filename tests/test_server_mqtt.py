@@ -199,6 +199,7 @@ def test_receiver_process_killed_during_ingest_is_replaced_and_nothing_is_lost(t
         assert count(c, "SELECT committed_seq FROM devices WHERE device_id = 'd1'") == n
         health = get_json(f"http://127.0.0.1:{c.http_port}/healthz")
         assert health["mqtt"]["receiver_restarts"] == 1 and health["mqtt"]["receiver_pid"] == c.mqtt.pid
+        assert "amgs_mqtt_receiver_restarts_total 1" in get_text(f"http://127.0.0.1:{c.http_port}/metrics")
     finally:
         c.stop()
     assert not _alive(c.mqtt.pid), "the receiver outlived the collector's stop"
