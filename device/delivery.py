@@ -11,8 +11,11 @@ tracks PUBACKs by message id (``on_publish``), and deletes records when delivery
 * ``confirm = "broker"``: a PUBACK deletes the record (hop by hop only).
 
 After an outage the backlog drains at full speed in order; new scores simply join the end of it.
-In collector mode every (re)connect restarts sending at the collector's watermark, so a broker that lost
-its queue in a crash costs re-sends, never order.
+Every (re)connect restarts sending at the watermark (collector mode) or at the oldest record not yet
+PUBACKed, so a broker that lost its queue in a crash costs re-sends, never order. Each connection gets a
+fresh paho client: paho would otherwise re-publish, the moment it reconnects, the messages that were in
+flight when the link dropped, ahead of the older records this thread re-sends, and the collector would
+see them out of order. Reconnecting (with backoff) is therefore this thread's job, not paho's.
 """
 
 from __future__ import annotations
@@ -94,14 +97,27 @@ class Delivery:
         self._status_due = 0.0
         self._stats_due = 0.0
         self._more = True  # the outbox may hold more than one window
+        self.client_gen = 0  # numbers the paho clients; events of a replaced one are ignored
+        self._connect_at: float | None = time.monotonic()  # start the (next) client then
+        self._reconnect_delay = cfg.mqtt.reconnect_min_s
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ client and callbacks
 
     def _make_client(self) -> mqtt.Client:
+        """A client for one connection (paho retries the first connect with backoff, never a reconnect)."""
+        self.client_gen += 1
+        gen = self.client_gen
+
+        def put(*event: Any) -> None:
+            self.events.put(("mqtt", gen, *event))
+
         m = self.cfg.mqtt
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"amgs-device-{self.cfg.device.id}", clean_session=True
+            CallbackAPIVersion.VERSION2,
+            client_id=f"amgs-device-{self.cfg.device.id}",
+            clean_session=True,
+            reconnect_on_failure=False,
         )
         client.max_inflight_messages_set(self.window)
         client.max_queued_messages_set(0)
@@ -114,13 +130,26 @@ class Delivery:
         will = self.status_fn("offline")
         will["reason"] = "connection lost without a clean stop (last will): crash, power cut or network"
         client.will_set(self.topics["status"], encode(will), qos=1, retain=True)
-        client.on_connect = lambda c, u, flags, rc, props: self.events.put(("connect", rc))
-        client.on_disconnect = lambda c, u, flags, rc, props: self.events.put(("disconnect", rc))
-        client.on_connect_fail = lambda c, u: self.events.put(("connect_fail",))
-        client.on_subscribe = lambda c, u, mid, rcs, props: self.events.put(("subscribed", mid))
-        client.on_publish = lambda c, u, mid, rc, props: self.events.put(("puback", mid))
-        client.on_message = lambda c, u, msg: self.events.put(("message", msg.topic, msg.payload, msg.retain))
+        client.on_connect = lambda c, u, flags, rc, props: put("connect", rc)
+        client.on_disconnect = lambda c, u, flags, rc, props: put("disconnect", rc)
+        client.on_connect_fail = lambda c, u: put("connect_fail")
+        client.on_subscribe = lambda c, u, mid, rcs, props: put("subscribed", mid)
+        client.on_publish = lambda c, u, mid, rc, props: put("puback", mid)
+        client.on_message = lambda c, u, msg: put("message", msg.topic, msg.payload, msg.retain)
         return client
+
+    def _start_client(self) -> None:
+        m = self.cfg.mqtt
+        self._connect_at = None
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
+        self.client.loop_start()
+
+    def _replace_client(self) -> None:
+        """The connection is gone or could not be made: drop the client with what it still held in flight
+        (its thread ends by itself: paho does not reconnect it) and connect a new one after the backoff."""
+        self.client = self._make_client()
+        self._connect_at = time.monotonic() + self._reconnect_delay
+        self._reconnect_delay = min(self.cfg.mqtt.reconnect_max_s, self._reconnect_delay * 2)
 
     # ------------------------------------------------------------------ control (agent thread)
 
@@ -149,14 +178,16 @@ class Delivery:
 
     def _run(self) -> None:
         self.outbox = Outbox(self.outbox_path, self.cfg.storage.outbox_max_records)
-        m = self.cfg.mqtt
-        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
-        self.client.loop_start()
         flush_deadline: float | None = None
         try:
             while True:
+                if self._connect_at is not None and time.monotonic() >= self._connect_at:
+                    self._start_client()
                 # Wake at once for events (PUBACKs, new records, acks); poll fast only while a backlog drains.
-                self._handle_events(0.005 if self._more and self._can_send() else 0.5)
+                wait = 0.005 if self._more and self._can_send() else 0.5
+                if self._connect_at is not None:
+                    wait = max(0.0, min(wait, self._connect_at - time.monotonic()))
+                self._handle_events(wait)
                 if self._stop.is_set():
                     if flush_deadline is None:
                         flush_deadline = time.monotonic() + self.cfg.delivery.flush_timeout_s
@@ -187,19 +218,27 @@ class Delivery:
                 break
         confirmed: list[int] = []
         for event in events:
+            if event[0] == "mqtt":
+                if event[1] != self.client_gen:
+                    continue  # from a client already replaced
+                event = event[2:]
             kind = event[0]
             if kind == "connect":
                 self._on_connect(event[1])
             elif kind == "disconnect":
                 if self.connected:
-                    log.warning("MQTT connection lost (%s); reconnecting with backoff", event[1])
+                    log.warning(
+                        "MQTT connection lost (%s); reconnecting in %.0f s", event[1], self._reconnect_delay
+                    )
                 self.connected = False
                 self.subscribed_at = None
+                self._replace_client()
             elif kind == "connect_fail":
                 error = f"cannot reach the MQTT broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}; retrying"
                 if self.stats["last_error"] != error:
                     log.warning("%s", error)
                 self.stats["last_error"] = error
+                self._replace_client()
             elif kind == "subscribed":
                 self.subscribed_at = time.monotonic()
             elif kind == "puback":
@@ -230,16 +269,16 @@ class Delivery:
         self.connected = True
         self.collector_live = False
         self._more = True
+        self._reconnect_delay = self.cfg.mqtt.reconnect_min_s
         self.stats["last_error"] = None
-        if self.collector_mode:
-            # A broker that crashed may have lost records it had already PUBACKed. Start again from the
-            # collector's watermark (retained, it arrives right after the subscription) so the collector
-            # receives them in order instead of seeing newer records first and a gap filled later.
-            # paho's own re-sends of its in-flight messages are harmless duplicates (same msg_id).
-            self.inflight.clear()
-            self.sent_at.clear()
-            self.pubacked.clear()
-            self.send_after = 0
+        # Start again from the oldest record not confirmed: in collector mode from the collector's watermark
+        # (retained, it arrives right after the subscription), since a broker that crashed may have lost
+        # records it had already PUBACKed; so the collector receives them in order instead of seeing newer
+        # records first and a gap filled later. This client is new: nothing of the old one is re-sent.
+        self.inflight.clear()
+        self.sent_at.clear()
+        self.pubacked.clear()
+        self.send_after = 0
         self.client.subscribe([(self.topics["ack"], 1), (self.topics["command"], 1)])
         self._status_due = 0.0
 
