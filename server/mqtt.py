@@ -106,7 +106,7 @@ class MqttIngest:
             )
         )
 
-    # ---------------------------------------------------------------- called by the writer
+    # ---------------------------------------------------------------- called by the receiver's command loop
 
     def ack_many(self, acks: list[tuple[int, int, int]]) -> None:
         """PUBACK committed messages ``(mid, qos, generation)``, except those that came on an earlier

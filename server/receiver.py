@@ -17,6 +17,7 @@ The no-loss rule is unchanged: a message is PUBACKed only after the writer commi
 connection it came on. If the receiver dies, the collector starts a new one (its connections get new
 generation numbers, so late acks for the dead one's messages are dropped and the broker redelivers
 them); if the collector dies, the receiver sees end-of-file and exits without acknowledging anything.
+The receiver ignores SIGINT and SIGTERM: it stops when the collector says so or goes away.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -257,6 +259,10 @@ def serve(conn: Connection) -> int:
     """The receiver's main loop: obey the collector until it says stop or goes away."""
     from .mqtt import MqttIngest
 
+    # Ctrl-C in a terminal and systemd's stop signal reach the whole process group: the receiver leaves
+    # stopping to the collector, which first commits and acknowledges what it holds.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup = conn.recv()
     logging.basicConfig(
         level=setup["log_level"], format="%(asctime)s %(levelname)s %(name)s[receiver]: %(message)s"

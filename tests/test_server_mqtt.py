@@ -357,15 +357,20 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_on_sigterm(tmp_path, 
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "collector.log", "ab"),
+        start_new_session=True,
     )
     try:
         seen = [sock.recv(100).decode() for _ in range(3)]
         assert seen[0] == "READY=1" and seen[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
-        proc.send_signal(signal.SIGTERM)
+        receivers = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)  # as systemd does: every process of the service gets it
         while (message := sock.recv(100).decode()) == "WATCHDOG=1":
             pass
         assert message == "STOPPING=1"
         assert proc.wait(20) == 0
+        assert receivers and not any(_alive(pid) for pid in receivers)
+        log = (tmp_path / "collector.log").read_text()
+        assert "Traceback" not in log and "receiver process exited" not in log, log
     finally:
         if proc.poll() is None:
             proc.kill()
