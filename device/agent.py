@@ -26,7 +26,6 @@ from amgs.device.crops import CropStore
 from amgs.device.delivery import Delivery
 from amgs.device.health import ClockInfo, Health, status_message
 from amgs.device.outbox import Outbox
-from amgs.device.sdnotify import Notifier
 from amgs.device.selection import Selection, ViewSelector
 from amgs.device.sources import (
     BadFrame,
@@ -39,6 +38,7 @@ from amgs.device.sources import (
 )
 from amgs.preprocess import to_model_input
 from amgs.scoring import Scorer
+from amgs.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.sqlite3"

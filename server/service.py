@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
+
+from amgs.sdnotify import Notifier
 
 from .app import create_app
 from .config import ServerConfig
@@ -97,21 +97,6 @@ def provided_jobs(config: ServerConfig) -> list[PeriodicJob]:
         if provider is not None:
             jobs.extend(provider(config) or [])
     return jobs
-
-
-def sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about readiness / watchdog; a no-op elsewhere."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(address)
-            s.sendall(message.encode())
-    except OSError as e:
-        log.debug("sd_notify failed: %s", e)
 
 
 class Collector:
@@ -218,17 +203,17 @@ class Collector:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         self.start()
-        sd_notify("READY=1")
-        watchdog_us = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        interval = watchdog_us / 2e6 if watchdog_us else 5.0
-        while not stop.wait(interval):
+        systemd = Notifier()
+        systemd.ready()
+        while not stop.wait(systemd.watchdog_interval_s or 5.0):
             if self.writer.is_alive() and time.time() - self.writer.alive_at < 60:
-                sd_notify("WATCHDOG=1")
+                systemd.notify("WATCHDOG=1")
             else:
                 log.error("writer thread is stuck or dead: withholding the watchdog so systemd restarts us")
-        sd_notify("STOPPING=1")
+        systemd.stopping()
         log.info("stopping: committing what is received, then closing")
         self.stop()
+        systemd.close()
 
 
 def run(config: ServerConfig) -> None:

@@ -20,7 +20,6 @@ from amgs.device.config import ConfigError, SelectionSection, ViewSection, load_
 from amgs.device.detector import best_box
 from amgs.device.health import ClockInfo, Health, boot_id, status_message
 from amgs.device.outbox import Outbox
-from amgs.device.sdnotify import Notifier
 from amgs.device.selection import ViewSelector
 from amgs.device.sources import (
     BadFrame,
@@ -31,6 +30,7 @@ from amgs.device.sources import (
     SourceExhausted,
     time_from_name,
 )
+from amgs.sdnotify import Notifier
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "device.toml"
 

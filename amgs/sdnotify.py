@@ -1,8 +1,8 @@
 """A minimal sd_notify(3): tell systemd we are ready, alive (watchdog) and stopping.
 
-Without $NOTIFY_SOCKET (not run by systemd with Type=notify) every call is a no-op, so the agent
-runs the same from a shell. The watchdog interval comes from $WATCHDOG_USEC; the main loop pings at
-half of it.
+Used by both services (the device agent and the collector). Without $NOTIFY_SOCKET (not run by
+systemd with Type=notify) every call is a no-op, so they run the same from a shell. The watchdog
+interval comes from $WATCHDOG_USEC; the main loop pings at half of it.
 """
 
 from __future__ import annotations
