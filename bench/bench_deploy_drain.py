@@ -25,7 +25,7 @@ from deploy_site import (  # noqa: E402
     Client,
     Proc,
     Site,
-    http_ok,
+    collector_subscribed,
     new_site_root,
     score_message,
     wait_until,
@@ -68,7 +68,10 @@ def one_run(n: int, inflight: int) -> dict:
         server = [AMGS, "server", "run", "--config", str(site.amgs_etc / "server.toml")]
         collector = Proc(server, root / "collector.log").start()
         wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{http_port}/healthz"), 60, "collector up", proc=collector
+            lambda: collector_subscribed(f"http://127.0.0.1:{http_port}"),
+            60,
+            "collector subscribed",
+            proc=collector,
         )
         collector.stop()  # its persistent session stays on the broker
 

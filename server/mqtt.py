@@ -70,6 +70,8 @@ class MqttIngest:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        self._subscription: int | None = None
         self.client = c
 
     # ---------------------------------------------------------------- callbacks (enqueue only)
@@ -84,7 +86,19 @@ class MqttIngest:
         log.info(
             "connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present
         )
-        client.subscribe([(topic, 1) for topic in collector_subscriptions(self.cfg.site)])
+        self._subscription = client.subscribe([(t, 1) for t in collector_subscriptions(self.cfg.site)])[1]
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """``connected`` means subscribed: only then do scores reach us (a new session queues nothing before)."""
+        if mid != self._subscription:
+            return
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            self.last_error = (
+                f"broker refused the subscription ({', '.join(refused)}): check the collector's ACL"
+            )
+            log.error("%s", self.last_error)
+            return
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

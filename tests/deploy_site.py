@@ -314,13 +314,15 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.2, proc: Pr
         time.sleep(interval)
 
 
-def http_ok(url: str) -> bool:
+def collector_subscribed(base: str) -> bool:
+    """The collector answers and its MQTT subscription is in place (a new session queues nothing before)."""
+    import json
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+            return bool(json.load(r)["mqtt"]["connected"])
+    except (OSError, ValueError, KeyError):
         return False
 
 

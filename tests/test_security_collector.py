@@ -17,7 +17,7 @@ from deploy_site import (
     Client,
     Proc,
     Site,
-    http_ok,
+    collector_subscribed,
     new_site_root,
     score_message,
     wait_until,
@@ -52,7 +52,7 @@ def stack():
     )
     collector.start()
     base = f"http://127.0.0.1:{http_port}"
-    wait_until(lambda: http_ok(f"{base}/healthz"), 60, "collector HTTP up", proc=collector)
+    wait_until(lambda: collector_subscribed(base), 60, "collector up and subscribed", proc=collector)
     yield site, base, root / "collector" / "collector.db", collector
     collector.stop()
     site.stop()
