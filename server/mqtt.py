@@ -71,6 +71,7 @@ class MqttIngest:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_connect_fail = self._on_connect_fail
         self._subscription: int | None = None
         self.client = c
 
@@ -100,6 +101,12 @@ class MqttIngest:
             log.error("%s", self.last_error)
             return
         self.connected.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        error = f"cannot reach the broker at {self.cfg.host}:{self.cfg.port}; retrying"
+        if self.last_error != error:
+            log.warning("%s", error)
+        self.last_error = error
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()

@@ -219,6 +219,24 @@ def _children(pid: int) -> list[int]:
         return [int(x) for x in f.read().split()]
 
 
+def test_collector_started_before_the_broker_says_so_then_connects(tmp_path, broker):
+    broker.stop()
+    c = Collector(server_config(tmp_path, broker)).start()
+    try:
+        health = wait_for(
+            lambda: (h := get_json(f"http://127.0.0.1:{c.http_port}/healthz"))["mqtt"]["last_error"] and h,
+            what="the unreachable broker reported",
+        )
+        assert health["status"] == "degraded" and f":{broker.port}" in health["mqtt"]["last_error"]
+        broker.start()
+        wait_for(c.mqtt.connected.is_set, timeout=60, what="connected once the broker is up")
+        publish(broker, [loadgen.score_message("d1", s) for s in range(1, 11)])
+        wait_for(lambda: count(c) == 10, what="scores stored")
+        assert get_json(f"http://127.0.0.1:{c.http_port}/healthz")["mqtt"]["last_error"] is None
+    finally:
+        c.stop()
+
+
 def _ack_seen(watcher):
     ack = watcher.json(ack_topic("lab", "d1"))
     return ack["committed_seq"] if ack else 0
