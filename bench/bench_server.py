@@ -3,6 +3,7 @@ and time-course query latency on a synthetic 100 cages x 90 days database, print
 
     .venv/bin/python bench/bench_server.py                 # full run (a few minutes)
     .venv/bin/python bench/bench_server.py --quick         # smaller, for a smoke check
+    .venv/bin/python bench/bench_server.py --ingest-only   # the ingest part alone (~30 s)
 
 Ingest is measured as a backlog drain, the collector's hardest realistic load (a broker holding a day of
 scores after an outage): the collector's persistent session is created, the collector stopped, N scores
@@ -235,6 +236,9 @@ def main() -> None:
         "--per-message", type=int, default=None, help="scores for the one-commit-per-message drain"
     )
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument(
+        "--ingest-only", action="store_true", help="skip the query part (no 90-day database build)"
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     n_batched = args.messages or (5000 if args.quick else 50000)
@@ -268,6 +272,8 @@ def main() -> None:
         " process (writer), recv CPU = its MQTT receiver process, msg/CPU-s = scores per CPU-second of both"
     )
 
+    if args.ingest_only:
+        return
     print(f"\n## time-course queries (synthetic 100 cages x {days} days; {args.repeats} runs each)")
     t0 = time.perf_counter()
     config, db, end = build_query_db(work / "query-state", days=days)
