@@ -89,11 +89,11 @@ def run(config_path) -> None:
 def check_config(path) -> None:
     """Validate a collector TOML and print the effective settings (secrets are not printed)."""
     from .config import ConfigError, load_config
-    from .mqtt import MqttIngest
+    from .mqtt import check_settings
 
     try:
         config = load_config(path)
-        MqttIngest(config, None)  # the password and certificate files load
+        check_settings(config)  # the password and certificate files load
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(config.model_dump(mode="json"), indent=2))

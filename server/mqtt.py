@@ -169,3 +169,9 @@ class MqttIngest:
     def state(self) -> tuple[bool, int, str | None]:
         """(connected, generation, last error): what the receiver reports to the collector."""
         return self.connected.is_set(), self.generation, self.last_error
+
+
+def check_settings(config) -> None:
+    """Build the client once, without connecting: a password or certificate file that cannot be loaded
+    raises ConfigError naming it (at start and in ``amgs server check-config``, not in the receiver)."""
+    MqttIngest(config, None)

@@ -54,11 +54,9 @@ class ReceiverProcess:
     """
 
     def __init__(self, config, inbox: queue.Queue, stats=None) -> None:
-        from .mqtt import MqttIngest
+        from .mqtt import check_settings
 
-        # Build the client once here: a missing certificate or password file stops the collector at
-        # start with its message, instead of a receiver that dies again and again.
-        MqttIngest(config, None)
+        check_settings(config)  # fail here, with the file named, not in a receiver that dies again and again
         self.config = config
         self.inbox = inbox
         self.stats = stats
@@ -105,6 +103,8 @@ class ReceiverProcess:
             self._started_at = time.monotonic()
             while self._pending:
                 conn.send(self._pending.popleft())
+            if self._stopping.is_set():  # stop() came while this one was starting
+                conn.send(("stop",))
         log.info("MQTT receiver process %d started", proc.pid)
 
     def _supervise(self) -> None:
@@ -169,15 +169,17 @@ class ReceiverProcess:
 
     # ---------------------------------------------------------------- called by the writer and jobs
 
-    def _send(self, message: tuple) -> bool:
+    def _send(self, message: tuple, keep: bool = False) -> None:
+        """Send to the receiver; when none runs, ``keep`` holds the message for the next one."""
         with self._send_lock:
-            if self._conn is None:
-                return False
-            try:
-                self._conn.send(message)
-                return True
-            except OSError:
-                return False  # the receiver is gone; _supervise notices and starts a new one
+            if self._conn is not None:
+                try:
+                    self._conn.send(message)
+                    return
+                except OSError:
+                    pass  # the receiver is gone; _supervise notices and starts a new one
+            if keep:
+                self._pending.append(message)
 
     def ack_many(self, acks: list[tuple[int, int, int]]) -> None:
         """PUBACK committed messages; acks for a dead receiver's connection are moot (redelivered)."""
@@ -185,15 +187,7 @@ class ReceiverProcess:
             self._send(("ack", acks))
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        message = ("publish", topic, payload, qos, retain)
-        with self._send_lock:
-            if self._conn is not None:
-                try:
-                    self._conn.send(message)
-                    return
-                except OSError:
-                    pass
-            self._pending.append(message)  # sent by the next receiver
+        self._send(("publish", topic, payload, qos, retain), keep=True)
 
     def describe(self) -> dict[str, Any]:
         mqtt = self.config.mqtt
