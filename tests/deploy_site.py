@@ -316,12 +316,10 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.2, proc: Pr
 
 def collector_subscribed(base: str) -> bool:
     """The collector answers and its MQTT subscription is in place (a new session queues nothing before)."""
-    import json
-    import urllib.request
+    from server_support import get_json
 
     try:
-        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
-            return bool(json.load(r)["mqtt"]["connected"])
+        return bool(get_json(f"{base}/healthz")["mqtt"]["connected"])
     except (OSError, ValueError, KeyError):
         return False
 

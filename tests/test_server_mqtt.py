@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from server_support import Watcher, get_json, get_text, server_config, wait_for
@@ -208,15 +209,14 @@ def test_receiver_process_killed_during_ingest_is_replaced_and_nothing_is_lost(t
 def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
     try:
-        status = open(f"/proc/{pid}/status").read()
+        status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status and "\nState:\tX" not in status
 
 
 def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(x) for x in f.read().split()]
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def test_collector_started_before_the_broker_says_so_then_connects(tmp_path, broker):
