@@ -155,9 +155,9 @@ ROOM_COMMANDS = (
     # (module, click object, command name); a later entry with the same name replaces an earlier one.
     ("amgs.models.cli", "cli", "model"),
     ("amgs.device.cli", "cli", "device"),
-    ("amgs.server.cli", "cli", "server"),
-    ("amgs.server.provision", "cli", "provision"),
-    ("amgs.server.demo", "cli", "demo"),
+    ("amgs.server.cli.main", "cli", "server"),
+    ("amgs.deploy.provision", "cli", "provision"),
+    ("amgs.demo.run", "cli", "demo"),
 )
 
 

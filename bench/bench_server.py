@@ -32,12 +32,12 @@ import numpy as np
 
 from amgs.broker import LocalBroker
 from amgs.contract import AU_KEYS
-from amgs.server import loadgen
-from amgs.server import timecourse as tc
+from amgs.demo import loadgen
 from amgs.server.config import parse_config
-from amgs.server.db import ROLLUP_SUMS, SCORE_COLUMNS, open_database
-from amgs.server.ingest import score_row
+from amgs.server.ingest.classify import score_row
+from amgs.server.query import timecourse as tc
 from amgs.server.service import Collector
+from amgs.server.storage.db import ROLLUP_SUMS, SCORE_COLUMNS, open_database
 
 # ------------------------------------------------------------------ ingest
 

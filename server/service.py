@@ -1,6 +1,6 @@
 """``amgs server run``: the collector process.
 
-Processes: this one and its MQTT receiver (:mod:`amgs.server.receiver`: paho's network loop, callbacks
+Processes: this one and its MQTT receiver (:mod:`amgs.server.ingest.receiver`: paho's network loop, callbacks
 only enqueue). Threads here: one writer (all ingest writes), uvicorn (HTTP), the link to the receiver,
 and one thread per periodic job. Shutdown (SIGTERM/SIGINT) stops intake, lets the writer commit and
 acknowledge what it holds, then stops. Under systemd (``Type=notify``) it sends ``READY=1`` once the
@@ -35,13 +35,13 @@ from dataclasses import dataclass
 import uvicorn
 
 from amgs.sdnotify import Notifier
+from amgs.server.http.app import create_app
+from amgs.server.ingest.crops import CropRequester
+from amgs.server.ingest.receiver import ReceiverProcess
+from amgs.server.ingest.writer import IngestStats, Writer
+from amgs.server.storage.db import CollectorDB, backup, open_database
 
-from .app import create_app
 from .config import ServerConfig
-from .crops import CropRequester
-from .db import CollectorDB, backup, open_database
-from .receiver import ReceiverProcess
-from .writer import IngestStats, Writer
 
 log = logging.getLogger(__name__)
 

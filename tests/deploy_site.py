@@ -114,7 +114,7 @@ class Site:
 
     # ------------------------------------------------------------------ provisioning
     def provision(self, *args: str):
-        from amgs.server.provision import cli
+        from amgs.deploy.provision import cli
 
         result = CliRunner().invoke(cli, ["--config", str(self.config_path), *args], catch_exceptions=False)
         return result

@@ -7,9 +7,9 @@ import time
 
 from amgs.server.alerts.service import AlertRunner
 from amgs.server.config import parse_config
-from amgs.server.db import open_database
-from amgs.server.metadata import save
-from amgs.server.store import Ingestor
+from amgs.server.ingest.store import Ingestor
+from amgs.server.query.metadata import save
+from amgs.server.storage.db import open_database
 from tests.alert_helpers import SITE, at, score, status
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from deploy_site import IS_ROOT, Site, new_site_root
 
 from amgs import contract
-from amgs.server import provision
+from amgs.deploy import provision
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None or shutil.which("openssl") is None,

@@ -217,7 +217,7 @@ def rig_factory(synth_set):
     made: list[Rig] = []
 
     def make(n_frames: int, realtime: bool) -> Rig:
-        from amgs.server.provision import to_toml
+        from amgs.deploy.provision import to_toml
 
         root = new_site_root("amgs-netns-")
         link = Link()

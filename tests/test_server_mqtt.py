@@ -18,7 +18,7 @@ import pytest
 from server_support import Watcher, get_json, get_text, server_config, wait_for
 
 from amgs.contract import ack_topic, decode, score_topic, status_topic
-from amgs.server import loadgen
+from amgs.demo import loadgen
 from amgs.server.service import Collector, PeriodicJob
 
 
@@ -399,7 +399,7 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
     from server_support import http_error
 
     from amgs.contract import command_topic, crop_topic
-    from amgs.server.crops import CropRequester
+    from amgs.server.ingest.crops import CropRequester
     from amgs.server.service import JobContext
 
     now = time.time()
@@ -445,7 +445,7 @@ def test_an_unexpected_error_on_one_message_quarantines_it_and_keeps_the_rest(co
     """Fault injection: storing one device's status raises (a stand-in for a bug); the batch is retried
     message by message, that message is quarantined with the error, every score is stored."""
     from amgs.contract import encode
-    from amgs.server.store import Ingestor
+    from amgs.server.ingest.store import Ingestor
 
     original = Ingestor._store_status
 

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from server_support import server_config
 
 from amgs.cli import main
-from amgs.server import loadgen
+from amgs.demo import loadgen
 from amgs.server.config import ConfigError, load_config, parse_config
-from amgs.server.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, DatabaseError, open_database
-from amgs.server.ingest import score_row
+from amgs.server.ingest.classify import score_row
+from amgs.server.storage.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, DatabaseError, open_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,9 +54,9 @@ def test_migration_from_version_1_keeps_data_backfills_rollups_and_backs_up(tmp_
 
 
 def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
-    from amgs.server.db import ROLLUP_SUMS, ROLLUP_TABLES, rollup_select
-    from amgs.server.ingest import Incoming
-    from amgs.server.store import Ingestor
+    from amgs.server.ingest.classify import Incoming
+    from amgs.server.ingest.store import Ingestor
+    from amgs.server.storage.db import ROLLUP_SUMS, ROLLUP_TABLES, rollup_select
 
     config = server_config(tmp_path)
     db = CollectorDB(config.storage.db_path)
@@ -134,7 +134,7 @@ def test_config_file_errors(tmp_path):
 def test_unloadable_certificate_stops_the_collector_at_start_with_its_name(tmp_path):
     """The MQTT receiver runs in a child process; a certificate it could not load must still fail the
     start (and `check-config`) with the file named, not leave a receiver that dies again and again."""
-    from amgs.server.cli import cli
+    from amgs.server.cli.main import cli
     from amgs.server.service import Collector
 
     ca = tmp_path / "ca.pem"
@@ -179,8 +179,8 @@ def test_cli_metadata_import_and_export(tmp_path):
     assert "line 3" in result.output and "line 4" in result.output and "kind" in result.output
     assert len(ok("event", "list").splitlines()) == 2  # nothing of the broken file was imported
 
-    from amgs.server.ingest import Incoming
-    from amgs.server.store import Ingestor
+    from amgs.server.ingest.classify import Incoming
+    from amgs.server.ingest.store import Ingestor
 
     config = server_config(tmp_path)
     ing = Ingestor(CollectorDB(db), config)

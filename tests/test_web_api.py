@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from amgs.server.app import create_app
 from amgs.server.config import parse_config
-from amgs.server.db import open_database
-from amgs.server.metadata import save
-from amgs.server.store import Ingestor
+from amgs.server.http.app import create_app
+from amgs.server.ingest.store import Ingestor
+from amgs.server.query.metadata import save
+from amgs.server.storage.db import open_database
 from tests.alert_helpers import SITE, at, score
 from tests.web_helpers import Served, http
 

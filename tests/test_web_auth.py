@@ -10,9 +10,9 @@ import pytest
 import sqlite_utils
 
 from amgs.server.alerts.rules import Condition
-from amgs.server.app import create_app
 from amgs.server.config import parse_config
-from amgs.server.db import open_database
+from amgs.server.http.app import create_app
+from amgs.server.storage.db import open_database
 from amgs.server.web import auth
 from tests.web_helpers import Served, http
 

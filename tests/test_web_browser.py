@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from amgs.server.demo import Demo
+from amgs.demo.run import Demo
 from tests.web_helpers import ARTIFACTS, http, launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""Snapshots for the alert rules, read from the collector's tables (see ``amgs.server.db``).
+"""Snapshots for the alert rules, read from the collector's tables (see ``amgs.server.storage.db``).
 
 Pain windows use the raw ``scores`` rows (exact windows; raw scores are kept far longer than any
 window), baselines use the collector's own baseline definition (``timecourse.baseline``) so the alert
@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from ..timecourse import Source, baseline, first_event
+from amgs.server.query.timecourse import Source, baseline, first_event
+
 from .config import AlertsConfig
 from .rules import CageSnapshot, DeviceSnapshot, WindowStats
 

@@ -1,6 +1,6 @@
 """JSON (and CSV) endpoints the dashboard pages draw from, under ``/api/web``.
 
-Time courses come from the collector's own queries (``amgs.server.timecourse``); this module only
+Time courses come from the collector's own queries (``amgs.server.query.timecourse``); this module only
 picks parameters, adds alert state, and formats downloads.
 """
 
@@ -15,8 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
-from ..alerts.engine import AlertNotFound
-from ..timecourse import (
+from amgs.server.query.timecourse import (
     QueryError,
     Source,
     animal_row,
@@ -29,6 +28,8 @@ from ..timecourse import (
     iso,
     parse_bin,
 )
+
+from ..alerts.engine import AlertNotFound
 from . import data
 from .auth import Principal
 from .context import WebContext, api_actor, api_viewer, context

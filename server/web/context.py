@@ -15,8 +15,8 @@ from ..alerts.engine import AlertEngine
 from .auth import Principal, check_csrf, principal
 from .config import WebConfig
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 @dataclass

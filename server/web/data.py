@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from amgs.server.query.timecourse import iso, overview
+
 from ..alerts.config import SEVERITY_RANK, AlertsConfig
 from ..alerts.store import ALERTS, alert_events, list_alerts
-from ..timecourse import iso, overview
 
 STATES = ("alert", "device offline", "elevated", "no data", "ok")
 

@@ -34,7 +34,7 @@ def install(
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
-    from .. import access
+    from amgs.server.http import access
 
     app.dependency_overrides[access.require_viewer] = api_viewer
     app.dependency_overrides[access.require_editor] = api_actor

@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from amgs import __version__
 from amgs.contract import crop_topic, format_time, new_msg_id
 
-from .demo_study import CURVE_MODEL, DemoAnimal, FaceBank, bank_score, curve_score
+from .study import CURVE_MODEL, DemoAnimal, FaceBank, bank_score, curve_score
 
 IMAGES_PER_HOUR = 12
 REJECT_REASONS = ("no_face", "blur", "too_dark", "asleep")

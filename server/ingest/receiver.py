@@ -3,7 +3,7 @@
 Parsing MQTT packets in paho costs about as much CPU per score as validating and storing it, and one
 Python process runs Python code on one core at a time; with both in one process the collector topped
 out near 8,000 scores/s. So :class:`ReceiverProcess` (in the collector) starts
-``python -m amgs.server.receiver`` and talks to it over a socket pair, pickled messages in both
+``python -m amgs.server.ingest.receiver`` and talks to it over a socket pair, pickled messages in both
 directions (``multiprocessing.connection.Connection``)::
 
     collector -> receiver   setup {config, first_generation, log_level}   (first message)
@@ -34,7 +34,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .ingest import Incoming
+from .classify import Incoming
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ReceiverProcess:
         ours, theirs = socket.socketpair()
         with theirs:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "amgs.server.receiver", str(theirs.fileno())],
+                [sys.executable, "-m", "amgs.server.ingest.receiver", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -285,7 +285,7 @@ def serve(conn: Connection) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print(
-            "usage: python -m amgs.server.receiver FD (started by the collector, not by hand)",
+            "usage: python -m amgs.server.ingest.receiver FD (started by the collector, not by hand)",
             file=sys.stderr,
         )
         return 2

@@ -16,8 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from amgs.contract import ID_PATTERN, format_time
-
-from .db import EVENT_KINDS, rollback
+from amgs.server.storage.db import EVENT_KINDS, rollback
 
 
 class MetadataError(ValueError):

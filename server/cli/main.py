@@ -27,8 +27,8 @@ def _config_path(path: Path | None) -> Path | None:
 
 def load(config_path: Path | None, db_path: Path | None = None):
     """(config, CollectorDB) or a ClickException saying what is wrong."""
-    from .config import ConfigError, load_config
-    from .db import CollectorDB, DatabaseError, open_database
+    from amgs.server.config import ConfigError, load_config
+    from amgs.server.storage.db import CollectorDB, DatabaseError, open_database
 
     try:
         config = load_config(_config_path(config_path))
@@ -71,8 +71,8 @@ def run(config_path) -> None:
     """Run the collector (ingest + HTTP API + periodic jobs) until SIGTERM/SIGINT."""
     import logging
 
-    from .config import ConfigError
-    from .service import run as run_service
+    from amgs.server.config import ConfigError
+    from amgs.server.service import run as run_service
 
     config, _ = load(config_path)
     logging.getLogger().setLevel(config.log_level)
@@ -88,8 +88,8 @@ def run(config_path) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def check_config(path) -> None:
     """Validate a collector TOML and print the effective settings (secrets are not printed)."""
-    from .config import ConfigError, load_config
-    from .mqtt import check_settings
+    from amgs.server.config import ConfigError, load_config
+    from amgs.server.ingest.mqtt import check_settings
 
     try:
         config = load_config(path)
@@ -114,7 +114,7 @@ def migrate(config_path, db_path) -> None:
 @click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path), default=None)
 def backup(config_path, db_path, dest) -> None:
     """Copy the live database (consistent while the collector runs) into the backups folder."""
-    from .db import backup as do_backup
+    from amgs.server.storage.db import backup as do_backup
 
     config, db = load(config_path, db_path)
     path = do_backup(
@@ -128,8 +128,8 @@ def backup(config_path, db_path, dest) -> None:
 @db_option
 def devices(config_path, db_path) -> None:
     """Devices: state, last seen, watermark, gaps."""
-    from .metadata import list_rows
-    from .timecourse import iso
+    from amgs.server.query.metadata import list_rows
+    from amgs.server.query.timecourse import iso
 
     _, db = load(config_path, db_path)
     rows = list_rows(db.local().conn, "devices")
@@ -147,7 +147,7 @@ def devices(config_path, db_path) -> None:
 
 
 def _kind_group(kind: str, name: str, help_text: str) -> click.Group:
-    from .metadata import KINDS
+    from amgs.server.query.metadata import KINDS
 
     model = KINDS[kind][0]
 
@@ -158,7 +158,7 @@ def _kind_group(kind: str, name: str, help_text: str) -> click.Group:
     pk = KINDS[kind][2]
 
     def add(config_path, db_path, **fields) -> None:
-        from .metadata import MetadataError, save
+        from amgs.server.query.metadata import MetadataError, save
 
         config, db = load(config_path, db_path)
         data = {k: v for k, v in fields.items() if v is not None}
@@ -181,7 +181,7 @@ def _kind_group(kind: str, name: str, help_text: str) -> click.Group:
     @config_option
     @db_option
     def list_(config_path, db_path) -> None:
-        from .metadata import list_rows
+        from amgs.server.query.metadata import list_rows
 
         _, db = load(config_path, db_path)
         for row in list_rows(db.local().conn, kind):
@@ -192,7 +192,7 @@ def _kind_group(kind: str, name: str, help_text: str) -> click.Group:
     @config_option
     @db_option
     def remove(key, config_path, db_path) -> None:
-        from .metadata import delete
+        from amgs.server.query.metadata import delete
 
         _, db = load(config_path, db_path)
         if not delete(db.local().conn, kind, key):
@@ -225,7 +225,7 @@ for _kind, _name, _help in (
 @db_option
 def import_(kind, csv_file, config_path, db_path) -> None:
     """Import a CSV whose header names the fields (all rows or none; errors name line and column)."""
-    from .metadata import MetadataError, import_csv
+    from amgs.server.query.metadata import MetadataError, import_csv
 
     config, db = load(config_path, db_path)
     try:
@@ -241,7 +241,7 @@ def import_(kind, csv_file, config_path, db_path) -> None:
 
 
 def _when(value: str | None, default: float) -> float:
-    from .timecourse import QueryError, parse_when
+    from amgs.server.query.timecourse import QueryError, parse_when
 
     try:
         return parse_when(value, default)
@@ -264,7 +264,7 @@ def export() -> None:
 @click.option("-o", "--output", type=click.File("w"), default="-")
 def export_scores(config_path, db_path, start, end, cage, animal, output) -> None:
     """One row per scored image."""
-    from .export import scores_csv
+    from amgs.server.query.export import scores_csv
 
     _, db = load(config_path, db_path)
     for chunk in scores_csv(db.local().conn, _when(start, 0), _when(end, time.time() + 1), cage, animal):
@@ -289,8 +289,8 @@ def export_timecourse(
     config_path, db_path, cage, animal, group, bin_, start, end, event, baseline_h, output
 ) -> None:
     """One row per series x bin x metric (mean_amgs with sem, frac_pain, AU means, activity, rejects)."""
-    from . import timecourse as tc
-    from .export import timecourse_csv
+    from amgs.server.query import timecourse as tc
+    from amgs.server.query.export import timecourse_csv
 
     if sum(x is not None for x in (cage, animal, group)) != 1:
         raise click.UsageError("give exactly one of --cage, --animal, --group")
@@ -326,7 +326,7 @@ def serve_api(config_path, db_path) -> None:
     """Serve only the HTTP API over a database (no MQTT ingest): for analysis copies of the database."""
     import uvicorn
 
-    from .app import create_app
+    from amgs.server.http.app import create_app
 
     config, db = load(config_path, db_path)
     click.echo(f"serving {db.path} on http://{config.http.bind}:{config.http.port}", err=True)
@@ -335,7 +335,7 @@ def serve_api(config_path, db_path) -> None:
 
 def _add_room_commands() -> None:
     """Commands of the dashboard/alerts room (staff accounts and tokens)."""
-    from .web.cli import users
+    from .users import users
 
     cli.add_command(users)
 

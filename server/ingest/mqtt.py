@@ -6,7 +6,7 @@ broker keeps our subscriptions and queues QoS 1 messages while the collector is 
 process dies first, the broker redelivers it and the idempotent insert makes that harmless.
 
 Callbacks only enqueue; subscriptions are made in ``on_connect``. The collector runs this class in its
-receiver process (:mod:`amgs.server.receiver`), so paho's packet handling has a core of its own.
+receiver process (:mod:`amgs.server.ingest.receiver`), so paho's packet handling has a core of its own.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from amgs.contract import collector_subscriptions
+from amgs.server.config import ConfigError
 
-from .config import ConfigError
-from .ingest import Incoming
+from .classify import Incoming
 
 log = logging.getLogger(__name__)
 

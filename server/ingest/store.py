@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from amgs.contract import parse_time
-
-from .db import (
+from amgs.server.storage.db import (
     ROLLUP_SUMS,
     ROLLUP_TABLES,
     SCORE_COLUMNS,
@@ -34,7 +33,8 @@ from .db import (
     rollback,
     rollup_select,
 )
-from .ingest import Classified, Incoming, classify
+
+from .classify import Classified, Incoming, classify
 
 log = logging.getLogger(__name__)
 

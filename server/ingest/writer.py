@@ -19,9 +19,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from amgs.contract import ack_topic, encode, utc_now
+from amgs.server.storage.db import CollectorDB
 
-from .db import CollectorDB
-from .ingest import Incoming
+from .classify import Incoming
 from .store import BatchResult, Ingestor
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amgs.contract import AU_KEYS, format_time, parse_time
-
-from .db import REJECT_TABLES, ROLLUP_SUMS, ROLLUP_TABLES
+from amgs.server.storage.db import REJECT_TABLES, ROLLUP_SUMS, ROLLUP_TABLES
 
 MIN_BIN_S = 300
 MAX_BIN_S = 86400

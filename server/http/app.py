@@ -3,7 +3,7 @@
 
 ``create_app(config, db, runtime=None)``: ``runtime`` is the running :class:`~amgs.server.service.Collector`
 (ingest statistics, MQTT state, ``publish``) or ``None`` when the API serves a database without ingest.
-``app.state`` holds ``config``, ``db`` (a :class:`~amgs.server.db.CollectorDB`) and ``runtime`` for
+``app.state`` holds ``config``, ``db`` (a :class:`~amgs.server.storage.db.CollectorDB`) and ``runtime`` for
 routers added by other rooms. The dashboard/alerts room adds its pages and alert endpoints in
 :func:`_include_rooms` (``app.include_router``) and protects writes by overriding ``access.require_editor``.
 """
@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from amgs import __version__
+from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB
 
 from .api import router as api_router
-from .db import SCHEMA_VERSION, CollectorDB
 
 
 def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
@@ -51,7 +51,7 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
 
 def _include_rooms(app: FastAPI) -> None:
     """Routers of other rooms (the dashboard and alerts add theirs here)."""
-    from .web.install import install_app
+    from amgs.server.web.install import install_app
 
     install_app(app)
 

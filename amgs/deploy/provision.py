@@ -303,8 +303,8 @@ def register_in_collector(cfg: ProvisionConfig, name: str, cages: list[str], act
 
 
 def _record_device(storage, site: str, name: str, cages: list[str], active: bool) -> None:
-    from amgs.server import metadata
-    from amgs.server.db import CollectorDB
+    from amgs.server.query import metadata
+    from amgs.server.storage.db import CollectorDB
 
     db = CollectorDB.from_config(storage)
     db.migrate(storage.backups_dir if storage.backup_before_migrate else None, storage.backups_keep)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli import config_option, db_option, load
+from .main import config_option, db_option, load
 
 
 @click.group("user")
@@ -20,7 +20,7 @@ def users() -> None:
 @db_option
 def user_add(username, role, password, config_path, db_path) -> None:
     """Create a user or set a new password (which ends that user's sessions)."""
-    from .auth import AuthError, add_user, create_auth_tables
+    from amgs.server.web.auth import AuthError, add_user, create_auth_tables
 
     _, db = load(config_path, db_path)
     conn = db.local()
@@ -38,7 +38,7 @@ def user_add(username, role, password, config_path, db_path) -> None:
 @db_option
 def user_disable(username, config_path, db_path) -> None:
     """Refuse this user's log-ins, sessions and tokens from now on."""
-    from .auth import SESSIONS, USERS, create_auth_tables
+    from amgs.server.web.auth import SESSIONS, USERS, create_auth_tables
 
     _, db = load(config_path, db_path)
     conn = db.local()
@@ -53,7 +53,7 @@ def user_disable(username, config_path, db_path) -> None:
 @config_option
 @db_option
 def user_list(config_path, db_path) -> None:
-    from .auth import USERS, create_auth_tables
+    from amgs.server.web.auth import USERS, create_auth_tables
 
     _, db = load(config_path, db_path)
     conn = db.local()
@@ -73,7 +73,7 @@ def user_token(username, name, config_path, db_path) -> None:
     """Print a new API token for USERNAME (shown once; only its SHA-256 is stored)."""
     import sqlite_utils
 
-    from .auth import create_auth_tables, create_token
+    from amgs.server.web.auth import create_auth_tables, create_token
 
     _, db = load(config_path, db_path)
     conn = db.local()

@@ -49,7 +49,7 @@ class SimClock:
 def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 1.0, protocol: str = "5"):
     """The embedded defaults: thresholds sized for 12 images per cage and hour (site settings, not cut-offs).
     Silence rules tolerate 15 wall-clock seconds of delivery lag at the replay ``speed``."""
-    from .config import parse_config
+    from amgs.server.config import parse_config
 
     quiet_min = max(120.0, speed * 15 / 60)
 
@@ -86,8 +86,9 @@ def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 
 
 
 def register_study(conn, animals, surgery_t: float, start_t: float) -> None:
-    from . import metadata
-    from .demo_study import CURVES
+    from amgs.server.query import metadata
+
+    from .study import CURVES
 
     at = lambda t: format_time(datetime.fromtimestamp(t, UTC))  # noqa: E731
     metadata.save(conn, "sites", {"site_id": SITE, "name": "Demo lab (synthetic)"})
@@ -181,12 +182,12 @@ class Demo:
 
     def start(self) -> Demo:
         from amgs.broker import LocalBroker
+        from amgs.server.config import ServerConfig  # noqa: F401 - config sections must import cleanly first
+        from amgs.server.service import Collector, provided_jobs
+        from amgs.server.web.auth import add_user
 
-        from .config import ServerConfig  # noqa: F401 - config sections must import cleanly first
-        from .demo_devices import SimDevice
-        from .demo_study import build_bank, study_animals
-        from .service import Collector, provided_jobs
-        from .web.auth import add_user
+        from .devices import SimDevice
+        from .study import build_bank, study_animals
 
         for old in ("collector", "devices"):
             if self.fresh and (self.workdir / old).exists():

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
 from amgs.contract import ContractError, command_topic, encode, utc_now
+from amgs.server.query import export, metadata, timecourse
+from amgs.server.query.timecourse import QueryError, iso, parse_bin, parse_when
 
-from . import export, metadata, timecourse
 from .access import require_editor, require_viewer
-from .timecourse import QueryError, iso, parse_bin, parse_when
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_viewer)])
 
