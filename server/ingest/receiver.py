@@ -89,6 +89,9 @@ class ReceiverProcess:
                 [sys.executable, "-m", "amgs.server.ingest.receiver", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                # its own process group: a terminal's Ctrl-C or a group SIGTERM cannot kill it before it
+                # has set its signals to ignore (the collector stops it after the last commit)
+                start_new_session=True,
             )
         conn = Connection(ours.detach())
         conn.send(
