@@ -19,7 +19,8 @@ from server_support import Watcher, get_json, get_text, server_config, wait_for
 
 from amgs.contract import ack_topic, decode, score_topic, status_topic
 from amgs.demo import loadgen
-from amgs.server.service import Collector, PeriodicJob
+from amgs.server.jobs import PeriodicJob
+from amgs.server.service import Collector
 
 
 def publish(broker, messages):
@@ -400,7 +401,7 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
 
     from amgs.contract import command_topic, crop_topic
     from amgs.server.ingest.crops import CropRequester
-    from amgs.server.service import JobContext
+    from amgs.server.jobs import JobContext
 
     now = time.time()
     msgs = [dict(loadgen.score_message("d1", s, t=now - (20 - s) * 10), has_crop=True) for s in range(1, 21)]

@@ -16,7 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from amgs.contract import ID_PATTERN, format_time
-from amgs.server.storage.db import EVENT_KINDS, rollback
+from amgs.sqlite_tx import rollback
+
+EVENT_KINDS = ("surgery", "analgesic", "anaesthesia", "handling", "weight", "other")
+"""What an event can be (surgery, analgesic, ...): the study timeline the time courses align to."""
 
 
 class MetadataError(ValueError):

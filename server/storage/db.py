@@ -98,8 +98,6 @@ ROLLUP_SUMS = (
     "n_asleep",
 )
 
-EVENT_KINDS = ("surgery", "analgesic", "anaesthesia", "handling", "weight", "other")
-
 
 _V1 = f"""
 CREATE TABLE scores (
