@@ -4,7 +4,7 @@ Every section is a strict pydantic model (``extra="forbid"``): an unknown key or
 before anything starts, and the error names the key, the value given and what is allowed.
 
 Sections owned by this module: ``[mqtt]``, ``[storage]``, ``[ingest]``, ``[http]``, ``[photoperiod]``.
-The dashboard/alerts room adds its own sections (``[alerts]``, ``[notify]``, ``[web]``/``[auth]``) to
+The dashboard and the alert engine add their sections (``[alerts]``, ``[notify]``, ``[web]``/``[auth]``) to
 :class:`ServerConfig` below, in the block marked for it.
 
 Secrets are never written into this file: the MQTT password lives in ``mqtt.password_file``.
@@ -194,7 +194,7 @@ class ServerConfig(Section):
         "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING or ERROR"
     )
 
-    # ---- sections of the dashboard/alerts room (server/web, server/alerts) go below this line ----
+    # ---- sections owned by the dashboard and the alert engine (server/web, server/alerts) ----
     alerts: AlertsConfig = AlertsConfig()
     notify: NotifyConfig = NotifyConfig()
     web: WebConfig = WebConfig()

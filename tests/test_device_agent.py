@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_device_helpers import T0, AckingCollector, make_replay, synth_faces, write_config
+from device_helpers import T0, AckingCollector, make_replay, synth_faces, write_config
 
 from amgs.contract import validate
 from amgs.device.agent import Agent
