@@ -151,6 +151,54 @@ class IngestConfig(Section):
     crops_per_cage: int = Field(12, ge=0, le=200, description="most recent crops to keep fetched per cage")
 
 
+class StreamConfig(Section):
+    """Many collector workers on one message engine (docs/scale-out.md); ``engine = "mqtt"`` = one collector."""
+
+    engine: Literal["mqtt", "nats"] = Field(
+        "mqtt",
+        description="'mqtt': this collector alone holds the broker session ([mqtt]); 'nats': it is one of "
+        "many workers sharing a NATS JetStream durable consumer (devices still speak MQTT, to NATS)",
+    )
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server(s), comma-separated")
+    creds_file: Path | None = Field(None, description="NATS credentials file of the collector's user")
+    stream: str = Field(
+        "AMGS", pattern=ID_PATTERN, description="JetStream stream holding the device messages"
+    )
+    durable: str = Field(
+        "amgs-collector",
+        pattern=ID_PATTERN,
+        description="durable consumer the workers share (each message goes to one worker)",
+    )
+    create: bool = Field(
+        True, description="create or update the stream and the consumer at start (else they must exist)"
+    )
+    max_age_days: float = Field(
+        7,
+        gt=0,
+        description="the stream keeps messages this long (a site keeps them for the centre's outages)",
+    )
+    replicas: int = Field(1, ge=1, le=5, description="stream replicas (3 on a JetStream cluster)")
+    sources: list[str] = Field(
+        [],
+        description="centre only: JetStream domains of the sites whose streams this one copies over leaf "
+        "nodes; a stream with sources captures no device subjects itself",
+    )
+    ack_wait_s: float = Field(
+        60,
+        ge=1,
+        description="a message a worker took but did not acknowledge goes to another worker after this",
+    )
+    max_ack_pending: int = Field(
+        20_000, ge=1, description="messages handed to the workers and not yet acknowledged, at most"
+    )
+    fetch_batch: int = Field(1000, ge=1, le=10_000, description="messages asked for per pull request")
+    publish_to_devices: bool = Field(
+        True,
+        description="publish watermarks and commands to devices through the server's MQTT listener "
+        "([mqtt] host/port); false at the centre: the site collector owns its devices' watermarks",
+    )
+
+
 class HttpConfig(Section):
     bind: str = Field("127.0.0.1", description="address the API and dashboard listen on")
     port: int = Field(8080, ge=0, le=65535, description="0 = any free port (tests)")
@@ -188,6 +236,7 @@ class ServerConfig(Section):
     mqtt: MqttConfig = MqttConfig()
     storage: StorageConfig = StorageConfig()
     ingest: IngestConfig = IngestConfig()
+    stream: StreamConfig = StreamConfig()
     http: HttpConfig = HttpConfig()
     photoperiod: PhotoperiodConfig = PhotoperiodConfig()
     log_level: str = Field(

@@ -25,8 +25,8 @@ import uvicorn
 from amgs.sdnotify import Notifier
 from amgs.server.http.app import create_app
 from amgs.server.ingest.crops import CropRequester
-from amgs.server.ingest.receiver import ReceiverProcess
-from amgs.server.ingest.writer import IngestStats, Writer
+from amgs.server.ingest.workers import receiver_for, writer_for
+from amgs.server.ingest.writer import IngestStats
 from amgs.server.storage.db import backup, open_database
 
 from .alerts.jobs import periodic_jobs as alert_jobs
@@ -67,8 +67,8 @@ class Collector:
         self.db = open_database(config)
         self.stats = IngestStats()
         self.inbox: queue.Queue = queue.Queue()
-        self.mqtt = ReceiverProcess(config, self.inbox, self.stats)
-        self.writer = Writer(self.db, config, self.inbox, self.mqtt, self.stats)
+        self.mqtt = receiver_for(config, self.inbox, self.stats)  # [stream] engine: MQTT alone, or a worker
+        self.writer = writer_for(self.db, config, self.inbox, self.mqtt, self.stats)
         self.jobs = list(jobs or [])
         self.with_http = with_http
         self.app = create_app(config, self.db, self) if with_http else None

@@ -82,6 +82,9 @@ class IngestStats:
 
 
 class Writer(threading.Thread):
+    ingestor_class = Ingestor
+    """What stores the batches; one of several workers on one database uses ingest.workers.SharedIngestor."""
+
     def __init__(self, db: CollectorDB, config, inbox: queue.Queue, mqtt, stats: IngestStats) -> None:
         super().__init__(name="amgs-writer", daemon=True)
         self.config = config
@@ -121,7 +124,7 @@ class Writer(threading.Thread):
         return batch
 
     def run(self) -> None:
-        self.ingestor = Ingestor(self.db, self.config)
+        self.ingestor = self.ingestor_class(self.db, self.config)
         pending: list[Incoming] = []
         while not self.stop_event.is_set():
             self.alive_at = time.time()
