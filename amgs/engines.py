@@ -68,7 +68,8 @@ class LocalNats(_Child):
 
     ``domain`` names this server's JetStream domain (a site's, so the centre can source its stream over a
     leaf node); ``leaf_listen`` opens a leaf-node port (the centre); ``leaf_remotes`` are leaf-node URLs
-    this server connects to (a site connecting to the centre).
+    this server connects to (a site connecting to the centre). ``netns`` runs it in a network namespace
+    (the tests' site-to-centre link), listening on ``bind``.
     """
 
     def __init__(
@@ -83,7 +84,11 @@ class LocalNats(_Child):
         leaf_port: int | None = None,
         leaf_remotes: list[str] | None = None,
         mqtt: bool = True,
+        bind: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
+        self.bind = bind
+        self.netns = netns
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="amgs-nats-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -104,18 +109,18 @@ class LocalNats(_Child):
             js.append(f"domain: {self.domain}")
         lines = [
             f"server_name: {self.name}",
-            f"listen: 127.0.0.1:{self.port}",
+            f"listen: {self.bind}:{self.port}",
             "jetstream {",
             *(f"  {x}" for x in js),
             "}",
         ]
         if self.mqtt_port:
             # ack_wait: how long a device's unacknowledged QoS 1 delivery (its watermarks) waits for redelivery
-            lines += ["mqtt {", f"  listen: 127.0.0.1:{self.mqtt_port}", "  ack_wait: 10s", "}"]
+            lines += ["mqtt {", f"  listen: {self.bind}:{self.mqtt_port}", "  ack_wait: 10s", "}"]
         if self.leaf_port or self.leaf_remotes:
             lines.append("leafnodes {")
             if self.leaf_port:
-                lines.append(f"  listen: 127.0.0.1:{self.leaf_port}")
+                lines.append(f"  listen: {self.bind}:{self.leaf_port}")
             if self.leaf_remotes:
                 lines.append("  reconnect: 1")
                 lines.append("  remotes: [" + ", ".join(f'{{url: "{u}"}}' for u in self.leaf_remotes) + "]")
@@ -130,16 +135,25 @@ class LocalNats(_Child):
         exe = nats_server_path()
         if exe is None:
             raise RuntimeError("nats-server is not installed (apt-get install nats-server)")
+        self.log_path.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [exe, "-c", str(self._conf()), "-l", str(self.log_path)],
+            (["ip", "netns", "exec", self.netns] if self.netns else [])
+            + [exe, "-c", str(self._conf()), "-l", str(self.log_path)],
             stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / "stderr.log", "ab"),
             start_new_session=True,
         )
         try:
-            wait_for_port(self.port, timeout=timeout)
-            if self.mqtt_port:
-                wait_for_port(self.mqtt_port, timeout=timeout)
+            if self.netns:  # its ports are in another network namespace: wait for its log to say ready
+                deadline = time.monotonic() + timeout
+                while "Server is ready" not in (self.log_path.read_text() if self.log_path.exists() else ""):
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise TimeoutError
+                    time.sleep(0.05)
+            else:
+                wait_for_port(self.port, timeout=timeout)
+                if self.mqtt_port:
+                    wait_for_port(self.mqtt_port, timeout=timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"nats-server did not start: see {self.log_path}") from None
