@@ -14,7 +14,9 @@ sites' streams (``stream.sources``) sets ``publish_to_devices = false``: the sit
 
 :class:`JetStreamReceiver` has the interface the writer, jobs and HTTP side use from
 :class:`~amgs.server.ingest.receiver.ReceiverProcess`: ``connected``, ``generation``, ``ack_many``,
-``publish``, ``describe``, ``start``, ``stop``. nats-py runs its asyncio loop in a thread of the collector.
+``publish``, ``describe``, ``start``, ``stop``, and ``state`` of :class:`~amgs.server.ingest.mqtt.MqttIngest`:
+the collector runs it in its receiver process (``receiver.serve`` picks it by ``[stream] engine``), so
+nats-py's asyncio loop has a core of its own, as paho has; it also works in-process (tests).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -105,7 +106,7 @@ async def ensure_stream(js, cfg, site: str) -> None:
 class JetStreamReceiver:
     """Pulls from the shared durable consumer into ``inbox``; acknowledges what the writer committed."""
 
-    def __init__(self, config, inbox: queue.Queue, stats=None) -> None:
+    def __init__(self, config, inbox, stats=None, first_generation: int = 0) -> None:
         import nats  # noqa: F401  (fail at construction, with the extra named, not in the thread)
 
         self.config = config
@@ -113,7 +114,7 @@ class JetStreamReceiver:
         self.inbox = inbox
         self.stats = stats
         self.connected = threading.Event()
-        self.generation = 0
+        self.generation = first_generation
         self.last_error: str | None = None
         self.redelivered = 0
         self.dropped_to_devices = 0
@@ -216,7 +217,7 @@ class JetStreamReceiver:
         )
         queue_max = self.config.ingest.queue_max
         while not self._stopping.is_set():
-            if self.inbox.qsize() >= queue_max:
+            if self._backlog() >= queue_max:
                 await asyncio.sleep(0.05)
                 continue
             try:
@@ -233,6 +234,14 @@ class JetStreamReceiver:
             await nc.drain()  # sends the acks written so far; what is not acknowledged is redelivered
         except Exception:
             pass
+
+    def _backlog(self) -> int:
+        """Messages received and not yet taken by the writer (in the receiver process: not yet forwarded)."""
+        return self.inbox.qsize() if hasattr(self.inbox, "qsize") else len(self.inbox.items)
+
+    def state(self) -> tuple[bool, int, str | None]:
+        """(connected, generation, last error): what the receiver process reports to the collector."""
+        return self.connected.is_set(), self.generation, self.last_error
 
     def _deliver(self, msgs: list) -> None:
         now = time.time()

@@ -265,7 +265,12 @@ def serve(conn: Connection) -> int:
         level=setup["log_level"], format="%(asctime)s %(levelname)s %(name)s[receiver]: %(message)s"
     )
     mailbox = _Mailbox()
-    ingest = MqttIngest(setup["config"], mailbox, first_generation=setup["first_generation"])
+    if setup["config"].stream.engine == "nats":  # one of many workers on a JetStream consumer (jetstream.py)
+        from .jetstream import JetStreamReceiver
+
+        ingest = JetStreamReceiver(setup["config"], mailbox, first_generation=setup["first_generation"])
+    else:
+        ingest = MqttIngest(setup["config"], mailbox, first_generation=setup["first_generation"])
     ingest.start()
     forwarder = threading.Thread(target=_forward, args=(ingest, mailbox, conn), name="forward", daemon=True)
     forwarder.start()

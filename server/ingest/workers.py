@@ -46,11 +46,9 @@ class SharedWriter(Writer):
 
 
 def receiver_for(config, inbox: queue.Queue, stats=None):
-    """The receiver ``[stream] engine`` asks for: the MQTT receiver process, or a JetStream worker."""
+    """The receiver process; inside it, ``[stream] engine`` picks MQTT (one collector) or a JetStream worker."""
     if config.stream.engine == "nats":
-        from .jetstream import JetStreamReceiver
-
-        return JetStreamReceiver(config, inbox, stats)
+        import nats  # noqa: F401  (the collector refuses to start without nats-py, rather than its receiver dying)
     return ReceiverProcess(config, inbox, stats)
 
 
