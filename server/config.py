@@ -56,6 +56,13 @@ class MqttConfig(Section):
     )
     site: str = Field("+", description="site to collect ('+' = every site on this broker)")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive")
+    reconnect_max_s: float = Field(
+        2,
+        gt=0,
+        le=60,
+        description="longest wait between reconnect attempts: the broker is usually on this host, so a short "
+        "wait costs nothing and the collector is back before devices, which wait for its watermark",
+    )
     protocol: Literal["5", "3.1.1"] = Field(
         "5",
         description="MQTT version; 3.1.1 only for brokers without MQTT 5 (e.g. the demo's embedded amqtt)",
