@@ -38,10 +38,14 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "device.toml"
 # --------------------------------------------------------------------------- config
 
 
-def test_example_config_is_valid_and_check_prints_it():
+def test_example_config_is_valid_and_check_prints_it(tmp_path):
     cfg = load_config(EXAMPLE)
     assert [v.name for v in cfg.views] == ["left", "right"] and cfg.views[0].source == "cam0"
     r = CliRunner().invoke(main, ["device", "check", "--config", str(EXAMPLE)])
+    assert r.exit_code == 3 and "SYNTHETIC faces only" in r.output  # the shipped model is not for real cages
+    allowed = tmp_path / "device.toml"
+    allowed.write_text(EXAMPLE.read_text().replace("# allow_synthetic = false", "allow_synthetic = true"))
+    r = CliRunner().invoke(main, ["device", "check", "--config", str(allowed)])
     assert r.exit_code == 0 and "view right: source cam0, cage C102" in r.output
 
 
