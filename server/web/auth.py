@@ -24,7 +24,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 
-USERS, SESSIONS, TOKENS = "web_users", "web_sessions", "web_tokens"
+from amgs.server.storage.schema import SESSIONS, TOKENS, USERS  # tables made by the collector's migrations
+
 SESSION_COOKIE = "amgs_session"
 LOGIN_CSRF_COOKIE = "amgs_login_csrf"
 ROLES = ("viewer", "staff", "admin")
@@ -33,26 +34,6 @@ _hasher = PasswordHasher()
 
 class AuthError(ValueError):
     pass
-
-
-def create_auth_tables(db: sqlite_utils.Database) -> None:
-    names = db.table_names()
-    if USERS not in names:
-        db[USERS].create(
-            {"username": str, "password_hash": str, "role": str, "created_at": float, "disabled": int},
-            pk="username",
-            not_null={"password_hash", "role"},
-        )
-    if SESSIONS not in names:
-        db[SESSIONS].create(
-            {"token_sha256": str, "username": str, "csrf": str, "created_at": float, "expires_at": float},
-            pk="token_sha256",
-        )
-    if TOKENS not in names:
-        db[TOKENS].create(
-            {"token_sha256": str, "name": str, "username": str, "created_at": float, "last_used_at": float},
-            pk="token_sha256",
-        )
 
 
 def _sha(token: str) -> str:
