@@ -129,6 +129,17 @@ def test_outbox_refuses_invalid_records_atomically(tmp_path):
     assert box.count() == 0 and box.last_seq() == 0 and box.cursor("cam") is None
 
 
+def test_outbox_failed_commit_gives_the_numbers_back(tmp_path):
+    """A commit that fails leaves the records without a ``seq`` (the agent retries them) and reuses none."""
+    box = Outbox(tmp_path / "o.sqlite3")
+    good, bad = _record(1), _record(2)
+    bad["p_pain"] = 7
+    with pytest.raises(ValueError):
+        box.commit([good, bad])
+    assert "seq" not in good and "seq" not in bad and not box.db.in_transaction
+    assert box.commit([good]) == [1] and good["seq"] == 1
+
+
 def test_outbox_is_wal_and_readable_by_a_second_connection(tmp_path):
     box = Outbox(tmp_path / "o.sqlite3")
     box.commit([_record(1)])

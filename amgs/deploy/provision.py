@@ -30,6 +30,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amgs import contract
+from amgs.sqlite_tx import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -311,24 +312,22 @@ def _record_device(storage, site: str, name: str, cages: list[str], active: bool
     conn = db.connect()
     now = time.time()
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        open_assignments = "UPDATE device_assignments SET end_t = ? WHERE device_id = ? AND end_t IS NULL"
-        conn.execute(open_assignments, [now, name])
-        if active:
-            metadata.save(conn, "sites", {"site_id": site})
-            metadata.save(conn, "devices", {"device_id": name, "site": site})
-            for cage in cages:
-                metadata.save(conn, "cages", {"cage_id": cage, "site_id": site})
-                start = datetime.fromtimestamp(now, UTC)
-                metadata.save(
-                    conn, "assignments", {"device_id": name, "cage_id": cage, "view": cage, "start": start}
-                )
-        else:
-            conn.execute("UPDATE devices SET registered = 0 WHERE device_id = ?", [name])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        with write_transaction(conn):
+            open_assignments = "UPDATE device_assignments SET end_t = ? WHERE device_id = ? AND end_t IS NULL"
+            conn.execute(open_assignments, [now, name])
+            if active:
+                metadata.save(conn, "sites", {"site_id": site})
+                metadata.save(conn, "devices", {"device_id": name, "site": site})
+                for cage in cages:
+                    metadata.save(conn, "cages", {"cage_id": cage, "site_id": site})
+                    start = datetime.fromtimestamp(now, UTC)
+                    metadata.save(
+                        conn,
+                        "assignments",
+                        {"device_id": name, "cage_id": cage, "view": cage, "start": start},
+                    )
+            else:
+                conn.execute("UPDATE devices SET registered = 0 WHERE device_id = ?", [name])
     finally:
         conn.close()
 

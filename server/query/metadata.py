@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from amgs.contract import ID_PATTERN, format_time
-from amgs.server.storage.db import EVENT_KINDS, rollback
+from amgs.server.storage import sql
+from amgs.server.storage.schema import EVENT_KINDS
+from amgs.sqlite_tx import write_transaction
 
 
 class MetadataError(ValueError):
@@ -203,14 +205,10 @@ def list_rows(
     if kind not in KINDS:
         raise MetadataError(f"unknown metadata kind {kind!r}; use one of {sorted(KINDS)}")
     _, table, pk = KINDS[kind]
-    clauses = [f"{k} = ?" for k in (where or {})]
-    sql = f"SELECT {LIST_COLUMNS.get(kind, '*')} FROM {table}"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    sql += f" ORDER BY {pk or 'id'} LIMIT ?"
-    cur = conn.execute(sql, [*(where or {}).values(), limit])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    clause, params = sql.where(where)
+    columns = LIST_COLUMNS.get(kind, "*")
+    query = f"SELECT {columns} FROM {table} {clause} ORDER BY {pk or 'id'} LIMIT ?"
+    return list(sql.database(conn).query(query, [*params, limit]))
 
 
 def import_csv(conn, kind: str, text: str, source: str = "CSV", tz: dt.tzinfo = dt.UTC) -> int:
@@ -239,12 +237,7 @@ def import_csv(conn, kind: str, text: str, source: str = "CSV", tz: dt.tzinfo = 
         raise MetadataError(
             "; ".join(errors[:20]) + (f"; ... {len(errors) - 20} more" if len(errors) > 20 else "")
         )
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         for record in records:
             save(conn, kind, record, tz)
-        conn.execute("COMMIT")
-    except BaseException:
-        rollback(conn)
-        raise
     return len(records)
