@@ -36,6 +36,10 @@ class AuthError(ValueError):
     pass
 
 
+def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    return next(db.query(sql, params), None)
+
+
 def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -123,29 +127,29 @@ def principal(db: sqlite_utils.Database, request: Request) -> Principal | None:
     """Who is making this request (None = anonymous)."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        row = db.execute(
+        token_sha = _sha(auth[7:].strip())
+        row = _one(
+            db,
             f"SELECT t.username, u.role, u.disabled FROM {TOKENS} t JOIN {USERS} u USING (username) "
             "WHERE t.token_sha256 = ?",
-            [_sha(auth[7:].strip())],
-        ).fetchone()
-        if row is None or row[2]:
-            raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
-        db.execute(
-            f"UPDATE {TOKENS} SET last_used_at = ? WHERE token_sha256 = ?",
-            [time.time(), _sha(auth[7:].strip())],
+            [token_sha],
         )
-        return Principal(row[0], row[1], "token")
+        if row is None or row["disabled"]:
+            raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
+        db.execute(f"UPDATE {TOKENS} SET last_used_at = ? WHERE token_sha256 = ?", [time.time(), token_sha])
+        return Principal(row["username"], row["role"], "token")
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
-    row = db.execute(
+    row = _one(
+        db,
         f"SELECT s.username, u.role, s.csrf, s.expires_at, u.disabled FROM {SESSIONS} s JOIN {USERS} u "
         "USING (username) WHERE s.token_sha256 = ?",
         [_sha(cookie)],
-    ).fetchone()
-    if row is None or row[3] < time.time() or row[4]:
+    )
+    if row is None or row["expires_at"] < time.time() or row["disabled"]:
         return None
-    return Principal(row[0], row[1], "session", row[2])
+    return Principal(row["username"], row["role"], "session", row["csrf"])
 
 
 def check_csrf(request: Request, who: Principal, form_token: str | None = None) -> None:
