@@ -48,7 +48,7 @@ def test_example_config_is_valid_and_check_prints_it():
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        (("[schedule]", "[schedule]\nburst_frame = 3"), "schedule.burst_frame: unknown key"),
+        (("[schedule]", "[schedule]\nburst_frame = 3"), "unknown key 'schedule.burst_frame'"),
         (("burst_frames = 5", "burst_frames = 0"), "schedule.burst_frames"),
         (('confirm = "collector"', 'confirm = "maybe"'), "'maybe'"),
         (('source = "cam0"\ncage_id = "C101"', 'source = "cam9"\ncage_id = "C101"'), "uses source 'cam9'"),

@@ -30,6 +30,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amgs import contract
+from amgs.config_errors import format_errors
 from amgs.sqlite_tx import write_transaction
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,7 @@ def load_config(path: Path) -> ProvisionConfig:
     try:
         return ProvisionConfig.model_validate(data)
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            if err["type"] == "extra_forbidden":
-                allowed = ", ".join(ProvisionConfig.model_fields)
-                problems.append(f"unknown key {key!r} (allowed: {allowed})")
-            else:
-                problems.append(f"{key} = {err.get('input')!r:.80}: {err['msg']}")
-        raise ProvisionError(f"{path}: " + "; ".join(problems)) from None
+        raise ProvisionError(f"{path}: {format_errors(e, ProvisionConfig)}") from None
 
 
 # --------------------------------------------------------------------------- ACL

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from amgs.config_errors import format_errors
 from amgs.contract import ID_PATTERN, format_time
 from amgs.server.storage import sql
 from amgs.server.storage.schema import EVENT_KINDS
@@ -117,17 +118,6 @@ KINDS: dict[str, tuple[type[_Record], str, str | None]] = {
 }
 
 
-def _error_text(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "record"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown column {key!r}")
-        else:
-            parts.append(f"{key} = {err.get('input')!r:.60}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def validate(kind: str, data: dict[str, Any]) -> _Record:
     if kind not in KINDS:
         raise MetadataError(f"unknown metadata kind {kind!r}; use one of {sorted(KINDS)}")
@@ -135,7 +125,7 @@ def validate(kind: str, data: dict[str, Any]) -> _Record:
     try:
         return model.model_validate({k: v for k, v in data.items() if v not in ("", None)})
     except ValidationError as e:
-        raise MetadataError(_error_text(e)) from None
+        raise MetadataError(format_errors(e, model, noun="column")) from None
 
 
 def _epoch(t: dt.datetime, tz: dt.tzinfo) -> float:
