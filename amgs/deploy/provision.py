@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import click
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amgs import contract
@@ -359,29 +360,17 @@ def _as_owner_of(path: Path, work: Callable[[], None]) -> None:
 # --------------------------------------------------------------------------- device bundle
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str | Path):
-        return json.dumps(str(v))
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def to_toml(doc: dict[str, Any]) -> str:
-    """TOML for the flat tables and arrays of tables a device config has."""
-    out: list[str] = []
-    for key, value in doc.items():
-        rows = value if isinstance(value, list) else [value]
-        header = f"[[{key}]]" if isinstance(value, list) else f"[{key}]"
-        for row in rows:
-            out.append(header)
-            out += [f"{k} = {_toml_value(v)}" for k, v in row.items() if v is not None]
-            out.append("")
-    return "\n".join(out)
+    """TOML text of a config document (tomli-w); keys set to None are left out (TOML has no null)."""
+    return tomli_w.dumps(_without_none(doc))
 
 
 def parse_source(spec: str) -> dict[str, Any]:
