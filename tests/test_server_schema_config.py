@@ -208,7 +208,8 @@ def test_cli_metadata_import_and_export(tmp_path):
 
 
 def test_periodic_backup_job_copies_the_live_database(tmp_path):
-    from amgs.server.service import JobContext, builtin_jobs
+    from amgs.server.jobs import JobContext
+    from amgs.server.service import builtin_jobs
 
     config = server_config(tmp_path, storage={"backup_every_h": 24, "backups_keep": 2})
     db = open_database(config)

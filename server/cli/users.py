@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .main import config_option, db_option, load
+from .options import config_option, db_option, load
 
 
 @click.group("user")

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from amgs.config_errors import format_errors
 from amgs.contract import ID_PATTERN, format_time
 from amgs.server.storage import sql
-from amgs.server.storage.schema import EVENT_KINDS
 from amgs.sqlite_tx import write_transaction
+
+EVENT_KINDS = ("surgery", "analgesic", "anaesthesia", "handling", "weight", "other")
+"""What an event can be (surgery, analgesic, ...): the study timeline the time courses align to."""
 
 
 class MetadataError(ValueError):

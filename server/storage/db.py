@@ -25,7 +25,6 @@ from amgs.sqlite_tx import rollback, write_transaction
 
 from .migrations import MIGRATIONS, SCHEMA_VERSION, Migration, run_script
 from .schema import (
-    EVENT_KINDS,
     REJECT_TABLES,
     ROLLUP_SUMS,
     ROLLUP_TABLES,
@@ -36,7 +35,6 @@ from .schema import (
 )
 
 __all__ = [
-    "EVENT_KINDS",
     "MIGRATIONS",
     "REJECT_TABLES",
     "ROLLUP_SUMS",

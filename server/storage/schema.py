@@ -83,8 +83,6 @@ ROLLUP_SUMS = (
     "n_asleep",
 )
 
-EVENT_KINDS = ("surgery", "analgesic", "anaesthesia", "handling", "weight", "other")
-
 
 V1_DDL = f"""
 CREATE TABLE scores (
