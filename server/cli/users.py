@@ -37,13 +37,11 @@ def user_add(username, role, password, config_path, db_path) -> None:
 @db_option
 def user_disable(username, config_path, db_path) -> None:
     """Refuse this user's log-ins, sessions and tokens from now on."""
-    from amgs.server.web.auth import SESSIONS, USERS
+    from amgs.server.web.auth import disable_user
 
     _, db = load(config_path, db_path)
-    conn = db.local()
-    if conn.execute(f"UPDATE {USERS} SET disabled = 1 WHERE username = ?", [username]).rowcount == 0:
+    if not disable_user(db.local(), username):
         raise click.ClickException(f"no user {username!r}")
-    conn.execute(f"DELETE FROM {SESSIONS} WHERE username = ?", [username])
     click.echo(f"user {username} disabled")
 
 

@@ -25,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 
 from amgs.server.storage.schema import SESSIONS, TOKENS, USERS  # tables made by the collector's migrations
+from amgs.sqlite_tx import write_transaction
 
 SESSION_COOKIE = "amgs_session"
 LOGIN_CSRF_COOKIE = "amgs_login_csrf"
@@ -51,17 +52,30 @@ def add_user(db: sqlite_utils.Database, username: str, password: str, role: str 
         raise AuthError(f"user name {username!r}: use 1-64 letters, digits, '_' or '.'")
     if len(password) < 8:
         raise AuthError("password too short: use at least 8 characters")
-    db[USERS].upsert(
-        {
-            "username": username,
-            "password_hash": _hasher.hash(password),
-            "role": role,
-            "created_at": time.time(),
-            "disabled": 0,
-        },
-        pk="username",
-    )
-    db.execute(f"DELETE FROM {SESSIONS} WHERE username = ?", [username])  # a new password ends old sessions
+    password_hash = _hasher.hash(password)  # slow: before the write lock is taken
+    with write_transaction(db):
+        db[USERS].upsert(
+            {
+                "username": username,
+                "password_hash": password_hash,
+                "role": role,
+                "created_at": time.time(),
+                "disabled": 0,
+            },
+            pk="username",
+        )
+        db.execute(
+            f"DELETE FROM {SESSIONS} WHERE username = ?", [username]
+        )  # a new password ends old sessions
+
+
+def disable_user(db: sqlite_utils.Database, username: str) -> bool:
+    """Refuse the user's log-ins, sessions and tokens from now on; False if there is no such user."""
+    with write_transaction(db):
+        if db.execute(f"UPDATE {USERS} SET disabled = 1 WHERE username = ?", [username]).rowcount == 0:
+            return False
+        db.execute(f"DELETE FROM {SESSIONS} WHERE username = ?", [username])
+    return True
 
 
 def check_password(db: sqlite_utils.Database, username: str, password: str) -> dict[str, Any] | None:
