@@ -109,7 +109,7 @@ def _adopt(db: sqlite_utils.Database, tables: dict[str, str], indexes: tuple[str
 
 
 def _v6(db: sqlite_utils.Database) -> None:
-    """The dashboard's accounts and the alert tables, created until now by their own code if missing."""
+    """The dashboard's accounts and the alert tables, which versions before 6 created at run time if missing."""
     _adopt(db, AUTH_TABLES_DDL, AUTH_INDEXES)
     _adopt(db, ALERT_TABLES_DDL, ALERT_INDEXES)
 
