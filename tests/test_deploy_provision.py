@@ -141,8 +141,13 @@ def test_collector_registration_and_revocation(site):
     )
     assert [(c, e) for c, e in rows] == [("C1", None), ("C2", None)]
     assert {r[0] for r in db.execute("SELECT cage_id FROM cages")} == {"C1", "C2"}
+    db.execute("UPDATE devices SET state = 'online' WHERE device_id = 'box-01'")  # as its last status said
+    db.commit()
     ok(site.provision("revoke", "box-01"))
-    assert db.execute("SELECT registered FROM devices WHERE device_id = 'box-01'").fetchone() == (0,)
+    assert db.execute("SELECT registered, state FROM devices WHERE device_id = 'box-01'").fetchone() == (
+        0,
+        "revoked",
+    )
     assert db.execute("SELECT count(*) FROM device_assignments WHERE end_t IS NULL").fetchone() == (0,)
 
 
