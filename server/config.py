@@ -112,6 +112,12 @@ class MqttConfig(Section):
 class StorageConfig(Section):
     state_dir: Path = Field(Path("/var/lib/amgs-collector"), description="database, crops and backups")
     db_file: str = Field("collector.db", description="database file name in state_dir")
+    url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL instead of the SQLite file: postgresql://user@host:5432/db (password in "
+        "~/.pgpass or PGPASSFILE, never here); the same schema and migrations; backups are the database's",
+    )
     wal: bool = Field(True, description="SQLite write-ahead log (readers never block the writer)")
     backup_before_migrate: bool = Field(
         True, description="copy the database to backups/ before a schema upgrade"

@@ -53,6 +53,11 @@ def receiver_for(config, inbox: queue.Queue, stats=None):
 
 
 def writer_for(db, config, inbox: queue.Queue, receiver, stats) -> Writer:
-    """The single writer of a lone collector, or a writer that shares the database with other workers."""
+    """The single writer of a lone collector, or a writer that shares the database with other workers
+    (always on PostgreSQL: another collector or ``amgs server`` command may write it at any time)."""
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        from .pg_ingest import PgIngestor
+
+        return type("PgWriter", (Writer,), {"ingestor_class": PgIngestor})(db, config, inbox, receiver, stats)
     cls = SharedWriter if config.stream.engine != "mqtt" else Writer
     return cls(db, config, inbox, receiver, stats)

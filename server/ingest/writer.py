@@ -26,6 +26,13 @@ from .store import BatchResult, Ingestor
 
 log = logging.getLogger(__name__)
 
+try:  # PostgreSQL storage (storage.url): a lost connection or a restarting server is a storage failure
+    import psycopg
+
+    STORAGE_ERRORS: tuple = (sqlite3.Error, OSError, psycopg.OperationalError, psycopg.InterfaceError)
+except ImportError:
+    STORAGE_ERRORS = (sqlite3.Error, OSError)
+
 
 _FIELD = re.compile(r"^[A-Za-z_][\w.\[\]]{0,60}$")
 
@@ -142,7 +149,7 @@ class Writer(threading.Thread):
         now = time.time()
         try:
             result = self.ingestor.process(batch, now)
-        except (sqlite3.Error, OSError) as e:
+        except STORAGE_ERRORS as e:
             self._storage_failed(len(batch), e, now)
             return False
         except Exception:  # a bug on some message: keep the others flowing, keep the evidence
@@ -156,7 +163,7 @@ class Writer(threading.Thread):
     def _commit_alone(self, item: Incoming, now: float) -> bool:
         try:
             result = self.ingestor.process([item], now)
-        except (sqlite3.Error, OSError) as e:
+        except STORAGE_ERRORS as e:
             self._storage_failed(1, e, now)
             return False
         except Exception as e:
@@ -165,7 +172,7 @@ class Writer(threading.Thread):
                 result = self.ingestor.quarantine_alone(
                     item, f"internal error while storing: {e!r}"[:500], now
                 )
-            except (sqlite3.Error, OSError) as err:
+            except STORAGE_ERRORS as err:
                 self._storage_failed(1, err, now)
                 return False
         self._done(result, 1, now)
@@ -208,7 +215,7 @@ class Writer(threading.Thread):
                 deleted = self.ingestor.apply_retention(now)
                 if any(deleted.values()):
                     log.info("retention: deleted %s", deleted)
-        except sqlite3.Error as e:
+        except STORAGE_ERRORS as e:
             self.stats.last_error = f"maintenance failed: {e}"
             self.stats.last_error_at = now
             log.error("%s", self.stats.last_error)

@@ -184,6 +184,12 @@ def require_schema(db: sqlite_utils.Database | sqlite3.Connection, what: str = "
 def open_database(config) -> CollectorDB:
     """Open (creating or migrating, with a backup first) the database a :class:`ServerConfig` names."""
     storage = config.storage
+    if storage.url:  # PostgreSQL: the same migrations through the dialect layer (pg.py)
+        from .pg import PgDatabase
+
+        db = PgDatabase(storage.url)
+        db.migrate()
+        return db
     db = CollectorDB.from_config(storage)
     db.migrate(storage.backups_dir if storage.backup_before_migrate else None, storage.backups_keep)
     return db
