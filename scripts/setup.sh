@@ -2,7 +2,8 @@
 # Create .venv and install the project with the given extras (default: device,server).
 # Usage: scripts/setup.sh [EXTRAS] [--system-packages]
 #   EXTRAS             comma list: device, server, models, test (test = everything the test suite needs)
-#   --system-packages  also apt-get install the non-Python parts the tests use (mosquitto, chromium)
+#   --system-packages  also apt-get install the non-Python parts the tests use (mosquitto, nats-server, chromium;
+#                      PostgreSQL is expected running, see tests/pg_support.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-device,server}"
@@ -18,6 +19,7 @@ if [[ "${2:-}" == "--system-packages" ]]; then
   command -v tc >/dev/null || need+=(iproute2)
   command -v shellcheck >/dev/null || need+=(shellcheck)
   command -v mosquitto_passwd >/dev/null || need+=(mosquitto)
+  command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need+=(nats-server)  # scale-out tests
   if ((${#need[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
       echo "installing system packages: ${need[*]}"
