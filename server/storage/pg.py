@@ -125,7 +125,32 @@ def _qualify(sets: str, table: str) -> str:
     return ", ".join(out)
 
 
+_CLAUSE = re.compile(r"\s*(GROUP|WHERE|ORDER|LIMIT|UNION|JOIN|LEFT|INNER|HAVING|ON|\)|$)", re.I)
+
+
+def _alias_subqueries(sql: str) -> str:
+    """``FROM (SELECT ...) GROUP BY``: PostgreSQL wants every subquery in FROM named."""
+    out, pos, n = [], 0, 0
+    for m in re.finditer(r"\bFROM\s*\(", sql, re.I):
+        if m.start() < pos:
+            continue
+        _, end = _split_call(sql, m.end() - 1)
+        out.append(sql[pos:end])
+        if _CLAUSE.match(sql, end):
+            n += 1
+            out.append(f" AS _sub{n}")
+        pos = end
+    out.append(sql[pos:])
+    return "".join(out)
+
+
 _INSERT_OR = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)\s*\(([^)]*)\)", re.I)
+
+
+_PRAGMAS = {  # what the code asks SQLite about itself, answered from PostgreSQL
+    "pragma user_version": "SELECT coalesce((SELECT value::int FROM meta WHERE key = 'schema_version'), 0)",
+    "pragma database_list": "SELECT 0, 'main', current_database()",
+}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -134,10 +159,15 @@ def translate(sql: str, primary_keys: tuple[tuple[str, tuple[str, ...]], ...] = 
     s = sql.strip()
     if re.match(r"^BEGIN(\s+IMMEDIATE|\s+DEFERRED|\s+EXCLUSIVE)?$", s, re.I):
         return "BEGIN"
+    pragma = _PRAGMAS.get(re.sub(r"\s+", " ", s.rstrip(";")).lower())
+    if pragma:
+        return pragma
     if re.match(r"^\s*(CREATE|ALTER)\s", s, re.I):
         for pattern, repl in _TYPES:
             s = pattern.sub(repl, s)
     s = _functions(s)
+    if re.search(r"\bFROM\s*\(", s, re.I):
+        s = _alias_subqueries(s)
     s = re.sub(r"\bWHERE 1\b(?!\s*[=<>!])", "WHERE TRUE", s)
     s = re.sub(r"\browid\b", "ctid", s)  # only chunked deletes use it outside the ingestor (pg_ingest.py)
     upsert = re.match(r"^\s*INSERT\s+INTO\s+(\w+).*\bDO UPDATE SET\b", s, re.I | re.S)
@@ -165,14 +195,15 @@ def translate(sql: str, primary_keys: tuple[tuple[str, tuple[str, ...]], ...] = 
 class PgCursor:
     """What ``execute`` returns: ``fetchone``/``fetchall``/iteration/``rowcount``/``lastrowid``-free."""
 
-    def __init__(self, cur) -> None:
+    def __init__(self, cur, lastrowid: int | None = None) -> None:
         self._cur = cur
+        self.lastrowid = lastrowid
 
     def fetchone(self):
-        return self._cur.fetchone() if self._cur.description else None
+        return self._cur.fetchone() if self._cur.description and self.lastrowid is None else None
 
     def fetchall(self):
-        return self._cur.fetchall() if self._cur.description else []
+        return self._cur.fetchall() if self._cur.description and self.lastrowid is None else []
 
     def __iter__(self):
         return iter(self.fetchall())
@@ -233,7 +264,14 @@ class PgConnection:
     def execute(self, sql: str, params=()) -> PgCursor:
         if sql.strip().upper() == "ROLLBACK" and (self.raw.closed or self.raw.broken):
             return PgCursor(self.raw.cursor())  # nothing to roll back on a lost connection
-        return PgCursor(self.raw.execute(self._sql(sql), tuple(params) if params is not None else None))
+        sql_pg = self._sql(sql)
+        args = tuple(params) if params is not None else None
+        m = re.match(r"^\s*INSERT\s+INTO\s+(\w+)\b", sql_pg, re.I)
+        if m and "RETURNING" not in sql_pg.upper() and dict(self._primary_keys()).get(m.group(1)) == ("id",):
+            cur = self.raw.execute(sql_pg + " RETURNING id", args)  # sqlite3's cursor.lastrowid
+            row = cur.fetchone()
+            return PgCursor(cur, row[0] if row else None)
+        return PgCursor(self.raw.execute(sql_pg, args))
 
     def executemany(self, sql: str, seq) -> PgCursor:
         cur = self.raw.cursor()
