@@ -100,8 +100,10 @@ class PostgresStore:
                 c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
-def write_conf(path: Path, store, tag: str, body: str) -> Path:
-    ingest = "[ingest]\nbatch_max = 1000\nbatch_wait_ms = 20\ncrop_request_every_s = 0\n[http]\nport = 0\n"
+def write_conf(path: Path, store, tag: str, body: str, batch_max: int = 1000) -> Path:
+    ingest = (
+        f"[ingest]\nbatch_max = {batch_max}\nbatch_wait_ms = 20\ncrop_request_every_s = 0\n[http]\nport = 0\n"
+    )
     path.write_text('log_level = "INFO"\n' + body + store.section(tag) + ingest)
     return path
 
@@ -138,7 +140,9 @@ def start(conf: Path, log: Path) -> subprocess.Popen:
         )
 
 
-def nats_round(store, nats: LocalNats, k: int, n: int, round_no: int, workdir: Path) -> dict:
+def nats_round(
+    store, nats: LocalNats, k: int, n: int, round_no: int, workdir: Path, batch_max: int = 1000
+) -> dict:
     """The backlog waits in a stream of its own; once all k workers are bound to their (empty) stream, that
     stream starts sourcing the backlog: the k workers see it at the same moment, start-up excluded."""
     import nats as nats_py
@@ -147,8 +151,8 @@ def nats_round(store, nats: LocalNats, k: int, n: int, round_no: int, workdir: P
     from amgs.server.config import parse_config
     from amgs.server.ingest.jetstream import ensure_stream
 
-    tag = f"nats{k}-r{round_no}"
-    backlog, stream = f"B{k}R{round_no}", f"W{k}R{round_no}"
+    tag = f"nats{k}-b{batch_max}-r{round_no}"
+    backlog, stream = f"B{k}X{batch_max}R{round_no}", f"W{k}X{batch_max}R{round_no}"
 
     async def setup():
         nc = await nats_py.connect(nats.url)
@@ -180,7 +184,7 @@ def nats_round(store, nats: LocalNats, k: int, n: int, round_no: int, workdir: P
     procs = []
     for i in range(k):  # one after the other: a new database is created by the first
         log = workdir / f"{tag}-{i}.log"
-        procs.append(start(write_conf(workdir / f"{tag}-{i}.toml", store, tag, body), log))
+        procs.append(start(write_conf(workdir / f"{tag}-{i}.toml", store, tag, body, batch_max), log))
         deadline = time.monotonic() + 120
         while "bound to" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -225,6 +229,9 @@ def main() -> None:
     ap.add_argument("--storage", choices=["sqlite", "postgres", "both"], default="sqlite")
     ap.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument(
+        "--per-message", type=int, default=2000, help="scores for the one-commit-per-message row; 0 = skip"
+    )
     args = ap.parse_args()
     print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     workdir = Path(tempfile.mkdtemp(prefix="amgs-bench-scaleout-"))
@@ -245,6 +252,10 @@ def main() -> None:
                 for k in (int(x) for x in args.workers.split(",")):
                     res = nats_round(store, nats, k, args.n, r, workdir)
                     rows.append((store.name, "NATS JetStream workers", k, res))
+                    print(f"# {rows[-1]}", flush=True)
+                if args.per_message:  # one commit per message: what batching buys
+                    res = nats_round(store, nats, 1, args.per_message, r, workdir, batch_max=1)
+                    rows.append((store.name, "NATS worker, one commit per message", 1, res))
                     print(f"# {rows[-1]}", flush=True)
     finally:
         nats.stop()
