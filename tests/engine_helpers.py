@@ -26,6 +26,7 @@ def worker_toml(
     sources: list[str] | None = None,
     batch_max: int = 200,
     extra: str = "",
+    storage_url: str | None = None,
 ) -> Path:
     """A worker's config: same database and durable consumer for every worker of one tier."""
     srcs = ", ".join(f'"{s}"' for s in sources or [])
@@ -45,6 +46,7 @@ fetch_batch = 500
 [storage]
 state_dir = "{state_dir}"
 backup_every_h = 0
+{f'url = "{storage_url}"' if storage_url else ""}
 [ingest]
 batch_max = {batch_max}
 batch_wait_ms = 20
@@ -71,8 +73,24 @@ def publish_scores(port: int, devices: list[str], seqs: range, *, site: str = "l
     return loadgen.publish_all("127.0.0.1", port, items, client_id=client_id)
 
 
-def stored_by_seq(db: Path) -> dict[str, list[int]]:
-    """Every stored score's seq per device, in order (duplicates would show twice)."""
+def _pg_rows(url: str, sql: str) -> list:
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as c:
+            return c.execute(sql).fetchall()
+    except psycopg.Error:
+        return []
+
+
+def stored_by_seq(db: Path | str) -> dict[str, list[int]]:
+    """Every stored score's seq per device, in order (duplicates would show twice); ``db`` is the SQLite
+    file or a PostgreSQL URL."""
+    if isinstance(db, str):
+        out: dict[str, list[int]] = {}
+        for device, seq in _pg_rows(db, "SELECT device_id, seq FROM scores ORDER BY device_id, seq"):
+            out.setdefault(device, []).append(seq)
+        return out
     if not db.exists():
         return {}
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -88,7 +106,10 @@ def stored_by_seq(db: Path) -> dict[str, list[int]]:
     return out
 
 
-def stored_count(db: Path) -> int:
+def stored_count(db: Path | str) -> int:
+    if isinstance(db, str):
+        rows = _pg_rows(db, "SELECT count(*) FROM scores")
+        return rows[0][0] if rows else 0
     if not db.exists():
         return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -100,7 +121,9 @@ def stored_count(db: Path) -> int:
         conn.close()
 
 
-def committed_seqs(db: Path) -> dict[str, int]:
+def committed_seqs(db: Path | str) -> dict[str, int]:
+    if isinstance(db, str):
+        return dict(_pg_rows(db, "SELECT device_id, committed_seq FROM devices"))
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         return dict(conn.execute("SELECT device_id, committed_seq FROM devices"))

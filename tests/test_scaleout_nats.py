@@ -21,6 +21,7 @@ from engine_helpers import (
     stored_count,
     worker_toml,
 )
+from pg_support import pg_databases  # noqa: F401  (fixture)
 from server_support import Watcher
 
 from amgs.engines import LocalNats, nats_server_path
@@ -60,9 +61,15 @@ def check_exactly_once(db, n: int) -> None:
     assert committed_seqs(db) == {d: n for d in DEVICES}
 
 
-def test_two_workers_share_the_stream_and_a_killed_worker_loses_nothing(tmp_path, nats_server):
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_two_workers_share_the_stream_and_a_killed_worker_loses_nothing(
+    tmp_path, nats_server, storage, request
+):
     state = tmp_path / "state"
     db = state / "collector.db"
+    url = None
+    if storage == "postgres":
+        url = db = request.getfixturevalue("pg_databases").create()
     conf = {
         name: worker_toml(
             tmp_path / f"{name}.toml",
@@ -70,6 +77,7 @@ def test_two_workers_share_the_stream_and_a_killed_worker_loses_nothing(tmp_path
             nats_url=nats_server.url,
             mqtt_port=nats_server.mqtt_port,
             ack_wait_s=3,
+            storage_url=url,
         )
         for name in ("a", "b")
     }
