@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amgs.contract import decode, encode
+from amgs.contract import Score, ScoreDraft, decode
+
+
+def _numbered(record: ScoreDraft | dict[str, Any], seq: int) -> Score:
+    if isinstance(record, ScoreDraft):
+        return record.numbered(seq)
+    return Score.check({"schema": Score.SCHEMA, **record, "seq": seq})
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -69,7 +76,9 @@ class Outbox:
 
     # ------------------------------------------------------------------ writing
 
-    def commit(self, records: list[dict[str, Any]], cursors: dict[str, str] | None = None) -> list[int]:
+    def commit(
+        self, records: list[ScoreDraft | dict[str, Any]], cursors: dict[str, str] | None = None
+    ) -> list[int]:
         """Give each record the next ``seq``, validate and store it, and save cursors, atomically."""
         seqs = []
         now = time.time()
@@ -78,10 +87,10 @@ class Outbox:
             seq = self.last_seq()
             for record in records:
                 seq += 1
-                record["seq"] = seq
+                score = _numbered(record, seq)
                 self.db.execute(
                     "INSERT INTO outbox(seq, msg_id, payload, created_at) VALUES(?, ?, ?, ?)",
-                    (seq, record["msg_id"], encode(record), now),
+                    (seq, score.msg_id, score.encode(), now),
                 )
                 seqs.append(seq)
             if records:
@@ -92,8 +101,6 @@ class Outbox:
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
-            for record in records:
-                record.pop("seq", None)
             raise
         return seqs
 
@@ -112,10 +119,9 @@ class Outbox:
         try:
             rows = self.db.execute("SELECT seq, payload FROM outbox ORDER BY seq").fetchall()
             for i, (old, payload) in enumerate(rows, start=1):
-                record = decode(bytes(payload))
-                record["seq"] = seq + i
+                score = Score.check({**decode(bytes(payload)), "seq": seq + i})
                 self.db.execute(
-                    "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, encode(record), old)
+                    "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, score.encode(), old)
                 )
             self._set_meta("last_seq", seq + len(rows))
             self.db.execute("COMMIT")
