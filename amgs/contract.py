@@ -180,7 +180,11 @@ Counts = Annotated[dict[str, Count], Field(max_length=64)]
 
 
 class _Part(BaseModel):
-    """A nested object of a message: exact JSON types, no unknown keys."""
+    """A nested object of a message: exact JSON types, no unknown keys.
+
+    Optional fields: ``x: T | None = None`` may be sent as null; ``x: T = None`` may be left out but,
+    when sent, must be a T (the default is never validated, and left-out fields stay off the wire).
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
 
@@ -208,18 +212,18 @@ class ActionUnits(_Part):
 
 
 class Quality(_Part):
-    sharpness: float | None = Field(None, ge=0)
-    exposure: float | None = Field(None, ge=0, le=255)
-    face_px: Count | None = None
-    motion: float | None = Field(None, ge=0)
-    asleep: bool | None = None
+    sharpness: float = Field(None, ge=0)
+    exposure: float = Field(None, ge=0, le=255)
+    face_px: Count = None
+    motion: float = Field(None, ge=0)
+    asleep: bool = None
 
 
 class ViewState(_Part):
     view: Id
     cage_id: Id
     animal_id: Id | None = None
-    source_ok: bool | None = None
+    source_ok: bool = None
     error: Note | None = None
 
 
@@ -307,12 +311,12 @@ class ScoreDraft(Message):
     needs_review: bool
     au: ActionUnits | None = None
     mgs_au: AuValue | None = None
-    quality: Quality | None = None
+    quality: Quality = None
     face_box: Annotated[list[Count], Field(min_length=4, max_length=4)] | None = Field(
         None, description="x, y, w, h in source-frame pixels"
     )
-    inference_ms: float | None = Field(None, ge=0)
-    has_crop: bool | None = Field(
+    inference_ms: float = Field(None, ge=0)
+    has_crop: bool = Field(
         None, description="a JPEG crop is kept on the device / sent on crop/{msg_id}"
     )
 
@@ -339,22 +343,22 @@ class Status(Message):
     state: Literal["online", "offline", "degraded"]
     at: Time
     reason: Note | None = None
-    software: Text | None = None
-    uptime_s: float | None = Field(None, ge=0)
-    queue_depth: Count | None = None
-    unconfirmed: Count | None = None
-    last_seq: _int(maximum=MAX_SEQ) | None = None
+    software: Text = None
+    uptime_s: float = Field(None, ge=0)
+    queue_depth: Count = None
+    unconfirmed: Count = None
+    last_seq: _int(maximum=MAX_SEQ) = None
     last_capture_at: Time | None = None
     inference_ms: float | None = Field(None, ge=0)
-    frames: Counts | None = None
-    rejected: Counts | None = None
+    frames: Counts = None
+    rejected: Counts = None
     disk_free_bytes: Count | None = None
     cpu_temp_c: float | None = None
     model: ModelRef | None = None
     clock: Clock | None = None
-    views: Annotated[list[ViewState], Field(max_length=64)] | None = None
+    views: Annotated[list[ViewState], Field(max_length=64)] = None
     storage_warning: Note | None = None
-    errors: Annotated[list[Note], Field(max_length=20)] | None = None
+    errors: Annotated[list[Note], Field(max_length=20)] = None
 
 
 class Ack(Message):
@@ -373,8 +377,8 @@ class Command(Message):
     SCHEMA: ClassVar[str] = "amgs.command/1"
     schema_: Literal["amgs.command/1"] = _schema_field("amgs.command/1")
     command: Literal["send_crops", "publish_status", "resend_from"]
-    msg_ids: Annotated[list[MsgId], Field(max_length=500)] | None = None
-    seq: _int(maximum=MAX_SEQ) | None = None
+    msg_ids: Annotated[list[MsgId], Field(max_length=500)] = None
+    seq: _int(maximum=MAX_SEQ) = None
     at: Time
 
 
@@ -393,7 +397,7 @@ class Alert(Message):
     state: Literal["open", "acknowledged", "resolved"]
     opened_at: Time
     updated_at: Time
-    message: Annotated[str, Field(max_length=1000)] | None = None
+    message: Annotated[str, Field(max_length=1000)] = None
     value: float | None = None
     threshold: float | None = None
 
@@ -537,9 +541,10 @@ def json_schema_document(schema_id: str) -> dict[str, Any]:
 
 
 def _untitled(node: Any, top: bool = True) -> Any:
-    """Drop pydantic's generated ``title`` of every field and part ("Device Id"): noise in the files."""
+    """Drop pydantic's generated ``title`` of every field and part ("Device Id") and the ``default``
+    of optional fields (left out means absent on the wire, not null): noise or misleading in the files."""
     if isinstance(node, dict):
-        return {k: _untitled(v, False) for k, v in node.items() if top or k != "title"}
+        return {k: _untitled(v, False) for k, v in node.items() if top or k not in ("title", "default")}
     if isinstance(node, list):
         return [_untitled(v, False) for v in node]
     return node
