@@ -316,9 +316,7 @@ class ScoreDraft(Message):
         None, description="x, y, w, h in source-frame pixels"
     )
     inference_ms: float = Field(None, ge=0)
-    has_crop: bool = Field(
-        None, description="a JPEG crop is kept on the device / sent on crop/{msg_id}"
-    )
+    has_crop: bool = Field(None, description="a JPEG crop is kept on the device / sent on crop/{msg_id}")
 
     def numbered(self, seq: int) -> Score:
         """The record as sent, once the outbox has given it its ``seq``."""

@@ -4,8 +4,8 @@
 ``create_app(config, db, runtime=None)``: ``runtime`` is the running :class:`~amgs.server.service.Collector`
 (ingest statistics, MQTT state, ``publish``) or ``None`` when the API serves a database without ingest.
 ``app.state`` holds ``config``, ``db`` (a :class:`~amgs.server.storage.db.CollectorDB`) and ``runtime`` for
-routers added by other rooms. The dashboard/alerts room adds its pages and alert endpoints in
-:func:`_include_rooms` (``app.include_router``) and protects writes by overriding ``access.require_editor``.
+the dashboard (``amgs.server.web.install``), which adds its pages and alert endpoints and protects reads
+and writes by overriding the hooks in ``access``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from amgs import __version__
 from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB
+from amgs.server.web.install import install_app
 
 from .api import router as api_router
 
@@ -45,15 +46,8 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(prometheus_text(db, runtime), media_type="text/plain; version=0.0.4")
 
-    _include_rooms(app)
-    return app
-
-
-def _include_rooms(app: FastAPI) -> None:
-    """Routers of other rooms (the dashboard and alerts add theirs here)."""
-    from amgs.server.web.install import install_app
-
     install_app(app)
+    return app
 
 
 def health(db: CollectorDB, runtime) -> dict[str, Any]:
