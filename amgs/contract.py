@@ -473,8 +473,8 @@ def _contract_error(error: ValidationError) -> ContractError:
     return ContractError(text, _path(e["loc"]))
 
 
-def validate(message: Any, schema_id: str | None = None) -> dict[str, Any]:
-    """Check a decoded message against its model; return it as sent or raise :class:`ContractError`."""
+def check(message: Any, schema_id: str | None = None) -> Message:
+    """A decoded JSON object as the message its ``schema`` names (the model), or :class:`ContractError`."""
     if not isinstance(message, dict):
         raise ContractError(f"a message must be a JSON object, got {type(message).__name__}")
     sid = message.get("schema")
@@ -482,7 +482,12 @@ def validate(message: Any, schema_id: str | None = None) -> dict[str, Any]:
         raise ContractError(f"expected {schema_id!r}, got {sid!r:.80}", "schema")
     if not isinstance(sid, str) or sid not in MESSAGES:
         raise ContractError(f"unknown schema {sid!r:.80}; this software knows {sorted(MESSAGES)}", "schema")
-    return MESSAGES[sid].check(message).wire()
+    return MESSAGES[sid].check(message)
+
+
+def validate(message: Any, schema_id: str | None = None) -> dict[str, Any]:
+    """Check a decoded message against its model; return it as sent or raise :class:`ContractError`."""
+    return check(message, schema_id).wire()
 
 
 def decode(payload: bytes, schema_id: str | None = None) -> dict[str, Any]:
@@ -500,10 +505,7 @@ def decode(payload: bytes, schema_id: str | None = None) -> dict[str, Any]:
 
 def encode(message: Message | dict[str, Any]) -> bytes:
     """Check and serialize a message (compact JSON)."""
-    if isinstance(message, Message):
-        return message.encode()
-    validate(message)
-    return MESSAGES[message["schema"]].check(message).encode()
+    return (message if isinstance(message, Message) else check(message)).encode()
 
 
 # --------------------------------------------------------------------------- helpers
