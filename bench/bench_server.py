@@ -36,6 +36,7 @@ from amgs.demo import loadgen
 from amgs.server.config import parse_config
 from amgs.server.ingest.classify import score_row
 from amgs.server.query import timecourse as tc
+from amgs.server.query.overview import overview
 from amgs.server.service import Collector
 from amgs.server.storage.db import ROLLUP_SUMS, SCORE_COLUMNS, open_database
 
@@ -224,7 +225,7 @@ def queries(config, db, end: float, repeats: int) -> dict:
             ),
             repeats,
         ),
-        "facility overview, 100 cages, 24 h": timed(lambda: tc.overview(conn, now, 24), repeats),
+        "facility overview, 100 cages, 24 h": timed(lambda: overview(conn, now, 24), repeats),
     }
 
 
