@@ -4,8 +4,8 @@
 ``create_app(config, db, runtime=None)``: ``runtime`` is the running :class:`~amgs.server.service.Collector`
 (ingest statistics, MQTT state, ``publish``) or ``None`` when the API serves a database without ingest.
 ``app.state`` holds ``config``, ``db`` (a :class:`~amgs.server.storage.db.CollectorDB`), ``runtime``,
-``clock`` (now, as an aware datetime: the wall clock unless the demo sets its own) and ``alert_engine``
-(one per app, shared with the alert jobs). Access control is installed here, once, for
+``clock`` (now, as an aware datetime: the wall clock unless the demo sets its own), ``alert_engine`` (one
+per app, shared with the alert jobs) and ``login_throttle``. Access control is installed here, once, for
 every route (:mod:`amgs.server.http.access`).
 """
 
@@ -23,6 +23,7 @@ from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB
 
 from ..alerts.engine import AlertEngine, wall_clock
 from ..web.auth import create_auth_tables
+from ..web.throttle import LoginThrottle
 from . import access
 from .api import router as api_router
 
@@ -43,6 +44,7 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     app.state.clock = wall_clock
     # the engine asks app.state.clock each time, so a clock set after create_app (the demo's) applies to both
     app.state.alert_engine = AlertEngine(db.local, config.alerts, config.notify, lambda: app.state.clock())
+    app.state.login_throttle = LoginThrottle()
     create_auth_tables(db.local())  # API tokens work with or without the dashboard
     access.install(app)
     app.include_router(api_router)
@@ -55,7 +57,8 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(prometheus_text(db, runtime), media_type="text/plain; version=0.0.4")
+        text = prometheus_text(db, runtime) + app.state.login_throttle.prometheus_text()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     if config.web.enabled:
         from amgs.server.web.install import install

@@ -1,7 +1,8 @@
 """HTML pages (server-rendered shells; their scripts draw every figure from the collector's API, ``/api``),
 and log-in / log-out.
 
-Log-in: the form carries a double-submit CSRF token (cookie and field compared in constant time).
+Log-in: the form carries a double-submit CSRF token (cookie and field compared in constant time); each
+attempt passes the log-in throttle (:mod:`amgs.server.web.throttle`) before any password is hashed.
 Cookies are ``HttpOnly``, and ``Secure`` with ``[web] cookie_secure``.
 """
 
@@ -26,6 +27,7 @@ from .auth import (
     new_login_csrf,
 )
 from .context import TEMPLATES_DIR, page_viewer, web_config, who
+from .throttle import CHECK_WAIT_S, retry_after
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
@@ -140,6 +142,13 @@ def login_form(request: Request, next: str = "/", error: str = ""):
     return _login_page(request, next, error[:200])
 
 
+def _too_many(request: Request, next: str, seconds: float, why: str):
+    wait = retry_after(seconds)
+    return _login_page(
+        request, next, f"{why}: try again in {wait} s.", status_code=429, headers={"Retry-After": str(wait)}
+    )
+
+
 @router.post("/login")
 def login(
     request: Request,
@@ -151,11 +160,24 @@ def login(
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie.encode(), login_csrf.encode()):
         raise HTTPException(403, "login form expired (CSRF check failed): reload the login page")
-    db = request.app.state.db.local()
-    user = check_password(db, username, password)
+    throttle = request.app.state.login_throttle
+    address = request.client.host if request.client else None
+    wait = throttle.begin(username, address)
+    if wait:
+        return _too_many(request, next, wait, "Too many failed log-ins for this account or from this address")
+    if not throttle.checks.acquire(timeout=CHECK_WAIT_S):
+        throttle.busy()
+        return _too_many(request, next, 2, "The collector is busy checking other log-ins")
+    try:
+        db = request.app.state.db.local()
+        user = check_password(db, username, password)
+    finally:
+        throttle.checks.release()
     if user is None:
+        throttle.failed(username, address)
         query = urllib.parse.urlencode({"next": _safe_next(next), "error": "wrong user name or password"})
         return RedirectResponse(f"{_root(request)}/login?{query}", status_code=303)
+    throttle.succeeded(username, address)
     token, _ = create_session(db, user["username"], web_config(request).session_hours)
     response = RedirectResponse(_root(request) + _safe_next(next), status_code=303)
     response.set_cookie(
