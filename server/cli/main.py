@@ -89,11 +89,13 @@ def run(config_path) -> None:
 def check_config(path) -> None:
     """Validate a collector TOML and print the effective settings (secrets are not printed)."""
     from amgs.server.config import ConfigError, load_config
+    from amgs.server.http.tls import check_https
     from amgs.server.ingest.mqtt import check_settings
 
     try:
         config = load_config(path)
         check_settings(config)  # the password and certificate files load
+        check_https(config.http)  # and the HTTPS certificate and key
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(config.model_dump(mode="json"), indent=2))
@@ -329,11 +331,19 @@ def serve_api(config_path, db_path) -> None:
     """Serve only the HTTP API over a database (no MQTT ingest): for analysis copies of the database."""
     import uvicorn
 
+    from amgs.server.config import ConfigError
     from amgs.server.http.app import create_app
+    from amgs.server.http.tls import scheme, uvicorn_config
 
     config, db = load(config_path, db_path)
-    click.echo(f"serving {db.path} on http://{config.http.bind}:{config.http.port}", err=True)
-    uvicorn.run(create_app(config, db), host=config.http.bind, port=config.http.port, log_level="warning")
+    try:
+        server = uvicorn.Server(uvicorn_config(create_app(config, db), config.http, log_level="warning"))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(
+        f"serving {db.path} on {scheme(config.http)}://{config.http.bind}:{config.http.port}", err=True
+    )
+    server.run()
 
 
 def _add_room_commands() -> None:

@@ -3,7 +3,7 @@ and log-in / log-out.
 
 Log-in: the form carries a double-submit CSRF token (cookie and field compared in constant time); each
 attempt passes the log-in throttle (:mod:`amgs.server.web.throttle`) before any password is hashed.
-Cookies are ``HttpOnly``, and ``Secure`` with ``[web] cookie_secure``.
+Cookies are ``HttpOnly`` and ``Secure`` whenever the request came over HTTPS (or ``[web] cookie_secure``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def _root(request: Request) -> str:
 
 
 def _secure(request: Request) -> bool:
-    return web_config(request).cookie_secure
+    """Cookies only over HTTPS: the collector's own TLS, or a TLS proxy on loopback (X-Forwarded-Proto)."""
+    return web_config(request).cookie_secure or request.url.scheme == "https"
 
 
 def _render(request: Request, viewer: Principal | None, name: str, page: str, **extra):
