@@ -11,6 +11,7 @@ from amgs.server.config import parse_config
 from amgs.server.http.app import create_app
 from amgs.server.query.metadata import save
 from amgs.server.storage.db import open_database
+from amgs.server.web import auth
 from tests.web_helpers import Served, http
 
 BAD_TIMES = [
@@ -25,6 +26,7 @@ BAD_TIMES = [
     "0001-01-01T00:00:00Z",
     "-1",
 ]
+STAFF: dict[str, str] = {}
 BAD_BINS = ["99999999999999999999d", "0", "-5m", "nan", "1e18"]
 
 
@@ -42,7 +44,10 @@ def base(tmp_path_factory):
     save(
         conn, "events", {"kind": "surgery", "at": "2026-03-02T10:00:00Z", "animal_id": "m1", "cage_id": "c1"}
     )
-    served = Served(create_app(config, db))
+    app = create_app(config, db)  # creates the account tables
+    auth.add_user(db.local(), "vet", "correct horse battery", role="staff")
+    STAFF["Authorization"] = "Bearer " + auth.create_token(db.local(), "vet", "test")
+    served = Served(app)
     yield served.base
     served.stop()
 
@@ -115,3 +120,42 @@ def test_good_values_still_work(base):
     ):
         status, _, body = http("GET", base + path)
         assert status == 200, (path, body)
+
+
+def test_metadata_times_outside_what_a_time_course_can_show_are_refused(base):
+    for kind, record, name in (
+        ("events", {"kind": "surgery", "at": "9999-12-31T23:59:59Z", "cage_id": "c1"}, "at"),
+        ("events", {"kind": "surgery", "at": "0001-01-01T00:00:00Z", "cage_id": "c1"}, "at"),
+        ("assignments", {"device_id": "d1", "cage_id": "c1", "start": "9999-12-31T23:59:59Z"}, "start"),
+        (
+            "assignments",
+            {"device_id": "d1", "cage_id": "c1", "start": "2026-01-01", "end": "9999-12-31"},
+            "end",
+        ),
+    ):
+        status, _, body = http("POST", f"{base}/api/meta/{kind}", record, headers=STAFF)
+        assert status == 400 and body["detail"].startswith(f"{name} = "), body
+
+
+def test_an_event_stored_before_those_checks_gets_a_400_not_a_500(tmp_path):
+    config = parse_config(
+        {"storage": {"state_dir": str(tmp_path / "state")}, "notify": {"mqtt": {"enabled": False}}}
+    )
+    db = open_database(config)
+    conn = db.local().conn
+    save(conn, "groups", {"group_id": "lap"})
+    save(conn, "cages", {"cage_id": "c9"})
+    save(conn, "animals", {"animal_id": "m9", "cage_id": "c9", "group_id": "lap"})
+    conn.execute(  # as an older collector could store it
+        "INSERT INTO events (kind, t, at, cage_id, animal_id) VALUES ('surgery', 253402300799, '9999-12-31', 'c9', 'm9')"
+    )
+    served = Served(create_app(config, db))
+    try:
+        for path in ("/api/timecourse/cage/c9?event=surgery", "/api/timecourse/animal/m9?event=surgery",
+                     "/api/timecourse/cage/c9?baseline_h=24"):  # fmt: skip
+            status, _, body = http("GET", served.base + path)
+            assert status == 400 and body["detail"].startswith("event:"), (path, body)
+        status, _, body = http("GET", served.base + "/api/timecourse/group/lap")
+        assert status == 200 and body["skipped"][0]["animal_id"] == "m9"
+    finally:
+        served.stop()

@@ -29,7 +29,7 @@ from amgs.contract import AU_KEYS, format_time
 from amgs.server.storage.db import REJECT_TABLES, ROLLUP_SUMS, ROLLUP_TABLES
 from amgs.server.storage.sql import query, where
 
-from .params import MIN_BIN_S, QueryError
+from .params import MAX_TIME, MIN_BIN_S, MIN_TIME, QueryError
 
 
 def iso(t: float | None) -> str | None:
@@ -147,6 +147,7 @@ def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: 
         else:
             for i, v in enumerate(values):
                 acc[i] += v
+    # summed positionally above (the hot loop of every time course), named once per bin here
     return {b: dict(zip(ROLLUP_SUMS, v, strict=True)) for b, v in out.items()}
 
 
@@ -243,6 +244,20 @@ def first_event(conn, kind: str, animal_id: str | None = None, cage_id: str | No
         for row in query(conn, f"SELECT {EVENT_COLUMNS} FROM events {clause} ORDER BY t LIMIT 1", params):
             return row
     return None
+
+
+def _alignment_event(
+    conn, kind: str, animal_id: str | None = None, cage_id: str | None = None
+) -> dict | None:
+    """:func:`first_event` for a series to be drawn around: one stored outside 1970 .. 2100 (before the
+    metadata checks refused such times) is a QueryError naming it, not a failure deep in the bins."""
+    event = first_event(conn, kind, animal_id=animal_id, cage_id=cage_id)
+    if event is not None and not MIN_TIME <= event["t"] < MAX_TIME:
+        raise QueryError(
+            f"event: the {kind} event {event['id']} at {event['at']!r} lies outside 1970 .. 2100: "
+            "correct or delete it (amgs server event list / remove)"
+        )
+    return event
 
 
 def baseline(conn, source: Source, event_t: float, hours: float) -> dict[str, Any]:
@@ -354,7 +369,7 @@ def cage_timecourse(
     aligned to the first ``event_kind`` event, by default from ``hours_before`` to ``hours_after`` around it."""
     event = None
     if event_kind:
-        event = first_event(conn, event_kind, cage_id=cage_id)
+        event = _alignment_event(conn, event_kind, cage_id=cage_id)
         if event is None:
             raise QueryError(f"cage {cage_id!r} has no {event_kind!r} event to align to")
         start, end = _window(start, end, event, hours_before, hours_after)
@@ -379,7 +394,7 @@ def cage_timecourse(
 
 def _reference_baseline(conn, source: Source, hours: float, **who) -> dict[str, Any] | None:
     """The baseline before the first :data:`BASELINE_EVENT` (for wall-clock charts), or None without one."""
-    event = first_event(conn, BASELINE_EVENT, **who)
+    event = _alignment_event(conn, BASELINE_EVENT, **who)
     return baseline(conn, source, event["t"], hours) if event else None
 
 
@@ -417,7 +432,7 @@ def animal_timecourse(
     animal = animal_row(conn, animal_id)
     event = None
     if event_kind:
-        event = first_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+        event = _alignment_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
         if event is None:
             raise QueryError(f"animal {animal_id!r} (and its cage) has no {event_kind!r} event to align to")
         start, end = _window(start, end, event, hours_before, hours_after)
@@ -483,7 +498,11 @@ def group_timecourse(
     for animal_id in animal_ids:
         animal = animal_row(conn, animal_id)
         if event_kind:
-            event = first_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+            try:
+                event = _alignment_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+            except QueryError as e:
+                skipped.append({"animal_id": animal_id, "reason": str(e).removeprefix("event: ")})
+                continue
             if event is None:
                 skipped.append({"animal_id": animal_id, "reason": f"no {event_kind!r} event"})
                 continue
