@@ -229,3 +229,12 @@ def test_api_validation_errors_name_the_parameter(site):
     assert status == 400 and body["detail"].startswith("hours:")
     status, _, body = http("GET", f"{base}/api/alerts?state=lost")
     assert status == 400 and body["detail"].startswith("state:")
+
+
+def test_every_response_carries_the_security_headers(site):
+    base, _, _, _ = site
+    for path in ("/", "/login", "/api/overview", "/api/nowhere", "/static/js/common.js"):
+        _, headers, _ = http("GET", f"{base}{path}")
+        assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff", path
+        csp = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "form-action 'self'" in csp, path
