@@ -19,7 +19,8 @@ from server_support import Watcher, get_json, get_text, server_config, wait_for
 
 from amgs.contract import ack_topic, decode, score_topic, status_topic
 from amgs.demo import loadgen
-from amgs.server.service import Collector, PeriodicJob
+from amgs.server.jobs import PeriodicJob
+from amgs.server.service import Collector
 
 
 def publish(broker, messages):
@@ -400,7 +401,7 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
 
     from amgs.contract import command_topic, crop_topic
     from amgs.server.ingest.crops import CropRequester
-    from amgs.server.service import JobContext
+    from amgs.server.jobs import JobContext
 
     now = time.time()
     msgs = [dict(loadgen.score_message("d1", s, t=now - (20 - s) * 10), has_crop=True) for s in range(1, 21)]
@@ -428,7 +429,7 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
         assert {c["msg_id"] for c in listed} == wanted
         with urllib.request.urlopen(base + listed[0]["url"]) as r:
             assert r.read() == jpeg and r.headers["Content-Type"] == "image/jpeg"
-        collector.app.dependency_overrides.clear()  # the API alone (the web room tests its login)
+        collector.app.dependency_overrides.clear()  # the API alone (tests/test_web_auth.py tests the login)
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "reboot"}', "POST")
         assert code == 400 and "command" in body["detail"]
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "publish_status"}', "POST")

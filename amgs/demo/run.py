@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from amgs.cli_options import load_scorer
 from amgs.contract import format_time
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,9 @@ class Demo:
 
     def start(self) -> Demo:
         from amgs.broker import LocalBroker
+        from amgs.server.alerts.jobs import periodic_jobs as alert_jobs
         from amgs.server.config import ServerConfig  # noqa: F401 - config sections must import cleanly first
-        from amgs.server.service import Collector, provided_jobs
+        from amgs.server.service import Collector
         from amgs.server.web.auth import add_user
 
         from .devices import SimDevice
@@ -221,7 +223,7 @@ class Demo:
             self.clock.speed,
             "5" if self.broker.kind == "mosquitto" else "3.1.1",
         )
-        self.collector = Collector(config, jobs=provided_jobs(config))
+        self.collector = Collector(config, jobs=alert_jobs(config))
         state = self.collector.app.state
         state.alert_engine.clock = self.clock
         state.clock = self.clock
@@ -336,8 +338,6 @@ class Demo:
 )
 def cli(workdir, port, replay_seconds, duration, scores, variants, keep, broker, model_path) -> None:
     """Run the whole appliance on this machine with a SYNTHETIC study (broker, collector, dashboard, devices)."""
-    from amgs.cli import load_scorer
-
     logging.getLogger("amgs.server.alerts.engine").setLevel(logging.ERROR)  # the demo prints alerts itself
     demo = Demo(
         workdir,

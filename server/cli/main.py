@@ -7,62 +7,39 @@ Every command finds the database through ``--config`` (default ``$AMGS_SERVER_CO
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import click
 
-DEFAULT_CONFIG = Path("/etc/amgs/server.toml")
-
-
-def _config_path(path: Path | None) -> Path | None:
-    if path is not None:
-        return path
-    env = os.environ.get("AMGS_SERVER_CONFIG")
-    if env:
-        return Path(env)
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
-
-
-def load(config_path: Path | None, db_path: Path | None = None):
-    """(config, CollectorDB) or a ClickException saying what is wrong."""
-    from amgs.server.config import ConfigError, load_config
-    from amgs.server.storage.db import CollectorDB, DatabaseError, open_database
-
-    try:
-        config = load_config(_config_path(config_path))
-        if db_path is not None:
-            db = CollectorDB(db_path)
-            db.migrate(db_path.parent / "backups", config.storage.backups_keep)
-        else:
-            db = open_database(config)
-    except (ConfigError, DatabaseError) as e:
-        raise click.ClickException(str(e)) from None
-    except PermissionError as e:
-        raise click.ClickException(f"{e}: run as the collector's user or pass --db / --config") from None
-    return config, db
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Collector TOML (default: $AMGS_SERVER_CONFIG or /etc/amgs/server.toml).",
-)
-db_option = click.option(
-    "--db",
-    "db_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Database file to use instead.",
-)
+from .options import config_option, db_option, load
+from .users import users
 
 
 @click.group("server")
 def cli() -> None:
     """The collector: MQTT ingest, storage, time courses, study metadata, API, exports."""
+
+
+def _collector_service():
+    """The collector's service module with every part it runs, or a clear refusal to start.
+
+    A collector that started without a part (its alert engine, say) would look healthy while no
+    humane-endpoint alert could ever fire: better not to start and say what is broken.
+    """
+    try:
+        from amgs.server import service
+    except ImportError as e:
+        from amgs.extras import missing_extra_hint
+
+        hint = missing_extra_hint(e) if isinstance(e, ModuleNotFoundError) else None
+        raise click.ClickException(
+            hint
+            or f"the collector cannot start: a part of it failed to load ({type(e).__name__}: {e}). "
+            "It will not run without it (alerts included): reinstall amgs with the 'server' extra, "
+            "or see the log of your last upgrade."
+        ) from None
+    return service
 
 
 @cli.command()
@@ -72,8 +49,8 @@ def run(config_path) -> None:
     import logging
 
     from amgs.server.config import ConfigError
-    from amgs.server.service import run as run_service
 
+    run_service = _collector_service().run
     config, _ = load(config_path)
     logging.getLogger().setLevel(config.log_level)
     if not logging.getLogger().handlers:
@@ -92,6 +69,7 @@ def check_config(path) -> None:
     from amgs.server.http.tls import check_https
     from amgs.server.ingest.mqtt import check_settings
 
+    _collector_service()  # every part the collector runs loads (the alert engine included)
     try:
         config = load_config(path)
         check_settings(config)  # the password and certificate files load
@@ -346,11 +324,4 @@ def serve_api(config_path, db_path) -> None:
     server.run()
 
 
-def _add_room_commands() -> None:
-    """Commands of the dashboard/alerts room (staff accounts and tokens)."""
-    from .users import users
-
-    cli.add_command(users)
-
-
-_add_room_commands()
+cli.add_command(users)

@@ -10,16 +10,15 @@ behind them (``app.dependency_overrides``), from ``[web]`` and the accounts of `
   ``admin`` session or API token, and a cookie session must also send its CSRF token
   (``X-CSRF-Token`` header); a bearer token carries no cookie, so it needs none.
 
-Who is asking is worked out once per request (:func:`current`).
+Who is asking is worked out once per request (``amgs.server.web.context.who``, from the accounts).
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI, HTTPException, Request
 
-from amgs.server.web.auth import Principal, check_csrf, principal
-
-_UNSET = object()
+from amgs.server.web.auth import Principal, check_csrf
+from amgs.server.web.context import who as current
 
 
 def require_viewer() -> Principal | None:
@@ -28,15 +27,6 @@ def require_viewer() -> Principal | None:
 
 def require_editor() -> Principal | None:
     """Changing state (the policy is installed by :func:`install`)."""
-
-
-def current(request: Request) -> Principal | None:
-    """Who is making this request (None = anonymous); a bad API token is refused here with 401."""
-    cached = getattr(request.state, "amgs_principal", _UNSET)
-    if cached is _UNSET:
-        cached = principal(request.app.state.db.local(), request)
-        request.state.amgs_principal = cached
-    return cached
 
 
 def viewer(request: Request) -> Principal | None:

@@ -19,10 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from amgs import __version__
-from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB
+from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB, require_schema
 
 from ..alerts.engine import AlertEngine, wall_clock
-from ..web.auth import create_auth_tables
 from ..web.throttle import LoginThrottle
 from . import access
 from .api import router as api_router
@@ -45,7 +44,7 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     # the engine asks app.state.clock each time, so a clock set after create_app (the demo's) applies to both
     app.state.alert_engine = AlertEngine(db.local, config.alerts, config.notify, lambda: app.state.clock())
     app.state.login_throttle = LoginThrottle()
-    create_auth_tables(db.local())  # API tokens work with or without the dashboard
+    require_schema(db.local(), "the collector's API")  # accounts, tokens and alerts live in migrated tables
     access.install(app)
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _bad_parameter)

@@ -19,7 +19,7 @@ import sqlite_utils
 
 from amgs.server.query.overview import overview
 from amgs.server.query.timecourse import iso
-from amgs.server.storage.sql import query
+from amgs.server.storage.sql import database
 
 from ..alerts.config import SEVERITY_RANK, AlertsConfig
 from ..alerts.store import ALERTS, alert_events, list_alerts
@@ -29,8 +29,7 @@ STATES = ("alert", "device offline", "elevated", "no data", "ok")
 
 def _open_alerts_by_cage(conn) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for a in query(
-        conn,
+    for a in database(conn).query(
         "SELECT alert_id, rule, severity, state, opened_at, message, site, cage_id, device_id "
         f"FROM {ALERTS} WHERE state IN ('open', 'acknowledged') ORDER BY opened_at",
     ):

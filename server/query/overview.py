@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from amgs.server.storage.db import ROLLUP_SUMS
-from amgs.server.storage.sql import query
+from amgs.server.storage.sql import database
 
 from .timecourse import add_sums, iso, stats
 
@@ -18,11 +18,10 @@ def overview(conn, now: float, hours: int = 24) -> list[dict[str, Any]]:
     """Every cage: last score, last-hour and last-``hours`` figures, an hourly sparkline, devices."""
     t_end = int(now // 3600 + 1) * 3600
     t_start = t_end - hours * 3600
-    cages = {r["cage_id"]: r for r in query(conn, "SELECT cage_id, room_id, name FROM cages")}
+    cages = {r["cage_id"]: r for r in database(conn).query("SELECT cage_id, room_id, name FROM cages")}
     spark: dict[str, dict[int, dict]] = {}
     sums = ", ".join(f"total({c}) AS {c}" for c in ROLLUP_SUMS)
-    for row in query(
-        conn,
+    for row in database(conn).query(
         f"SELECT cage_id, bucket, {sums} FROM rollup_1h WHERE bucket >= ? AND bucket < ? GROUP BY cage_id, bucket",
         [t_start, t_end],
     ):
@@ -39,7 +38,7 @@ def overview(conn, now: float, hours: int = 24) -> list[dict[str, Any]]:
         assigned.setdefault(cage_id, set()).add(device_id)
     devices = {
         r["device_id"]: r | {"state_since": iso(r["state_since"]), "last_seen": iso(r["last_seen"])}
-        for r in query(conn, "SELECT device_id, state, state_since, last_seen FROM devices")
+        for r in database(conn).query("SELECT device_id, state, state_since, last_seen FROM devices")
     }
     out = []
     for cage_id in sorted(cages):

@@ -27,7 +27,7 @@ from typing import Any
 
 from amgs.contract import AU_KEYS, format_time
 from amgs.server.storage.db import REJECT_TABLES, ROLLUP_SUMS, ROLLUP_TABLES
-from amgs.server.storage.sql import query, where
+from amgs.server.storage.sql import database, where
 
 from .params import MAX_TIME, MIN_BIN_S, MIN_TIME, QueryError
 
@@ -241,7 +241,9 @@ def first_event(conn, kind: str, animal_id: str | None = None, cage_id: str | No
         if value is None:
             continue
         clause, params = where({column: value, "kind": kind})
-        for row in query(conn, f"SELECT {EVENT_COLUMNS} FROM events {clause} ORDER BY t LIMIT 1", params):
+        for row in database(conn).query(
+            f"SELECT {EVENT_COLUMNS} FROM events {clause} ORDER BY t LIMIT 1", params
+        ):
             return row
     return None
 
@@ -400,7 +402,7 @@ def _reference_baseline(conn, source: Source, hours: float, **who) -> dict[str, 
 
 def animal_row(conn, animal_id: str) -> dict[str, Any]:
     sql = "SELECT animal_id, cage_id, group_id, strain, sex, coat, housing FROM animals WHERE animal_id = ?"
-    for row in query(conn, sql, [animal_id]):
+    for row in database(conn).query(sql, [animal_id]):
         return row
     raise QueryError(f"animal {animal_id!r} is not registered: add it with `amgs server animal add`")
 
@@ -488,7 +490,9 @@ def group_timecourse(
     (``hours_before``/``hours_after``); without it, bins are wall-clock over [start, end).
     """
     group = next(
-        query(conn, "SELECT group_id, name, description, study FROM groups WHERE group_id = ?", [group_id]),
+        database(conn).query(
+            "SELECT group_id, name, description, study FROM groups WHERE group_id = ?", [group_id]
+        ),
         None,
     )
     if group is None:
@@ -568,4 +572,4 @@ def events_between(
     who = [(f"{col} = ?", value) for col, value in (("cage_id", cage_id), ("animal_id", animal_id)) if value]
     either = [(" OR ".join(c for c, _ in who), [v for _, v in who])] if who else []
     clause, params = where(None, *either, ("t >= ?", [t0]), ("t < ?", [t1]))
-    return list(query(conn, f"SELECT {EVENT_COLUMNS} FROM events {clause} ORDER BY t", params))
+    return list(database(conn).query(f"SELECT {EVENT_COLUMNS} FROM events {clause} ORDER BY t", params))

@@ -7,14 +7,22 @@ through ``?`` parameters only.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
-
-import sqlite_utils
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from amgs.sqlite_tx import rollback, write_transaction
 
-__all__ = ["query", "where", "rollback", "write_transaction"]
+if TYPE_CHECKING:
+    import sqlite_utils
+
+__all__ = ["database", "where", "rollback", "write_transaction"]
+
+
+def database(db: sqlite3.Connection | sqlite_utils.Database) -> sqlite_utils.Database:
+    """The sqlite-utils view of a connection, for dict rows: ``database(conn).query(sql, params)``."""
+    import sqlite_utils  # here, not at the top: the `amgs server` command group loads on a Pi without it
+
+    return db if isinstance(db, sqlite_utils.Database) else sqlite_utils.Database(db, execute_plugins=False)
 
 
 def where(
@@ -41,13 +49,3 @@ def where(
     if not clauses:
         return "", []
     return "WHERE " + f" {joiner} ".join(f"({c})" if " or " in c.lower() else c for c in clauses), params
-
-
-def query(
-    conn: sqlite3.Connection | sqlite_utils.Database, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()
-) -> Iterator[dict[str, Any]]:
-    """Rows as dicts through sqlite-utils' ``db.query``, for code that holds a plain sqlite3 connection
-    (the read queries take one). Wrapping costs a few microseconds and changes no connection setting."""
-    if not isinstance(conn, sqlite_utils.Database):
-        conn = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
-    return conn.query(sql, params)

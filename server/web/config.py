@@ -9,7 +9,8 @@ class WebConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(
-        True, description="false: no dashboard pages, log-in or /static; the API (with API tokens) stays"
+        True,
+        description="serve the dashboard (false: no pages, log-in or /static; the API with API tokens stays)",
     )
     view_requires_login: bool = Field(
         False,
@@ -21,5 +22,5 @@ class WebConfig(BaseModel):
         description="always mark cookies Secure; they already are whenever a request arrives over HTTPS "
         "(the collector's own TLS, or a TLS reverse proxy on loopback sending X-Forwarded-Proto)",
     )
-    title: str = Field("aMGS collector", max_length=80)
+    title: str = Field("aMGS collector", max_length=80, description="shown in every page's header")
     recent_crops: int = Field(24, ge=0, le=200, description="face crops shown on a cage page")

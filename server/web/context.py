@@ -1,4 +1,5 @@
-"""What the dashboard's pages need: who is asking (the API's own access check), templates and static files."""
+"""Who is asking (worked out once per request, for the pages and for the API's access policy in
+``amgs.server.http.access``), and where the templates and static files are."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-from amgs.server.http.access import current
-
-from .auth import Principal
+from .auth import Principal, principal
 from .config import WebConfig
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -26,8 +25,16 @@ def web_config(request: Request) -> WebConfig:
     return request.app.state.config.web
 
 
+_UNSET = object()
+
+
 def who(request: Request) -> Principal | None:
-    return current(request)
+    """Who is making this request (None = anonymous); a bad API token is refused here with 401."""
+    cached = getattr(request.state, "amgs_principal", _UNSET)
+    if cached is _UNSET:
+        cached = principal(request.app.state.db.local(), request)
+        request.state.amgs_principal = cached
+    return cached
 
 
 def page_viewer(request: Request) -> Principal | None:
