@@ -13,6 +13,7 @@ Secrets are never written into this file: the MQTT password lives in ``mqtt.pass
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,16 @@ from .web.config import WebConfig
 
 class ConfigError(ValueError):
     """The collector configuration is missing, unreadable or invalid; the message says what to fix."""
+
+
+def read_secret(path: Path | None, key: str) -> str | None:
+    """A password from its own file (stripped), or None when no file is set; never logged."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{key} {str(path)!r} cannot be read: {e}") from None
 
 
 class Section(BaseModel):
@@ -52,8 +63,11 @@ class MqttConfig(Section):
     username: str | None = Field(None, description="the collector's broker account")
     password_file: Path | None = Field(None, description="file holding the collector's MQTT password")
     tls: TlsConfig | None = None
-    client_id: str = Field(
-        "amgs-collector", pattern=ID_PATTERN, description="fixed: the broker keeps the session under it"
+    client_id: str | None = Field(
+        None,
+        pattern=ID_PATTERN,
+        description="the broker keeps the collector's persistent session under it; default: the username "
+        "(the shipped broker config makes every client id its account name), else amgs-collector",
     )
     site: str = Field("+", description="site to collect ('+' = every site on this broker)")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive")
@@ -86,14 +100,14 @@ class MqttConfig(Section):
             raise ValueError("must be '+' or a site id (letters, digits, '_', '.', '-')")
         return v
 
+    @property
+    def session_id(self) -> str:
+        """The client id of the collector's ingest session."""
+        return self.client_id or self.username or "amgs-collector"
+
     def password(self) -> str | None:
         """Read the password file (stripped); never logged."""
-        if self.password_file is None:
-            return None
-        try:
-            return self.password_file.read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"mqtt.password_file {str(self.password_file)!r} cannot be read: {e}") from None
+        return read_secret(self.password_file, "mqtt.password_file")
 
 
 class StorageConfig(Section):
@@ -173,10 +187,52 @@ class IngestConfig(Section):
     crops_per_cage: int = Field(12, ge=0, le=200, description="most recent crops to keep fetched per cage")
 
 
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpConfig(Section):
-    bind: str = Field("127.0.0.1", description="address the API and dashboard listen on")
+    bind: str = Field(
+        "127.0.0.1", description="address the API and dashboard listen on; anything but loopback needs HTTPS"
+    )
     port: int = Field(8080, ge=0, le=65535, description="0 = any free port (tests)")
     root_path: str = Field("", description="set when served behind a reverse proxy under a prefix")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="serve HTTPS with this certificate (PEM, chain after it); install-collector.sh copies the "
+        "site's broker certificate to /etc/amgs/tls/server.crt",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="its private key (PEM, unencrypted, not readable by other users)"
+    )
+    allow_plain_http: bool = Field(
+        False,
+        description="serve plain HTTP on a non-loopback address anyway: log-ins and study data can then be "
+        "read on the network (only for a TLS proxy on another host over a trusted link)",
+    )
+
+    @model_validator(mode="after")
+    def _https_off_loopback(self) -> HttpConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(f"http.{given} is set but http.{missing} is not: HTTPS needs both")
+        if self.tls_cert_file is None and not self.allow_plain_http and not _is_loopback(self.bind):
+            raise ValueError(
+                f"http.bind = {self.bind!r} would serve log-ins and study data as plain HTTP on the network: "
+                "set http.tls_cert_file and http.tls_key_file (install-collector.sh uses the site certificate), "
+                "or bind to 127.0.0.1 behind a TLS reverse proxy, or set http.allow_plain_http = true to accept "
+                "plain HTTP"
+            )
+        return self
 
 
 class PhotoperiodConfig(Section):
