@@ -332,3 +332,15 @@ def test_integral_numbers_are_integers_but_not_booleans_or_strings():
         with pytest.raises(c.ContractError) as e:
             c.validate(make_score(seq=value))
         assert e.value.path == "seq"
+
+
+def test_no_message_is_built_by_hand_outside_the_contract():
+    """One way to build each message: ``Model.build``; no literal ``"schema": "amgs...."`` dict elsewhere."""
+    literal = re.compile(r"""["']schema["']\s*:\s*["']amgs\.""")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("amgs", "device", "server", "models", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        if path.name != "contract.py" and literal.search(path.read_text())
+    ]
+    assert offenders == []

@@ -515,3 +515,13 @@ def _extremes_ingestor(tmp_path_factory) -> Ingestor:
         config = server_config(tmp_path_factory.mktemp("extremes"))
         _FUZZ["extremes"] = Ingestor(open_database(config), config)
     return _FUZZ["extremes"]
+
+
+def test_incoming_crosses_the_process_boundary_as_itself():
+    """The receiver sends ``Incoming`` objects (pickled as class + fields), not positional tuples."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    item = Incoming(score_topic("lab", "d1"), b"{}", mid=7, qos=1, retain=True, received_at=1.5, generation=3)
+    back = pickle.loads(ForkingPickler.dumps(("in", [item])))[1][0]
+    assert type(back) is Incoming and back == item and back.generation == 3
