@@ -525,3 +525,11 @@ def test_incoming_crosses_the_process_boundary_as_itself():
     item = Incoming(score_topic("lab", "d1"), b"{}", mid=7, qos=1, retain=True, received_at=1.5, generation=3)
     back = pickle.loads(ForkingPickler.dumps(("in", [item])))[1][0]
     assert type(back) is Incoming and back == item and back.generation == 3
+
+
+def test_score_row_is_the_one_mapping_onto_the_scores_columns():
+    from amgs.server.ingest.classify import score_row
+    from amgs.server.storage.db import SCORE_COLUMNS
+
+    row = score_row(loadgen.score_message("d1", 1), 0.0)
+    assert sorted(row) == sorted(SCORE_COLUMNS) and len(row) == len(SCORE_COLUMNS)
