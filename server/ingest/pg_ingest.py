@@ -23,8 +23,10 @@ from collections import defaultdict
 from amgs.server.storage.db import ROLLUP_TABLES
 from amgs.server.storage.pg import PgConnection
 
+from . import duplicates
 from .classify import Classified
-from .store import INSERT_COLUMNS, BatchResult, _insert_values, rollup_upsert
+from .rollups import rollup_upsert
+from .store import INSERT_COLUMNS, BatchResult, _insert_values
 from .workers import SharedIngestor
 
 log = logging.getLogger(__name__)
@@ -41,28 +43,19 @@ class PgIngestor(SharedIngestor):
     def process(self, batch, now: float | None = None) -> BatchResult:
         if self.conn.raw.closed or self.conn.raw.broken:  # the server restarted: a new connection
             log.warning("reconnecting to PostgreSQL at %s", self.db.path)
-            self.conn = self.db.connect()
-            self._temp_ready = False
+            self.conn = self.sequences.conn = self.anchors.conn = self.db.connect()
         return super().process(batch, now)
 
     def _ensure_temp(self) -> None:
-        if not getattr(self, "_temp_ready", False):
-            self.conn.raw.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS batch_scores (LIKE scores INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            self._temp_ready = True
+        # every batch: a rolled-back batch takes the CREATE of its transaction with it
+        self.conn.raw.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS batch_scores (LIKE scores INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
 
     def _store_scores(self, items: list[Classified], now: float, result: BatchResult) -> None:
         if not items:
             return
-        unique: dict[str, Classified] = {}
-        for c in items:
-            if c.row["msg_id"] in unique:
-                result.duplicates += 1
-                self._bump(c.device_id, "duplicates")
-            else:
-                unique[c.row["msg_id"]] = c
-        sites = {}
+        sites: dict[str, str | None] = {}
         for c in items:
             sites.setdefault(c.device_id, c.site)
         devices = sorted(sites)
@@ -72,16 +65,26 @@ class PgIngestor(SharedIngestor):
         self.conn.execute(
             "SELECT device_id FROM devices WHERE device_id = ANY(?) ORDER BY device_id FOR UPDATE", [devices]
         )
-        for device_id in devices:  # the state as committed by every worker before us
-            state = self._seq(device_id, sites[device_id])
-            result.watermarks[device_id] = (sites[device_id], state.committed)
-        rows = [c.row for c in unique.values()]
-        self._apply_anchors(rows, now)
+        # from here on, what other workers committed for these devices is what we read
+        found = duplicates.sort_out(self.conn, items)
+        for c in found.duplicates:
+            result.duplicates += 1
+            self.conn.execute(
+                "UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?", [c.device_id]
+            )
+        for c, reason in found.conflicts:
+            result.conflicts += 1
+            self._quarantine(c, reason, "msg_id", now, result)
+        for c in items:
+            result.watermarks[c.device_id] = (c.site, self._seq(c.device_id, c.site).committed)
+        new = self._refuse(sorted(found.new, key=lambda c: (c.device_id, c.row["seq"])), now, result)
+        if not new:
+            return
         self._ensure_temp()
         cur = self.conn.raw.cursor()
         with cur.copy(f"COPY batch_scores ({_COLS}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(_insert_values(r))
+            for c in new:
+                copy.write_row(_insert_values(c.row))
         new_ids = {
             r[0]
             for r in self.conn.raw.execute(
@@ -90,25 +93,25 @@ class PgIngestor(SharedIngestor):
             ).fetchall()
         }
         self.conn.raw.execute("TRUNCATE batch_scores")
-        for mid, c in unique.items():
-            if mid not in new_ids:
+        for c in new:
+            if c.row["msg_id"] not in new_ids:  # stored by another worker since sort_out: a duplicate
                 result.duplicates += 1
-                self._bump(c.device_id, "duplicates")
+                self.conn.execute(
+                    "UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?", [c.device_id]
+                )
         if not new_ids:
             return
         for sql in _ROLLUP_ADD_BATCH:
             self.conn.execute(sql, [list(new_ids)])
-        new = sorted(
-            (c for mid, c in unique.items() if mid in new_ids), key=lambda c: (c.device_id, c.row["seq"])
-        )
         per_device: dict[str, list[dict]] = defaultdict(list)
         for c in new:
-            per_device[c.device_id].append(c.row)
+            if c.row["msg_id"] in new_ids:
+                per_device[c.device_id].append(c.row)
         for device_id, dev_rows in per_device.items():
             site = dev_rows[0]["site"]
             state = self._seq(device_id, site)
             for r in dev_rows:
-                self._track_seq(device_id, state, r["seq"], now, r["received_at"])
+                self.sequences.track(device_id, state, r["seq"], now, r["received_at"])
             state.advance()
             unsynced = sum(1 for r in dev_rows if not r["clock_synced"])
             result.unsynced += unsynced
@@ -128,7 +131,7 @@ class PgIngestor(SharedIngestor):
                 ],
             )
             result.watermarks[device_id] = (site, state.committed)
-        result.stored += len(new)
+            result.stored += len(dev_rows)
 
     def reanchor(self, now: float, limit: int = 5000) -> int:
         """:meth:`Ingestor.reanchor` by ``msg_id`` (PostgreSQL has no rowid)."""

@@ -23,8 +23,8 @@ class SharedIngestor(Ingestor):
     """An :class:`Ingestor` for one of several writers of the same database."""
 
     def _forget(self) -> None:
-        self.seqs = {}
-        self.anchors = {}
+        self.sequences.devices = {}
+        self.anchors.cache = {}
 
     def process(self, batch, now: float | None = None) -> BatchResult:
         self._forget()
