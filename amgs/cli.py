@@ -75,19 +75,19 @@ def load_scorer(model_path: Path | None, threads: int = 1, accelerator: str = "a
 def score(paths, model_path, threads, accelerator, backend, output, fmt, no_progress) -> None:
     """Score image files and folders (recursively); print a per-folder summary to stderr.
 
-    Unreadable or corrupt files are reported, skipped and counted; they never stop the run.
+    Each image's outcome is pain, no pain or unscorable (with a reason: out_of_domain, no_face, quality);
+    unscorable images are counted but never enter a mean or the fraction pain. Unreadable or corrupt
+    files are reported, skipped and counted; they never stop the run.
     """
-    from amgs.batch import format_summary, run_batch
+    from amgs.batch import format_summary, model_banner, run_batch
 
     scorer = load_scorer(model_path, threads, accelerator, backend)
+    for line in model_banner(scorer.manifest):  # before the progress bar: read it before any score
+        click.echo(line, err=True)
     result = run_batch(scorer, list(paths), output, fmt, progress=not no_progress)
     click.echo(format_summary(result), err=True)
-    m = scorer.manifest
-    if m.synthetic:
-        click.echo(
-            f"model {m.name} {m.version} was trained on SYNTHETIC faces: a demonstration, not validated on real mice",
-            err=True,
-        )
+    if scorer.manifest.synthetic:  # and again after, where the eye lands when the run ends
+        click.echo(f"model {scorer.manifest.name} is SYNTHETIC-trained: not validated on real mice", err=True)
     if not result.scored:
         sys.exit(1)
 
