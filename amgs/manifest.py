@@ -83,25 +83,26 @@ class Array(_Strict):
 
 
 class DomainCheck(_Strict):
-    """Is an image like the ones the model was trained and validated on? (see amgs/domain.py)
+    """Is an image like the faces the model was trained and validated on? (applied by amgs/domain.py)
 
-    Score = squared Mahalanobis distance of the image's pooled features to the nearest class mean, with one
-    shared, shrunk covariance on a PCA-reduced space (Lee et al. 2018). ``projection`` maps centred features
-    straight into the whitened space, so the score is a squared Euclidean distance there.
+    Score = squared Mahalanobis distance of the image's features to the nearest class mean, under one
+    covariance shared by the classes (Lee et al. 2018) and estimated as probabilistic PCA (Tipping & Bishop
+    1999): the top ``components`` with their ``variances``, every other direction at ``residual_variance``
+    (the mean variance left over). The remainder term is what catches inputs off the faces' subspace.
     """
 
     method: Literal["mahalanobis"] = "mahalanobis"
-    output: str = Field("features", description="the model output the check reads")
-    center: Array = Field(description="mean feature vector of the fit set (d)")
-    projection: Array = Field(description="PCA then whitening (k x d)")
-    class_means: Array = Field(description="per-class means in the whitened space (classes x k)")
+    output: str = Field("features_mixed5", description="the model output (kind features) the check reads")
+    class_means: Array = Field(description="per-class mean features (classes x d)")
+    components: Array = Field(description="principal axes of the within-class features (k x d, orthonormal)")
+    variances: Array = Field(description="variance along each principal axis (k)")
+    residual_variance: float = Field(gt=0, description="variance of every direction outside the k axes")
     threshold: float = Field(gt=0, description="a score above this is out of domain")
     quantile: float = Field(gt=0, le=1, description="held-out in-domain quantile the threshold sits at")
     fitted_on: str = Field(description="images the statistics come from")
     n_fit: int = Field(gt=0)
     heldout: str = Field(description="in-domain images never trained on, that set the threshold")
     n_heldout: int = Field(gt=0)
-    shrinkage: float = Field(ge=0, le=1, description="Ledoit-Wolf shrinkage of the shared covariance")
 
 
 class Calibration(_Strict):
@@ -214,11 +215,13 @@ def _check_domain(path: Path, manifest: Manifest, check: DomainCheck) -> None:
             f"{path}: the in-domain check reads output {check.output!r}, which is not a features output of the "
             "model. Re-fit it with `amgs model calibrate`."
         )
-    d, (k, d2), (c, k2) = out.shape[-1], check.projection.shape, check.class_means.shape
-    if check.center.shape != (d,) or d2 != d or k2 != k or c < 1:
+    d = out.shape[-1]
+    (c, d1), (k, d2) = check.class_means.shape, check.components.shape
+    if d1 != d or d2 != d or check.variances.shape != (k,) or c < 1 or k >= d:
         raise ManifestError(
-            f"{path}: in-domain statistics do not fit the features output ({d} values): center "
-            f"{list(check.center.shape)}, projection {[k, d2]}, class means {[c, k2]}"
+            f"{path}: in-domain statistics do not fit the {check.output!r} output ({d} values): class means "
+            f"{[c, d1]}, components {[k, d2]}, variances {list(check.variances.shape)}. "
+            "Re-fit them with `amgs model calibrate`."
         )
 
 

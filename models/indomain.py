@@ -1,11 +1,12 @@
 """Fit the in-domain check (:mod:`amgs.domain`) from a model's own features: statistics of the training
 faces, a threshold from held-out in-domain faces.
 
-Method (chosen by measurement, see docs/models.md): class-conditional Gaussians with one shared covariance
-(Lee et al. 2018) on the top ``dims`` principal components of the pooled features; the covariance is shrunk
-towards a scaled identity by the Ledoit-Wolf formula, so it stays well conditioned with a few hundred
-images. The projection stored in the manifest is PCA followed by whitening (C^-1/2), so at run time the
-score is the squared Euclidean distance to the nearest whitened class mean.
+Method (chosen by measurement, see docs/models.md and bench/bench_domain.py): class-conditional Gaussians
+with one shared covariance (Lee et al. 2018), the covariance estimated as probabilistic PCA of the
+within-class features: the top ``dims`` principal axes keep their own variance, every other direction gets
+the mean of the remaining variance (Tipping & Bishop 1999). That is a shrinkage of the covariance towards
+a scaled identity outside the faces' main subspace, and it keeps the distance off that subspace, which is
+where non-face inputs land.
 
 numpy only; the features come from :class:`amgs.runtime.Model` (the same int8 invoke that scores).
 """
@@ -23,7 +24,8 @@ DEFAULT_QUANTILE = 0.99
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """(shrunk covariance, shrinkage) of centred rows ``x`` (Ledoit & Wolf 2004, as scikit-learn computes it)."""
+    """(shrunk covariance, shrinkage) of centred rows ``x`` (Ledoit & Wolf 2004, as scikit-learn computes it).
+    Used by bench/bench_domain.py for the PCA + Ledoit-Wolf variant it compares."""
     n, p = x.shape
     s = x.T @ x / n
     mu = float(np.trace(s)) / p
@@ -36,36 +38,35 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
 
 @dataclass(frozen=True)
 class MahalanobisFit:
-    center: np.ndarray  # d
-    projection: np.ndarray  # k x d: PCA then whitening
-    class_means: np.ndarray  # classes x k, whitened
-    shrinkage: float
+    class_means: np.ndarray  # classes x d
+    components: np.ndarray  # k x d, orthonormal
+    variances: np.ndarray  # k
+    residual_variance: float
 
     def distance(self, features: np.ndarray) -> np.ndarray:
-        z = (np.asarray(features, dtype=np.float64) - self.center) @ self.projection.T
-        return ((z[:, None, :] - self.class_means[None]) ** 2).sum(axis=-1).min(axis=1)
+        diff = np.asarray(features, dtype=np.float64)[:, None, :] - self.class_means[None]
+        z = diff @ self.components.T
+        inside = (z**2 / self.variances).sum(axis=-1)
+        outside = np.maximum((diff**2).sum(axis=-1) - (z**2).sum(axis=-1), 0.0) / self.residual_variance
+        return (inside + outside).min(axis=1)
 
 
 def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, dims: int = DEFAULT_DIMS) -> MahalanobisFit:
-    """Shared-covariance class Gaussians on the top ``dims`` principal components of ``features`` (N x d)."""
+    """Class means and the shared probabilistic-PCA covariance of ``features`` (N x d), ``dims`` axes."""
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
     classes = sorted(set(y.tolist()))
-    if len(f) < 2 * dims or len(classes) < 1:
+    if len(f) < 2 * dims or dims >= f.shape[1]:
         raise ValueError(
-            f"the in-domain fit needs at least {2 * dims} images ({len(f)} given): "
-            "give more training images or fewer --dims"
+            f"the in-domain fit needs at least {2 * dims} images and fewer than {f.shape[1]} --dims "
+            f"({len(f)} images given): give more training images or fewer --dims"
         )
-    center = f.mean(axis=0)
-    _, _, vt = np.linalg.svd(f - center, full_matrices=False)
-    pca = vt[:dims]
-    z = (f - center) @ pca.T
-    means = np.stack([z[y == c].mean(axis=0) for c in classes])
-    residual = z - means[np.searchsorted(classes, y)]
-    cov, shrink = ledoit_wolf(residual)
-    w, e = np.linalg.eigh(cov)
-    whiten = (e / np.sqrt(np.maximum(w, 1e-12))) @ e.T  # C^-1/2, symmetric
-    return MahalanobisFit(center, whiten @ pca, means @ whiten.T, shrink)
+    means = np.stack([f[y == c].mean(axis=0) for c in classes])
+    residual = f - means[np.searchsorted(classes, y)]
+    _, s, vt = np.linalg.svd(residual, full_matrices=False)
+    variances = s**2 / len(f)
+    rest = variances[dims:].sum() / (f.shape[1] - dims)  # SVD gives min(n, d) values; the rest are 0
+    return MahalanobisFit(means, vt[:dims], variances[:dims], float(max(rest, 1e-12)))
 
 
 def fit_check(
@@ -77,7 +78,7 @@ def fit_check(
     heldout: str,
     dims: int = DEFAULT_DIMS,
     quantile: float = DEFAULT_QUANTILE,
-    output: str = "features",
+    output: str = "features_mixed5",
 ) -> tuple[DomainCheck, np.ndarray]:
     """The manifest's :class:`DomainCheck`, and the held-out distances its threshold came from."""
     if len(heldout_features) < 20:
@@ -88,15 +89,15 @@ def fit_check(
     held = fit.distance(heldout_features)
     check = DomainCheck(
         output=output,
-        center=Array.of(fit.center),
-        projection=Array.of(fit.projection),
         class_means=Array.of(fit.class_means),
+        components=Array.of(fit.components),
+        variances=Array.of(fit.variances),
+        residual_variance=fit.residual_variance,
         threshold=float(np.quantile(held, quantile)),
         quantile=quantile,
         fitted_on=fitted_on,
         n_fit=len(fit_features),
         heldout=heldout,
         n_heldout=len(heldout_features),
-        shrinkage=round(fit.shrinkage, 6),
     )
     return check, held

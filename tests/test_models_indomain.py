@@ -27,21 +27,39 @@ def test_ledoit_wolf_shrinks_towards_a_scaled_identity():
     assert np.linalg.eigvalsh(cov).min() > 0, "well conditioned although n is close to p"
 
 
-def test_fit_gives_the_shared_covariance_mahalanobis_distance_on_the_pca_space():
+def test_fit_is_the_probabilistic_pca_mahalanobis_distance():
     rng = np.random.default_rng(1)
     f, y = _features(rng, 400)
     fit = fit_mahalanobis(f, y, dims=8)
-    # the same distance computed the long way: PCA, class means, shrunk shared covariance, inverse
-    c = f.mean(axis=0)
-    v = np.linalg.svd(f - c, full_matrices=False)[2][:8]
-    z = (f - c) @ v.T
-    means = np.stack([z[y == k].mean(axis=0) for k in (0, 1)])
-    cov, _ = ledoit_wolf(z - means[y])
+    # the long way: class means, within-class covariance, top 8 eigenpairs kept, the rest averaged
+    means = np.stack([f[y == k].mean(axis=0) for k in (0, 1)])
+    r = f - means[y]
+    w, e = np.linalg.eigh(r.T @ r / len(r))
+    w, e = w[::-1], e[:, ::-1]
+    rest = w[8:].mean()
+    cov = e[:, :8] @ np.diag(w[:8]) @ e[:, :8].T + rest * (np.eye(40) - e[:, :8] @ e[:, :8].T)
     inv = np.linalg.inv(cov)
     q = rng.normal(size=(5, 40)) * 2
-    zq = (q - c) @ v.T
-    want = np.min([np.einsum("ij,jk,ik->i", zq - m, inv, zq - m) for m in means], axis=0)
+    want = np.min([np.einsum("ij,jk,ik->i", q - m, inv, q - m) for m in means], axis=0)
     assert np.allclose(fit.distance(q), want, rtol=1e-6)
+    assert fit.residual_variance == pytest.approx(rest)
+
+
+def test_the_remainder_term_catches_what_leaves_the_face_subspace():
+    """An input that moves only along a low-variance direction is far, although its top-PC part is typical."""
+    rng = np.random.default_rng(4)
+    basis = np.linalg.qr(rng.normal(size=(40, 4)))[0].T  # faces live near a 4-d subspace of 40 features
+    f = rng.normal(size=(600, 4)) * 3 @ basis + rng.normal(size=(600, 40)) * 0.1
+    y = np.arange(600) % 2
+    fit = fit_mahalanobis(f, y, dims=4)
+    typical = f[:50]
+    off = (
+        typical + 1.0 * np.linalg.qr(np.c_[basis.T, rng.normal(size=40)])[0][:, -1]
+    )  # 1 unit off the subspace
+    gain = fit.distance(off) - fit.distance(typical)
+    # the off-subspace unit step costs 1 / remainder variance (~100 here), against ~40 for a typical face
+    assert np.mean(gain) == pytest.approx(1 / fit.residual_variance, rel=0.3)
+    assert np.median(fit.distance(off)) > 3 * np.median(fit.distance(typical))
 
 
 def test_threshold_is_the_heldout_quantile_and_far_inputs_are_out():
