@@ -11,7 +11,8 @@ amgs.scoring is NOT applied here: this is the in-domain check alone.
         --train var/exp/train --heldout var/exp/hold --test var/exp/test --train-count 800 --controls 30
 
 (var/exp/*: ``amgs.synth.dataset.write_dataset`` with the seeds given in docs/models.md.) Features are cached
-under var/bench/domain/, keyed by the model's sha256 and the set, so a re-run only recomputes the table.
+under var/bench/features/ (the same cache `amgs model calibrate --cache` keeps), keyed by the model's sha256
+and the image list, so a re-run only recomputes the table.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from amgs.models import metrics
-from amgs.models.calibrate import FeatureSet, _sample, model_features
+from amgs.models.calibrate import FeatureSet, _sample, cached_features, model_features
 from amgs.models.controls import make_controls
 from amgs.models.data import labelled_items
 from amgs.models.expose import FEATURES_OUTPUT, MID_OUTPUT
@@ -74,20 +75,20 @@ def max_softmax(s: FeatureSet) -> np.ndarray:
     return -1.0 / (1.0 + np.exp(-np.abs(s.log_odds)))
 
 
-CACHE = Path(__file__).resolve().parents[1] / "var" / "bench" / "domain"
+CACHE = Path(__file__).resolve().parents[1] / "var" / "bench" / "features"
 
 
 def cached(
-    model: Model, name: str, make: Callable[[], tuple[FeatureSet, np.ndarray]]
+    cache: Path, model: Model, name: str, make: Callable[[], tuple[FeatureSet, np.ndarray]]
 ) -> tuple[FeatureSet, np.ndarray]:
     """(features, kinds) of one set, from the cache when this model already computed them."""
-    path = CACHE / f"{model.manifest.sha256[:16]}_{name}.npz"
+    path = cache / f"{model.manifest.sha256[:16]}_{name}.npz"
     if path.exists():
         d = np.load(path)
         outputs = {k[2:]: d[k] for k in d.files if k.startswith("o_")}
         return FeatureSet(outputs, d["logits"], d["labels"], []), d["kinds"]
     fs, kinds = make()
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     arrays = {f"o_{k}": v for k, v in fs.by_output.items()}
     np.savez(path, logits=fs.logits, labels=fs.labels, kinds=kinds, **arrays)
     return fs, kinds
@@ -106,28 +107,25 @@ def main() -> None:
     ap.add_argument("--controls", type=int, default=30, help="control images per kind (seed 1)")
     ap.add_argument("--quantile", type=float, default=0.99)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where computed features are kept")
     args = ap.parse_args()
 
     model = Model(args.model, num_threads=args.threads)
     counts = {"train": args.train_count, "heldout": 10**9, "test": args.test_count}
     sets = {}
     for name, root in (("train", args.train), ("heldout", args.heldout), ("test", args.test)):
-
-        def make(root: Path = root, name: str = name) -> tuple[FeatureSet, np.ndarray]:
-            items = _sample(labelled_items(root), counts[name], 0 if name == "train" else 1)
-            return model_features(model, items), np.array([])
-
-        sets[name] = cached(model, f"{name}_{root.name}_{counts[name]}", make)[0]
+        items = _sample(labelled_items(root), counts[name], 0 if name == "train" else 1)
+        sets[name] = cached_features(model, items, args.cache)  # the cache amgs model calibrate --cache keeps
 
     def make_c() -> tuple[FeatureSet, np.ndarray]:
         made = list(make_controls(args.controls, seed=1))
         return model_features(model, [c.pixels for c in made]), np.array([c.kind for c in made])
 
-    controls, kinds = cached(model, f"controls_s1_n{args.controls}", make_c)
+    controls, kinds = cached(args.cache, model, f"controls_s1_n{args.controls}", make_c)
     fit = sets["train"]
     methods: dict[str, Score] = {}
     for out, short in ((MID_OUTPUT, "mixed5 means"), (FEATURES_OUTPUT, "penultimate")):
-        for k in (8, 32, 64):
+        for k in (8, 32, 64, 96, 128):
             methods[f"Mahalanobis PPCA-{k}, {short}"] = ppca(fit, out, k)
         methods[f"Mahalanobis PCA-32+LW, {short}"] = pca_lw(fit, out, 32)
         for k in (1, 10):

@@ -4,6 +4,7 @@ Every figure is measured in this one run, pinned to one CPU core, with the confi
 round by round so that load from other processes hits all of them alike (this machine is shared).
 
     .venv/bin/python bench/bench_scoring.py                    # LiteRT only
+    .venv/bin/python bench/bench_scoring.py --int8-only        # no TensorFlow: pipeline + in-domain check cost
     .venv/bin/python bench/bench_scoring.py --tflite-runtime-python /path/to/venv/bin/python
 
 tflite-runtime 2.14 (its last release) needs numpy < 2 and has no wheels past Python 3.11, so it is measured
@@ -197,6 +198,11 @@ def main() -> None:
     parser.add_argument("--core", type=int, default=0, help="the CPU core everything is pinned to")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tflite-runtime-python", help="python of a venv with tflite-runtime (numpy < 2)")
+    parser.add_argument(
+        "--int8-only",
+        action="store_true",
+        help="only the shipped int8 model on LiteRT: pipeline overhead and the in-domain check's cost",
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -205,8 +211,8 @@ def main() -> None:
     from amgs.models import DEFAULT_MODEL
 
     int8 = DEFAULT_MODEL
-    fp32 = float_model()
-    configs = [("litert", int8), ("litert", fp32)]
+    fp32 = None if args.int8_only else float_model()
+    configs = [("litert", int8)] + ([] if fp32 is None else [("litert", fp32)])
     if args.tflite_runtime_python:
         configs += [("tflite_runtime", int8), ("tflite_runtime", fp32)]
     results: dict[tuple[str, str], list[float]] = {}
@@ -229,7 +235,10 @@ def main() -> None:
     print(f"{'runtime':<16}{'int8 ms':>10}{'float32 ms':>12}{'float/int8':>12}")
     for runtime in dict.fromkeys(k[0] for k in med):
         i8, f32 = med.get((runtime, "int8")), med.get((runtime, "float32"))
-        print(f"{runtime:<16}{i8:>10.1f}{f32:>12.1f}{f32 / i8:>12.2f}")
+        if f32 is None:
+            print(f"{runtime:<16}{i8:>10.1f}{'-':>12}{'-':>12}")
+        else:
+            print(f"{runtime:<16}{i8:>10.1f}{f32:>12.1f}{f32 / i8:>12.2f}")
     if ("tflite_runtime", "int8") in med:
         print(
             f"LiteRT speed-up over tflite-runtime 2.14 on int8: {med[('tflite_runtime', 'int8')] / med[('litert', 'int8')]:.2f}x"

@@ -11,6 +11,7 @@ Both sets go through the one preprocessing path and the same int8 invoke that sc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -87,6 +88,27 @@ def model_features(model: Model, sources: Sequence[Any], progress: bool = False)
         np.array(labels),
         paths,
     )
+
+
+def cached_features(
+    model: Model, items: Sequence[Item], cache: Path | None, progress: bool = False
+) -> FeatureSet:
+    """:func:`model_features` of ``items``, kept in ``cache`` (npz keyed by the model's sha256 and the image
+    list), so re-fitting with other --dims or --quantile does not run the model again."""
+    if cache is None:
+        return model_features(model, items, progress)
+    key = hashlib.sha1("\n".join(str(Path(it.path).resolve()) for it in items).encode()).hexdigest()[:16]
+    path = Path(cache) / f"{model.manifest.sha256[:16]}_{key}.npz"
+    if path.exists():
+        d = np.load(path)
+        outputs = {k[2:]: d[k] for k in d.files if k.startswith("o_")}
+        return FeatureSet(outputs, d["logits"], d["labels"], [str(it.path) for it in items])
+    fs = model_features(model, items, progress)
+    if len(fs.labels) == len(items):  # nothing skipped: the cache maps one to one onto the list
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        arrays = {f"o_{k}": v for k, v in fs.by_output.items()}
+        np.savez(path, logits=fs.logits, labels=fs.labels, **arrays)
+    return fs
 
 
 def ensure_exposed(model_path: Path) -> bool:
@@ -168,6 +190,7 @@ def calibrate(
     threads: int = 1,
     progress: bool = False,
     seed: int = 0,
+    cache: Path | None = None,
 ) -> Calibrated:
     """Fit and write the model's in-domain check and temperature (see module docstring)."""
     model_path = Path(model_path)
@@ -175,8 +198,8 @@ def calibrate(
     fit_items, held_items, held_desc = split_items(Path(train_root), heldout_root, val_animals)
     fit_items, held_items = _sample(fit_items, fit_count, seed), _sample(held_items, heldout_count, seed + 1)
     model = Model(model_path, num_threads=threads)
-    fit = model_features(model, fit_items, progress)
-    held = model_features(model, held_items, progress)
+    fit = cached_features(model, fit_items, cache, progress)
+    held = cached_features(model, held_items, cache, progress)
     check, distances = fit_check(
         fit.features,
         fit.labels,

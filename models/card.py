@@ -45,7 +45,9 @@ def _training_section(train_dirs: Sequence[Path]) -> list[str]:
             "   - held-out after training: "
             + ", ".join(f"{k}={v:.4f}" for k, v in rec.get("validation", {}).items())
         )
-    return lines or ["(no training record given)"]
+    return lines or [
+        "(no train.json given to `amgs model card --train-dir`; the card's introduction says how it was trained)"
+    ]
 
 
 def _domain_lines(m: Manifest) -> list[str]:

@@ -341,8 +341,14 @@ def _echo_calibrated(m, ece_before: float, ece_after: float) -> None:
     help="Held-out in-domain quantile that becomes the threshold.",
 )
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the computed features here: a re-fit with other --dims/--quantile does not run the model again.",
+)
 def calibrate(
-    model, train_data, heldout, train_dir, fit_count, heldout_count, dims, quantile, threads
+    model, train_data, heldout, train_dir, fit_count, heldout_count, dims, quantile, threads, cache
 ) -> None:
     """Give MODEL its in-domain check and temperature (and, for older models, the features/logits outputs
     they read: no retraining). Rewrites the manifest (and the .tflite when outputs are added)."""
@@ -363,11 +369,12 @@ def calibrate(
             quantile=quantile,
             threads=threads,
             progress=sys.stderr.isatty(),
+            cache=cache,
         )
     except (DatasetError, ManifestError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if cal.exposed:
-        _echo(f"{model}: features and logits outputs added (new sha256 {cal.manifest.sha256[:16]}...)")
+        _echo(f"{model}: features, features_mixed5 and logits outputs added (new sha256 {cal.manifest.sha256[:16]}...)")
     _echo_calibrated(cal.manifest, cal.ece_before, cal.ece_after)
     _echo(f"written into {model.with_suffix('.manifest.json')}; re-run `amgs model evaluate` for its figures")
 
