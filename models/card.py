@@ -98,7 +98,9 @@ def write_card(path: Path, model_path: Path, train_dirs: Sequence[Path] | Path =
         desc = {
             "softmax": f"softmax over {list(o.labels or ())}",
             "au_regression": "five action units 0-2 (ot, nb, cb, ep, wc)",
-            "features": "pooled penultimate features (read by the in-domain check)",
+            "features": "channel means of the mixed5 block (read by the in-domain check)"
+            if m.domain_check and o.name == m.domain_check.output
+            else "pooled features (not read by the in-domain check; see bench/bench_domain.py)",
             "logits": f"pain head logits over {list(o.labels or ())} (read by the calibration)",
         }[o.kind]
         lines.append(f"- output `{o.name}`: {desc}, {o.dtype}{list(o.shape)}, quantization {o.quantization}")
