@@ -374,7 +374,9 @@ def calibrate(
     except (DatasetError, ManifestError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if cal.exposed:
-        _echo(f"{model}: features, features_mixed5 and logits outputs added (new sha256 {cal.manifest.sha256[:16]}...)")
+        _echo(
+            f"{model}: features, features_mixed5 and logits outputs added (new sha256 {cal.manifest.sha256[:16]}...)"
+        )
     _echo_calibrated(cal.manifest, cal.ece_before, cal.ece_after)
     _echo(f"written into {model.with_suffix('.manifest.json')}; re-run `amgs model evaluate` for its figures")
 
