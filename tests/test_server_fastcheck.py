@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amgs.contract import SCHEMAS, ContractError, validate
-from amgs.server import fastcheck, loadgen
+from amgs.demo import loadgen
+from amgs.server.ingest import fastcheck
 
 JUNK = st.one_of(
     st.none(),

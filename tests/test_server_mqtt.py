@@ -18,8 +18,9 @@ import pytest
 from server_support import Watcher, get_json, get_text, server_config, wait_for
 
 from amgs.contract import ack_topic, decode, score_topic, status_topic
-from amgs.server import loadgen
-from amgs.server.service import Collector, PeriodicJob
+from amgs.demo import loadgen
+from amgs.server.jobs import PeriodicJob
+from amgs.server.service import Collector
 
 
 def publish(broker, messages):
@@ -399,8 +400,8 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
     from server_support import http_error
 
     from amgs.contract import command_topic, crop_topic
-    from amgs.server.crops import CropRequester
-    from amgs.server.service import JobContext
+    from amgs.server.ingest.crops import CropRequester
+    from amgs.server.jobs import JobContext
 
     now = time.time()
     msgs = [dict(loadgen.score_message("d1", s, t=now - (20 - s) * 10), has_crop=True) for s in range(1, 21)]
@@ -428,7 +429,7 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
         assert {c["msg_id"] for c in listed} == wanted
         with urllib.request.urlopen(base + listed[0]["url"]) as r:
             assert r.read() == jpeg and r.headers["Content-Type"] == "image/jpeg"
-        collector.app.dependency_overrides.clear()  # the API alone (the web room tests its login)
+        collector.app.dependency_overrides.clear()  # the API alone (tests/test_web_auth.py tests the login)
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "reboot"}', "POST")
         assert code == 400 and "command" in body["detail"]
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "publish_status"}', "POST")
@@ -445,7 +446,7 @@ def test_an_unexpected_error_on_one_message_quarantines_it_and_keeps_the_rest(co
     """Fault injection: storing one device's status raises (a stand-in for a bug); the batch is retried
     message by message, that message is quarantined with the error, every score is stored."""
     from amgs.contract import encode
-    from amgs.server.store import Ingestor
+    from amgs.server.ingest.store import Ingestor
 
     original = Ingestor._store_status
 

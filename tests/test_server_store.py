@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from server_support import server_config
 
 from amgs.contract import AU_KEYS, crop_topic, encode, score_topic, status_topic
-from amgs.server import loadgen
-from amgs.server.db import open_database
-from amgs.server.ingest import Incoming
-from amgs.server.store import Ingestor
+from amgs.demo import loadgen
+from amgs.server.ingest.classify import Incoming
+from amgs.server.ingest.store import Ingestor
+from amgs.server.storage.db import open_database
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_origin_mismatch_and_unregistered_devices_are_quarantined(tmp_path):
     reasons = [row[0] for row in q(ing, "SELECT reason FROM quarantine ORDER BY id")]
     assert "arrived on the topic of device 'known'" in reasons[0]
     assert "unknown device 'stranger'" in reasons[1]
-    from amgs.server.metadata import save
+    from amgs.server.query.metadata import save
 
     save(db.local().conn, "devices", {"device_id": "stranger", "site": "lab"})  # provisioned just now
     assert (
