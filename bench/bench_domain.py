@@ -108,6 +108,9 @@ def main() -> None:
     ap.add_argument("--quantile", type=float, default=0.99)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=CACHE, help="where computed features are kept")
+    ap.add_argument(
+        "--dims", default="8,32,64,96,128", help="principal axes counts to compare (comma-separated)"
+    )
     args = ap.parse_args()
 
     model = Model(args.model, num_threads=args.threads)
@@ -125,7 +128,7 @@ def main() -> None:
     fit = sets["train"]
     methods: dict[str, Score] = {}
     for out, short in ((MID_OUTPUT, "mixed5 means"), (FEATURES_OUTPUT, "penultimate")):
-        for k in (8, 32, 64, 96, 128):
+        for k in (int(v) for v in args.dims.split(",")):
             methods[f"Mahalanobis PPCA-{k}, {short}"] = ppca(fit, out, k)
         methods[f"Mahalanobis PCA-32+LW, {short}"] = pca_lw(fit, out, 32)
         for k in (1, 10):

@@ -99,6 +99,8 @@ def test_bench_domain(tmp_path):
         "1",
         "--cache",
         str(tmp_path / "cache"),
+        "--dims",
+        "8,32",
         timeout=600,
     )
     assert re.search(
