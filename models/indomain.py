@@ -65,8 +65,9 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, dims: int = DEFAUL
     residual = f - means[np.searchsorted(classes, y)]
     _, s, vt = np.linalg.svd(residual, full_matrices=False)
     variances = s**2 / len(f)
-    rest = variances[dims:].sum() / (f.shape[1] - dims)  # SVD gives min(n, d) values; the rest are 0
-    return MahalanobisFit(means, vt[:dims], variances[:dims], float(max(rest, 1e-12)))
+    rest = max(float(variances[dims:].sum()) / (f.shape[1] - dims), 1e-12)  # SVD gives min(n, d) values
+    # sorted, so the kept variances are >= the remainder's mean; the floor only guards degenerate features
+    return MahalanobisFit(means, vt[:dims], np.maximum(variances[:dims], rest), rest)
 
 
 def fit_check(
