@@ -299,7 +299,14 @@ def quantize(
 
 
 def _echo_calibrated(m, ece_before: float, ece_after: float) -> None:
+    from amgs.models.temperature import T_RANGE
+
     d, c = m.domain_check, m.calibration
+    if not T_RANGE[0] * 1.01 < c.temperature < T_RANGE[1] * 0.99:
+        _echo(
+            f"WARNING: the temperature hit the edge of its range ({c.temperature}): the model's logits barely "
+            "separate the held-out classes; check the model before trusting its P(pain)"
+        )
     _echo(
         f"in-domain check: {d.method} on {d.components.shape[0]} principal axes (+ isotropic remainder) of {d.output!r}, "
         f"threshold {d.threshold:.2f} (held-out quantile {d.quantile}); temperature {c.temperature} "
