@@ -57,6 +57,7 @@ class Candidate:
     exposure: float
     face_px: int
     motion: float = 0.0
+    det_score: float | None = None  # the face detector's score for this box (None: region / whole frame)
 
 
 @dataclass
@@ -89,17 +90,26 @@ class ViewSelector:
 
     def face_box(self, frame: Frame) -> Box | None:
         """The configured region; with a detector, the best detection inside it (or in the whole frame)."""
+        return self.locate(frame)[0]
+
+    def locate(self, frame: Frame) -> tuple[Box | None, float | None]:
+        """(face box, detector score): the region itself, or the detector's best face inside it."""
         w, h = frame.size
         region = self.view.region or (0, 0, w, h)
         if self.detector is None:
-            return region
+            return region, None
         x, y, rw, rh = region
-        found = self.detector.best_box(frame.pixels[y : y + rh, x : x + rw])
-        return None if found is None else (found[0] + x, found[1] + y, found[2], found[3])
+        crop = frame.pixels[y : y + rh, x : x + rw]
+        if hasattr(self.detector, "best"):  # amgs.detect.FaceDetector: box and score
+            det = self.detector.best(crop)
+            found, score = (det.box, det.score) if det else (None, None)
+        else:  # a user's SSD model (amgs.device.detector.Detector)
+            found, score = self.detector.best_box(crop), None
+        return (None, None) if found is None else ((found[0] + x, found[1] + y, found[2], found[3]), score)
 
     def _candidate(self, frame: Frame, rejected: Counter) -> Candidate | None:
         try:
-            box = self.face_box(frame)
+            box, score = self.locate(frame)
             if box is None:
                 rejected["no_face"] += 1
                 return None
@@ -114,7 +124,13 @@ class ViewSelector:
             rejected["unreadable"] += 1  # e.g. a truncated JPEG whose header was fine
             return None
         return Candidate(
-            frame, clipped, pixels, sharpness(pixels), exposure(pixels), min(clipped[2], clipped[3])
+            frame,
+            clipped,
+            pixels,
+            sharpness(pixels),
+            exposure(pixels),
+            min(clipped[2], clipped[3]),
+            det_score=score,
         )
 
     def _gate(self, c: Candidate) -> str | None:

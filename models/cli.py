@@ -456,3 +456,14 @@ def card(model, out, train_dirs, intro) -> None:
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
     _echo(f"wrote {path}")
+
+
+def _add_detector_commands() -> None:
+    """The face detector's commands live in their own module (``amgs.models.detector_cli``)."""
+    from amgs.models.detector_cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_detector_commands()
