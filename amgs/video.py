@@ -154,8 +154,13 @@ def sample_times(window_s: float, samples: int, duration_s: float) -> list[list[
     return out
 
 
-def iter_windows(info: VideoInfo, window_s: float, samples: int = 5) -> Iterator[Window]:
-    """Windows of sampled RGB frames, in order. A frame that cannot be decoded is skipped."""
+def iter_windows(
+    info: VideoInfo, window_s: float, samples: int = 5, seek_after_s: float | None = 2.0
+) -> Iterator[Window]:
+    """Windows of sampled RGB frames, in order. A frame that cannot be decoded is skipped.
+
+    When the next sampled frame is more than ``seek_after_s`` ahead the reader seeks to it (OpenCV decodes
+    from the preceding keyframe); nearer ones are reached by ``grab()``. ``None`` never seeks."""
     import cv2
 
     cap = cv2.VideoCapture(str(info.path))
@@ -168,11 +173,21 @@ def iter_windows(info: VideoInfo, window_s: float, samples: int = 5) -> Iterator
         for t in times:
             wanted.setdefault(min(info.n_frames - 1, int(t * info.fps)), k)
     base = info.start or _EPOCH
+    seek_after = info.n_frames + 1 if seek_after_s is None else max(1, int(seek_after_s * info.fps))
     try:
         index = 0
         current = Window(0, 0.0, min(duration, window_s))
         last_wanted = max(wanted) if wanted else -1
+        targets = sorted(wanted)
+        next_target = 0
         while index <= last_wanted:
+            while next_target < len(targets) and targets[next_target] < index:
+                next_target += 1
+            if next_target < len(targets) and targets[next_target] - index > seek_after:
+                # Far to the next sample: seek (decodes from the keyframe before it) instead of
+                # decoding every frame in between.
+                cap.set(cv2.CAP_PROP_POS_FRAMES, targets[next_target])
+                index = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
             if not cap.grab():
                 break
             k = wanted.get(index)

@@ -2,7 +2,9 @@
 
 Why this shape:
 * MobileNetV2's ops (conv, depthwise conv, add, ReLU6) and the head's (1x1 conv, nearest-neighbour
-  upsampling, add, logistic) are all on the Edge TPU's supported list and quantize to full int8.
+  resize, add, logistic) are all on the Edge TPU's supported list and quantize to full int8. (Keras'
+  ``UpSampling2D`` exports as SHAPE/TILE, which the Edge TPU does not run; ``Resizing`` exports as
+  RESIZE_NEAREST_NEIGHBOR.)
 * Three backbone levels (stride 8, 16, 32) are merged top-down (a small FPN) so the stride-8 grid that
   finds faces of 20-110 input pixels still sees context (a face vs. the back of a mouse).
 * One sigmoid output [H, W, 5] (heat, offsets, size; see ``amgs.detect``): every channel lives in 0-1,
@@ -49,10 +51,10 @@ def build_detector(size: int = 320, alpha: float = 0.35) -> keras.Model:
             layer.momentum = 0.9  # Keras' 0.99 lags the weights in short runs (docs/models.md, lessons)
     c8, c16, c32 = (backbone.get_layer(n).output for n in BACKBONE_LEVELS)
     p = _conv_bn(c32, HEAD_CHANNELS, "lat32")
-    p = layers.UpSampling2D(2, interpolation="nearest", name="up32")(p)
+    p = layers.Resizing(size // 16, size // 16, interpolation="nearest", name="up32")(p)
     p = layers.Add(name="fuse16")([p, _conv_bn(c16, HEAD_CHANNELS, "lat16")])
     p = _sep(p, HEAD_CHANNELS, "smooth16")
-    p = layers.UpSampling2D(2, interpolation="nearest", name="up16")(p)
+    p = layers.Resizing(size // 8, size // 8, interpolation="nearest", name="up16")(p)
     p = layers.Add(name="fuse8")([p, _conv_bn(c8, HEAD_CHANNELS, "lat8")])
     p = _sep(p, HEAD_CHANNELS, "smooth8a")
     p = _sep(p, HEAD_CHANNELS, "smooth8b")
