@@ -21,18 +21,23 @@ def _echo(msg: str) -> None:
 
 
 def _load(paths: tuple[Path, ...], size: int, group_by: str):
+    import numpy as np
+
     from amgs.models.detector_data import DetectorSet, load_lab_frames, load_set
 
     sets: list[DetectorSet] = []
     for p in paths:
         if p.suffix == ".npz":
-            sets.append(load_set(p))
+            cached = load_set(p)
+            if cached.images.shape[1] != size:  # a cache made for another input size
+                from amgs.detect import detector_pixels
+
+                cached.images = np.stack([detector_pixels(im, (size, size)) for im in cached.images])
+            sets.append(cached)
         else:
             sets.append(load_lab_frames(p, size, group_by))
     if not sets:
         return None
-    import numpy as np
-
     return DetectorSet(
         np.concatenate([s.images for s in sets]),
         [b for s in sets for b in s.boxes],

@@ -114,6 +114,20 @@ def evaluate_float(model, ds: DetectorSet, threshold: float) -> dict[str, float 
     return detection_figures([d[0] for d in dets], [d[1] for d in dets], ds.boxes, threshold)
 
 
+def learning_rate(cfg: DetectorTrainConfig, step: int, elapsed_s: float) -> float:
+    """Linear warm-up, then cosine decay to 2 % over whichever ends first: the steps or the time budget.
+
+    On a shared 2-core machine the step rate is unknown in advance; decaying by elapsed time as well
+    means a time-limited run still ends at a low learning rate (the weights settle) instead of mid-way."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (0.05 + 0.95 * step / max(1, cfg.warmup_steps))
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.time_budget_min:
+        progress = max(progress, elapsed_s / (cfg.time_budget_min * 60))
+    progress = min(1.0, progress)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def train_detector(train: DetectorSet, val: DetectorSet | None, out: Path, cfg: DetectorTrainConfig) -> dict:
     """Train (or resume) in ``out``; writes ``model.keras``, ``history.csv`` and ``train.json``."""
     import keras
@@ -126,15 +140,13 @@ def train_detector(train: DetectorSet, val: DetectorSet | None, out: Path, cfg: 
     keras.utils.set_random_seed(cfg.seed)
     model = build_detector(cfg.size, cfg.alpha)
     grid = int(model.output.shape[1])
-    schedule = keras.optimizers.schedules.CosineDecay(
-        cfg.lr * 0.05,
-        max(1, cfg.steps - cfg.warmup_steps),
-        alpha=0.02,
-        warmup_target=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
+    opt = keras.optimizers.Adam(cfg.lr)
+    ckpt = tf.train.Checkpoint(
+        model=model,
+        optimizer=opt,
+        step=tf.Variable(0, dtype=tf.int64),
+        elapsed=tf.Variable(0.0, dtype=tf.float64),
     )
-    opt = keras.optimizers.Adam(schedule)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=tf.Variable(0, dtype=tf.int64))
     manager = tf.train.CheckpointManager(ckpt, str(out / "checkpoints"), max_to_keep=2)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
@@ -167,11 +179,13 @@ def train_detector(train: DetectorSet, val: DetectorSet | None, out: Path, cfg: 
     if new_history:
         writer.writerow(["step", "loss", "heat", "offset", "size", "lr", "seconds", "val_ap50", "val_recall"])
     t0 = time.monotonic()
+    elapsed_before = float(ckpt.elapsed)  # training time of earlier (interrupted) runs
     start_step = int(ckpt.step)
     acc = np.zeros(4)
     n_acc = 0
     stopped_early = False
     while int(ckpt.step) < cfg.steps:
+        opt.learning_rate.assign(learning_rate(cfg, int(ckpt.step), elapsed_before + time.monotonic() - t0))
         idx = rng.integers(0, len(train), cfg.batch_size)
         imgs, bxs = augment(train.images[idx], [train.boxes[i] for i in idx], rng)
         heat, reg, mask = make_targets(bxs, grid)
@@ -188,17 +202,19 @@ def train_detector(train: DetectorSet, val: DetectorSet | None, out: Path, cfg: 
             log.warning("step %d validation: %s", s, fig)
         if s % cfg.checkpoint_every == 0 or s == cfg.steps or val_row[0] != "":
             mean = acc / max(n_acc, 1)
-            lr = float(schedule(s))
+            lr = float(opt.learning_rate.numpy())
             writer.writerow(
                 [s, *(round(v, 5) for v in mean), f"{lr:.6f}", round(time.monotonic() - t0, 1), *val_row]
             )
             hist.flush()
+            ckpt.elapsed.assign(elapsed_before + time.monotonic() - t0)
             manager.save()
             log.warning("step %d loss %.4f (heat %.4f off %.4f size %.4f) lr %.5f", s, *mean, lr)
             acc[:] = 0
             n_acc = 0
-        if cfg.time_budget_min and time.monotonic() - t0 > cfg.time_budget_min * 60:
+        if cfg.time_budget_min and elapsed_before + time.monotonic() - t0 > cfg.time_budget_min * 60:
             stopped_early = s < cfg.steps
+            ckpt.elapsed.assign(elapsed_before + time.monotonic() - t0)
             manager.save()
             break
     hist.close()
