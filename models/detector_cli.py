@@ -81,7 +81,12 @@ def _load(paths: tuple[Path, ...], size: int, group_by: str):
 @click.option("--steps", type=click.IntRange(1), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--time-budget", type=float, default=None, help="Stop (and save) after this many minutes.")
+@click.option(
+    "--time-budget",
+    type=float,
+    default=None,
+    help="Stop (and save) after this many CPU minutes (all threads); the learning rate decays to fit it.",
+)
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
