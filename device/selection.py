@@ -133,6 +133,15 @@ class ViewSelector:
             det_score=score,
         )
 
+    def motion_thumbnail(self, c: Candidate) -> np.ndarray:
+        """What motion is measured on: the crop for a fixed region; the whole view with a detector, whose
+        box follows the face (a face-centred crop of a walking mouse hardly changes, so it would look asleep)."""
+        if self.detector is None:
+            return thumbnail(c.pixels)
+        w, h = c.frame.size
+        x, y, rw, rh = self.view.region or (0, 0, w, h)
+        return thumbnail(np.ascontiguousarray(c.frame.pixels[y : y + rh, x : x + rw]))
+
     def _gate(self, c: Candidate) -> str | None:
         if c.face_px < self.cfg.min_face_px:
             return "face_too_small"
@@ -149,7 +158,7 @@ class ViewSelector:
         cands = [c for c in (self._candidate(f, rejected) for f in frames) if c is not None]
         if not cands:
             return BurstOutcome(None, rejected)
-        thumbs = [thumbnail(c.pixels) for c in cands]
+        thumbs = [self.motion_thumbnail(c) for c in cands]
         diffs = [motion(a, b) for a, b in zip(thumbs, thumbs[1:], strict=False)]
         if self._last_thumb is not None:
             diffs.insert(0, motion(self._last_thumb, thumbs[0]))

@@ -88,7 +88,8 @@ def write_video(
             )
             layer = draw_face_layer(params, fp * SUPERSAMPLE).resize((fp, fp), Image.Resampling.BOX)
             layer = layer.rotate(params.roll_deg, resample=Image.Resampling.BILINEAR)
-            velocity = rng.normal(0, 0.04, 2) * np.array([w, h])  # px per second
+            angle = rng.uniform(0, 2 * math.pi)
+            velocity = 0.08 * w * np.array([math.cos(angle), math.sin(angle)])  # px per second
             for _i in range(n):
                 canvas = bg.copy()
                 d = ImageDraw.Draw(canvas)
@@ -98,6 +99,9 @@ def write_video(
                 elif seg.has_face:
                     if seg.state == "moving":
                         pos = pos + velocity / fps
+                        for k, hi in enumerate((w - fp * 1.3, h - fp * 1.1)):  # bounce off the walls
+                            if not 0 <= pos[k] <= hi:
+                                velocity[k] = -velocity[k]
                     elif seg.state == "blur":
                         blurred = rng.random() < 0.7
                         pos = pos + (rng.normal(0, 0.01, 2) * np.array([w, h]) if blurred else 0)
