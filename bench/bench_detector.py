@@ -51,7 +51,7 @@ def video_worker(args: argparse.Namespace) -> None:
     from amgs.scoring import Scorer
 
     scorer = Scorer(Model(DEFAULT_MODEL, num_threads=1))
-    detector = FaceDetector(DEFAULT_DETECTOR, num_threads=1, margin=0.1)
+    detector = FaceDetector(args.detector or DEFAULT_DETECTOR, num_threads=1, margin=0.1)
     t0 = time.perf_counter()
     result = score_video(Path(args.video), scorer, detector, window_s=args.window, progress=False)
     wall = time.perf_counter() - t0
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--invoke-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--video-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--detector", help="a detector .tflite (default: the shipped one)")
     parser.add_argument("--video", help=argparse.SUPPRESS)
     parser.add_argument("--cores", default="0", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,13 +117,16 @@ def main() -> None:
     from amgs.manifest import read_manifest
     from amgs.models import DEFAULT_DETECTOR, DEFAULT_MODEL
 
-    det_spec = read_manifest(DEFAULT_DETECTOR.with_suffix(".manifest.json")).input
+    detector = Path(args.detector) if args.detector else DEFAULT_DETECTOR
+    if not detector.is_file():
+        raise SystemExit(f"no face detector at {detector}: pass --detector FILE (a kind: detector .tflite)")
+    det_spec = read_manifest(detector.with_suffix(".manifest.json")).input
     video = video_file(args.seconds)
     two = len(os.sched_getaffinity(0)) >= 2
     inv: dict[str, list[float]] = {"detector": [], "scorer": []}
     vid: dict[str, list[dict]] = {"0": []} | ({"0,1": []} if two else {})
     for r in range(args.rounds):
-        for name, path in (("detector", DEFAULT_DETECTOR), ("scorer", DEFAULT_MODEL)):
+        for name, path in (("detector", detector), ("scorer", DEFAULT_MODEL)):
             inv[name].append(_run(["--invoke-worker", "--model", str(path), "--n", str(args.n)])["invoke_ms"])
         for cores in vid:
             vid[cores].append(
