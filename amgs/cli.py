@@ -1,5 +1,7 @@
-"""The ``amgs`` command. Each room adds its own subcommands (device, server, model, demo, provision);
-heavy imports (TensorFlow, OpenCV, the interpreter) happen inside commands, never at start-up."""
+"""The ``amgs`` command: ``score``, ``synth`` and ``contract`` here, and the groups of each part
+(``device``, ``server``, ``model``, ``provision``, ``demo``). Group modules import only click and the core
+at start-up; heavy packages (TensorFlow, OpenCV, the interpreter, the collector's) load inside commands,
+and a command whose packages this machine lacks names the extra to install."""
 
 from __future__ import annotations
 
@@ -11,9 +13,29 @@ from pathlib import Path
 import click
 
 from amgs import __version__
+from amgs.cli_options import load_scorer, model_options
+from amgs.demo.run import cli as demo_cli
+from amgs.deploy.provision import cli as provision_cli
+from amgs.device.cli import cli as device_cli
+from amgs.extras import missing_extra_hint
+from amgs.models.cli import cli as model_cli
+from amgs.server.cli import cli as server_cli
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The ``amgs`` group: a command that needs another machine's packages says which extra to install."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            hint = missing_extra_hint(e)
+            if hint is None:
+                raise
+            raise click.ClickException(hint) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="amgs")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -22,42 +44,6 @@ def main(verbose: int) -> None:
     logging.basicConfig(
         level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-
-
-def model_options(f):
-    f = click.option(
-        "--model",
-        "model_path",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="A .tflite with its manifest (default: the shipped model).",
-    )(f)
-    f = click.option("--threads", type=int, default=1, show_default=True, help="Interpreter threads.")(f)
-    f = click.option(
-        "--accelerator", type=click.Choice(["auto", "cpu", "edgetpu"]), default="auto", show_default=True
-    )(f)
-    f = click.option(
-        "--backend",
-        type=click.Choice(["auto", "litert", "tflite_runtime", "tensorflow"]),
-        default="auto",
-        show_default=True,
-    )(f)
-    return f
-
-
-def load_scorer(model_path: Path | None, threads: int = 1, accelerator: str = "auto", backend: str = "auto"):
-    """Load a model (default: the shipped one) or exit with the reason."""
-    from amgs.manifest import ManifestError
-    from amgs.models import DEFAULT_MODEL
-    from amgs.runtime import Model, RuntimeUnavailable
-    from amgs.scoring import Scorer
-
-    try:
-        return Scorer(
-            Model(model_path or DEFAULT_MODEL, num_threads=threads, accelerator=accelerator, backend=backend)
-        )
-    except (ManifestError, RuntimeUnavailable) as e:
-        raise click.ClickException(str(e)) from None
 
 
 @main.command()
@@ -331,26 +317,6 @@ def synth(out, count, seed, size, scenes, animals) -> None:
     )
 
 
-@main.command()
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True)
-@model_options
-def demo(workdir, model_path, threads, accelerator, backend) -> None:
-    """Score a freshly generated SYNTHETIC study set with the shipped model and print the summary."""
-    from amgs.batch import format_summary, run_batch
-    from amgs.synth.dataset import write_dataset
-
-    faces = workdir / "faces"
-    if not (faces / "SYNTHETIC.txt").exists():
-        write_dataset(faces, 40, seed=2026, n_animals=8)
-    scorer = load_scorer(model_path, threads, accelerator, backend)
-    with open(workdir / "scores.csv", "w") as out:
-        result = run_batch(scorer, [faces / "no pain", faces / "pain"], out, progress=True)
-    click.echo(format_summary(result))
-    click.echo(
-        f"per-image results: {workdir / 'scores.csv'}; model {scorer.manifest.name} {scorer.manifest.version} (synthetic-trained)"
-    )
-
-
 @main.group()
 def contract() -> None:
     """The MQTT wire contract (topics and message schemas)."""
@@ -360,9 +326,9 @@ def contract() -> None:
 @click.argument("out_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 def contract_schema(out_dir: Path | None) -> None:
     """Write the JSON Schema files (or print them when no folder is given)."""
-    from amgs.contract import SCHEMAS, json_schema_document
+    from amgs.contract import MESSAGES, json_schema_document
 
-    for sid in SCHEMAS:
+    for sid in MESSAGES:
         text = json.dumps(json_schema_document(sid), indent=2) + "\n"
         if out_dir is None:
             click.echo(text)
@@ -371,31 +337,11 @@ def contract_schema(out_dir: Path | None) -> None:
             (out_dir / (sid.replace("/", ".v") + ".schema.json")).write_text(text)
 
 
-ROOM_COMMANDS = (
-    # (module, click object, command name); a later entry with the same name replaces an earlier one.
-    ("amgs.models.cli", "cli", "model"),
-    ("amgs.device.cli", "cli", "device"),
-    ("amgs.server.cli", "cli", "server"),
-    ("amgs.server.provision", "cli", "provision"),
-    ("amgs.server.demo", "cli", "demo"),
-)
-
-
-def _register_rooms() -> None:
-    """Add the subcommands each room defines. Room CLI modules import heavy packages inside commands only."""
-    import importlib
-
-    for module, attr, name in ROOM_COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # that room has not written this command
-            raise
-        main.add_command(getattr(mod, attr), name)
-
-
-_register_rooms()
+main.add_command(model_cli, "model")
+main.add_command(device_cli, "device")
+main.add_command(server_cli, "server")
+main.add_command(provision_cli, "provision")
+main.add_command(demo_cli, "demo")
 
 if __name__ == "__main__":
     main()

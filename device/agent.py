@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from amgs.contract import format_time, new_msg_id
+from amgs.contract import ScoreDraft, format_time, new_msg_id
 from amgs.device.config import DeviceConfig
 from amgs.device.crops import CropStore
 from amgs.device.delivery import Delivery
@@ -36,6 +36,7 @@ from amgs.device.sources import (
     SourceIdle,
     make_source,
 )
+from amgs.manifest import Manifest
 from amgs.preprocess import to_model_input
 from amgs.scoring import Scorer
 from amgs.sdnotify import Notifier
@@ -49,6 +50,21 @@ DROP_WARNING_S = 24 * 3600.0
 
 class AgentError(RuntimeError):
     """The agent cannot start (model, detector, state directory); the message says what to fix."""
+
+
+def refuse_unvalidated_model(manifest: Manifest, cfg: DeviceConfig) -> None:
+    """Never score real cages with a synthetic-trained model unless the config says so explicitly.
+
+    The shipped model has never seen a mouse: its pain alerts would be noise that staff learn to
+    ignore, or a sick animal read as fine. It is for demos and tests (``model.allow_synthetic = true``).
+    """
+    if manifest.synthetic and not cfg.model.allow_synthetic:
+        raise AgentError(
+            f"model {manifest.name} {manifest.version} was trained on SYNTHETIC faces only "
+            f"({manifest.training_data}); it has never seen a real mouse and its pain calls mean nothing "
+            "for your animals. Set model.path to a model trained on your lab's scored images (docs/models.md: "
+            "'The lab's own model'), or, for a demo or a test, set model.allow_synthetic = true."
+        )
 
 
 def load_scorer(cfg: DeviceConfig) -> Scorer:
@@ -69,6 +85,8 @@ def load_scorer(cfg: DeviceConfig) -> Scorer:
 class Agent:
     def __init__(self, cfg: DeviceConfig, scorer: Scorer | None = None) -> None:
         self.cfg = cfg
+        self.scorer = scorer or load_scorer(cfg)
+        refuse_unvalidated_model(self.scorer.manifest, cfg)  # before anything is written
         self.state_dir = cfg.state_path()
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +98,6 @@ class Agent:
         self.clock = ClockInfo()
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
-        self.scorer = scorer or load_scorer(cfg)
         manifest = self.scorer.manifest
         self.model_ref = {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256}
         detector = None
@@ -182,42 +199,41 @@ class Agent:
             self.next_replay_time[name] = frames[0].captured_at + timedelta(seconds=sched.interval_s)
         return frames
 
-    def score_selection(self, sel: Selection) -> dict[str, Any]:
+    def score_selection(self, sel: Selection) -> ScoreDraft:
         c = sel.chosen
         s = self.scorer.score_input(to_model_input(c.pixels, self.scorer.manifest.input))
         self.health.inference_ms = s.inference_ms
         msg_id = new_msg_id()
         has_crop = self.crops.save(msg_id, c.pixels)
         v = sel.view
-        return {
-            "schema": "amgs.score/1",
-            "msg_id": msg_id,
-            "device_id": self.cfg.device.id,
-            "site": self.cfg.device.site,
-            "cage_id": v.cage_id,
-            "animal_id": v.animal_id,
-            "view": v.name,
-            "captured_at": format_time(c.frame.captured_at),
-            "clock": self.clock.record(c.frame.monotonic_s),
-            "model": self.model_ref,
-            "p_pain": s.p_pain,
-            "label": s.label,
-            "amgs": s.amgs,
-            "confidence": s.confidence,
-            "needs_review": s.needs_review,
-            "au": s.au,
-            "mgs_au": s.mgs_au,
-            "quality": {
+        return ScoreDraft.build(
+            msg_id=msg_id,
+            device_id=self.cfg.device.id,
+            site=self.cfg.device.site,
+            cage_id=v.cage_id,
+            animal_id=v.animal_id,
+            view=v.name,
+            captured_at=format_time(c.frame.captured_at),
+            clock=self.clock.record(c.frame.monotonic_s),
+            model=self.model_ref,
+            p_pain=s.p_pain,
+            label=s.label,
+            amgs=s.amgs,
+            confidence=s.confidence,
+            needs_review=s.needs_review,
+            au=s.au,
+            mgs_au=s.mgs_au,
+            quality={
                 "sharpness": round(c.sharpness, 2),
                 "exposure": round(c.exposure, 2),
                 "face_px": int(c.face_px),
                 "motion": round(sel.motion_energy, 3),
                 "asleep": sel.asleep,
             },
-            "face_box": [int(v) for v in c.box],
-            "inference_ms": s.inference_ms,
-            "has_crop": has_crop,
-        }
+            face_box=[int(v) for v in c.box],
+            inference_ms=s.inference_ms,
+            has_crop=has_crop,
+        )
 
     def run_burst(self, name: str) -> int:
         """Capture, select, score and commit one burst of one source; returns the records committed."""

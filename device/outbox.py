@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amgs.contract import decode, encode
+from amgs.contract import Score, ScoreDraft, decode
+from amgs.sqlite_tx import write_transaction
+
+
+def _numbered(record: ScoreDraft | dict[str, Any], seq: int) -> Score:
+    if isinstance(record, ScoreDraft):
+        return record.numbered(seq)
+    return Score.check({"schema": Score.SCHEMA, **record, "seq": seq})
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -69,19 +77,20 @@ class Outbox:
 
     # ------------------------------------------------------------------ writing
 
-    def commit(self, records: list[dict[str, Any]], cursors: dict[str, str] | None = None) -> list[int]:
+    def commit(
+        self, records: list[ScoreDraft | dict[str, Any]], cursors: dict[str, str] | None = None
+    ) -> list[int]:
         """Give each record the next ``seq``, validate and store it, and save cursors, atomically."""
         seqs = []
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.db):  # all or nothing: on failure the numbers are given out again
             seq = self.last_seq()
             for record in records:
                 seq += 1
-                record["seq"] = seq
+                score = _numbered(record, seq)
                 self.db.execute(
                     "INSERT INTO outbox(seq, msg_id, payload, created_at) VALUES(?, ?, ?, ?)",
-                    (seq, record["msg_id"], encode(record), now),
+                    (seq, score.msg_id, score.encode(), now),
                 )
                 seqs.append(seq)
             if records:
@@ -89,12 +98,9 @@ class Outbox:
             for name, position in (cursors or {}).items():
                 self._set_meta(f"cursor:{name}", position)
             self._enforce_cap()
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            for record in records:
-                record.pop("seq", None)
-            raise
+        for record, n in zip(records, seqs, strict=True):
+            if isinstance(record, dict):
+                record["seq"] = n  # only once committed: a failed commit leaves the records unnumbered
         return seqs
 
     def _enforce_cap(self) -> None:
@@ -108,31 +114,20 @@ class Outbox:
     def renumber_after(self, seq: int) -> int:
         """Continue numbering after ``seq``: the collector has seen higher numbers than this outbox ever
         gave out, so the state directory was reset; re-used numbers would be taken for duplicates."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.db):
             rows = self.db.execute("SELECT seq, payload FROM outbox ORDER BY seq").fetchall()
             for i, (old, payload) in enumerate(rows, start=1):
-                record = decode(bytes(payload))
-                record["seq"] = seq + i
+                score = Score.check({**decode(bytes(payload)), "seq": seq + i})
                 self.db.execute(
-                    "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, encode(record), old)
+                    "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, score.encode(), old)
                 )
             self._set_meta("last_seq", seq + len(rows))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return len(rows)
 
     def delete_upto(self, seq: int) -> int:
         """Collector watermark: everything at or below ``seq`` is stored end to end."""
-        self.db.execute("BEGIN IMMEDIATE")  # take the write lock up front: waits instead of BUSY_SNAPSHOT
-        try:
+        with write_transaction(self.db):  # takes the write lock up front: waits instead of BUSY_SNAPSHOT
             n = self.db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return n
 
     def delete(self, seqs: Iterable[int]) -> int:
@@ -140,18 +135,13 @@ class Outbox:
         seqs = list(seqs)
         if not seqs:
             return 0
-        self.db.execute("BEGIN IMMEDIATE")
         n = 0
-        try:
+        with write_transaction(self.db):
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i : i + 500]
                 n += self.db.execute(
                     f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk
                 ).rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return n
 
     # ------------------------------------------------------------------ reading

@@ -4,7 +4,7 @@ Every section is a strict pydantic model (``extra="forbid"``): an unknown key or
 before anything starts, and the error names the key, the value given and what is allowed.
 
 Sections owned by this module: ``[mqtt]``, ``[storage]``, ``[ingest]``, ``[http]``, ``[photoperiod]``.
-The dashboard/alerts room adds its own sections (``[alerts]``, ``[notify]``, ``[web]``/``[auth]``) to
+The dashboard and the alert engine add their sections (``[alerts]``, ``[notify]``, ``[web]``/``[auth]``) to
 :class:`ServerConfig` below, in the block marked for it.
 
 Secrets are never written into this file: the MQTT password lives in ``mqtt.password_file``.
@@ -13,6 +13,7 @@ Secrets are never written into this file: the MQTT password lives in ``mqtt.pass
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amgs.config_errors import format_errors
 from amgs.contract import ID_PATTERN
 
 from .alerts.config import AlertsConfig, NotifyConfig
@@ -30,6 +32,16 @@ class ConfigError(ValueError):
     """The collector configuration is missing, unreadable or invalid; the message says what to fix."""
 
 
+def read_secret(path: Path | None, key: str) -> str | None:
+    """A password from its own file (stripped), or None when no file is set; never logged."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{key} {str(path)!r} cannot be read: {e}") from None
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are refused."""
 
@@ -37,23 +49,35 @@ class Section(BaseModel):
 
 
 class TlsConfig(Section):
+    """TLS to the broker (host name verified unless ``insecure``)."""
+
     ca_file: Path = Field(description="CA certificate that signed the broker's certificate (PEM)")
     cert_file: Path | None = Field(None, description="client certificate, when the broker requires one")
-    key_file: Path | None = None
+    key_file: Path | None = Field(None, description="key of the client certificate")
     insecure: bool = Field(False, description="skip host-name verification (never in production)")
 
 
 class MqttConfig(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
+    host: str = Field("127.0.0.1", description="the broker")
+    port: int = Field(1883, ge=1, le=65535, description="the broker's port (8883 for TLS)")
+    username: str | None = Field(None, description="the collector's broker account")
     password_file: Path | None = Field(None, description="file holding the collector's MQTT password")
     tls: TlsConfig | None = None
-    client_id: str = Field(
-        "amgs-collector", pattern=ID_PATTERN, description="fixed: the broker keeps the session under it"
+    client_id: str | None = Field(
+        None,
+        pattern=ID_PATTERN,
+        description="the broker keeps the collector's persistent session under it; default: the username "
+        "(the shipped broker config makes every client id its account name), else amgs-collector",
     )
     site: str = Field("+", description="site to collect ('+' = every site on this broker)")
-    keepalive_s: int = Field(30, ge=5, le=3600)
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive")
+    reconnect_max_s: float = Field(
+        2,
+        gt=0,
+        le=60,
+        description="longest wait between reconnect attempts: the broker is usually on this host, so a short "
+        "wait costs nothing and the collector is back before devices, which wait for its watermark",
+    )
     protocol: Literal["5", "3.1.1"] = Field(
         "5",
         description="MQTT version; 3.1.1 only for brokers without MQTT 5 (e.g. the demo's embedded amqtt)",
@@ -76,21 +100,23 @@ class MqttConfig(Section):
             raise ValueError("must be '+' or a site id (letters, digits, '_', '.', '-')")
         return v
 
+    @property
+    def session_id(self) -> str:
+        """The client id of the collector's ingest session."""
+        return self.client_id or self.username or "amgs-collector"
+
     def password(self) -> str | None:
         """Read the password file (stripped); never logged."""
-        if self.password_file is None:
-            return None
-        try:
-            return self.password_file.read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"mqtt.password_file {str(self.password_file)!r} cannot be read: {e}") from None
+        return read_secret(self.password_file, "mqtt.password_file")
 
 
 class StorageConfig(Section):
     state_dir: Path = Field(Path("/var/lib/amgs-collector"), description="database, crops and backups")
-    db_file: str = "collector.db"
-    wal: bool = True
-    backup_before_migrate: bool = True
+    db_file: str = Field("collector.db", description="database file name in state_dir")
+    wal: bool = Field(True, description="SQLite write-ahead log (readers never block the writer)")
+    backup_before_migrate: bool = Field(
+        True, description="copy the database to backups/ before a schema upgrade"
+    )
     backups_keep: int = Field(
         5, ge=0, description="backups kept in state_dir/backups (pre-migration and periodic)"
     )
@@ -133,6 +159,20 @@ class IngestConfig(Section):
         ge=0,
         description="a missing seq still absent after this is declared lost and the watermark moves past it",
     )
+    max_seq_jump: int = Field(
+        10_000_000,
+        ge=1000,
+        le=2**53 - 1,
+        description="a score whose seq lies more than this above its device's highest is quarantined, not counted "
+        "as that many missing (a device bug or a forged record); 10 million = years of one device's scores",
+    )
+    max_clock_ahead_s: float = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="a capture time (after re-anchoring) more than this ahead of the collector's clock is "
+        "quarantined; keep the collector's clock synchronized (NTP)",
+    )
     retry_backoff_s: float = Field(2, gt=0, le=600, description="wait before retrying a failed commit")
     ack_heartbeat_s: float = Field(
         5,
@@ -147,16 +187,60 @@ class IngestConfig(Section):
     crops_per_cage: int = Field(12, ge=0, le=200, description="most recent crops to keep fetched per cage")
 
 
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpConfig(Section):
-    bind: str = "127.0.0.1"
+    bind: str = Field(
+        "127.0.0.1", description="address the API and dashboard listen on; anything but loopback needs HTTPS"
+    )
     port: int = Field(8080, ge=0, le=65535, description="0 = any free port (tests)")
     root_path: str = Field("", description="set when served behind a reverse proxy under a prefix")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="serve HTTPS with this certificate (PEM, chain after it); install-collector.sh copies the "
+        "site's broker certificate to /etc/amgs/tls/server.crt",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="its private key (PEM, unencrypted, not readable by other users)"
+    )
+    allow_plain_http: bool = Field(
+        False,
+        description="serve plain HTTP on a non-loopback address anyway: log-ins and study data can then be "
+        "read on the network (only for a TLS proxy on another host over a trusted link)",
+    )
+
+    @model_validator(mode="after")
+    def _https_off_loopback(self) -> HttpConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(f"http.{given} is set but http.{missing} is not: HTTPS needs both")
+        if self.tls_cert_file is None and not self.allow_plain_http and not _is_loopback(self.bind):
+            raise ValueError(
+                f"http.bind = {self.bind!r} would serve log-ins and study data as plain HTTP on the network: "
+                "set http.tls_cert_file and http.tls_key_file (install-collector.sh uses the site certificate), "
+                "or bind to 127.0.0.1 behind a TLS reverse proxy, or set http.allow_plain_http = true to accept "
+                "plain HTTP"
+            )
+        return self
 
 
 class PhotoperiodConfig(Section):
-    lights_on: dt.time = dt.time(7, 0)
-    lights_off: dt.time = dt.time(19, 0)
-    timezone: str = "UTC"
+    lights_on: dt.time = Field(dt.time(7, 0), description="start of the light phase (local time)")
+    lights_off: dt.time = Field(dt.time(19, 0), description="start of the dark phase (local time)")
+    timezone: str = Field(
+        "UTC", description="IANA time zone of the room; also of metadata times written without one"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -184,32 +268,14 @@ class ServerConfig(Section):
     ingest: IngestConfig = IngestConfig()
     http: HttpConfig = HttpConfig()
     photoperiod: PhotoperiodConfig = PhotoperiodConfig()
-    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field(
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING or ERROR"
+    )
 
-    # ---- sections of the dashboard/alerts room (server/web, server/alerts) go below this line ----
+    # ---- sections owned by the dashboard and the alert engine (server/web, server/alerts) ----
     alerts: AlertsConfig = AlertsConfig()
     notify: NotifyConfig = NotifyConfig()
     web: WebConfig = WebConfig()
-
-
-def _format_errors(err: ValidationError, data: dict[str, Any]) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            parent = ServerConfig
-            for part in e["loc"][:-1]:
-                field = parent.model_fields.get(str(part))
-                ann = getattr(field, "annotation", None)
-                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-                if parent is None:
-                    break
-            allowed = ", ".join(parent.model_fields) if parent else "see docs/server.md"
-            lines.append(f"unknown key {key!r} (allowed here: {allowed})")
-        else:
-            value = e.get("input")
-            lines.append(f"{key} = {value!r:.80}: {e['msg']}")
-    return "; ".join(lines)
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> ServerConfig:
@@ -217,7 +283,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> ServerConfig:
     try:
         return ServerConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {_format_errors(e, data)}") from None
+        raise ConfigError(f"{source}: {format_errors(e, ServerConfig)}") from None
 
 
 def load_config(path: Path | str | None) -> ServerConfig:

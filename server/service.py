@@ -1,69 +1,40 @@
 """``amgs server run``: the collector process.
 
-Processes: this one and its MQTT receiver (:mod:`amgs.server.receiver`: paho's network loop, callbacks
+Processes: this one and its MQTT receiver (:mod:`amgs.server.ingest.receiver`: paho's network loop, callbacks
 only enqueue). Threads here: one writer (all ingest writes), uvicorn (HTTP), the link to the receiver,
 and one thread per periodic job. Shutdown (SIGTERM/SIGINT) stops intake, lets the writer commit and
 acknowledge what it holds, then stops. Under systemd (``Type=notify``) it sends ``READY=1`` once the
 database is migrated and HTTP listens, and ``WATCHDOG=1`` while the writer thread is alive.
 
-Periodic jobs (the registration point for other rooms, e.g. the alert engine)::
-
-    from amgs.server.service import PeriodicJob, JobContext
-
-    def periodic_jobs(config) -> list[PeriodicJob]:          # in the module named in JOB_PROVIDERS
-        return [PeriodicJob("alerts", every_s=30, run=evaluate)]
-
-    def evaluate(ctx: JobContext) -> None:                   # runs in its own thread, every 30 s
-        conn = ctx.db.local()                                # this thread's sqlite-utils Database
-        ctx.publish(topic, payload_bytes, qos=1, retain=True)
-
-A job that raises is logged and run again at its next time; it never stops the collector. Jobs may
-also be passed to :class:`Collector` directly (``jobs=[...]``) or added with :meth:`Collector.add_job`.
+Periodic jobs (:mod:`amgs.server.jobs`): the collector's own (crop requests, backups) and the alert
+engine's (rule evaluation, notification delivery), imported plainly: a collector whose alert engine
+cannot load refuses to start rather than run without alerts. Jobs may also be passed to
+:class:`Collector` directly (``jobs=[...]``) or added with :meth:`Collector.add_job`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import uvicorn
 
 from amgs.sdnotify import Notifier
+from amgs.server.http.app import create_app
+from amgs.server.http.tls import check_https, scheme, uvicorn_config
+from amgs.server.ingest.crops import CropRequester
+from amgs.server.ingest.receiver import ReceiverProcess
+from amgs.server.ingest.writer import IngestStats, Writer
+from amgs.server.storage.db import backup, open_database
 
-from .app import create_app
+from .alerts.jobs import periodic_jobs as alert_jobs
 from .config import ServerConfig
-from .crops import CropRequester
-from .db import CollectorDB, backup, open_database
-from .receiver import ReceiverProcess
-from .writer import IngestStats, Writer
+from .jobs import JobContext, PeriodicJob
 
 log = logging.getLogger(__name__)
-
-JOB_PROVIDERS = ("amgs.server.alerts:periodic_jobs",)
-"""``module:function`` returning ``list[PeriodicJob]`` for a config; a module that does not exist is skipped."""
-
-
-@dataclass
-class JobContext:
-    config: ServerConfig
-    db: CollectorDB
-    publish: Callable[..., None]  # publish(topic, payload: bytes, qos=1, retain=False)
-    stats: IngestStats
-    app: object | None = None  # the FastAPI app (app.state is shared with the HTTP side)
-
-
-@dataclass
-class PeriodicJob:
-    name: str
-    every_s: float
-    run: Callable[[JobContext], None]
-    first_delay_s: float = 0.0
 
 
 def _backup_job(ctx: JobContext) -> None:
@@ -82,21 +53,9 @@ def builtin_jobs(config: ServerConfig) -> list[PeriodicJob]:
     return jobs
 
 
-def provided_jobs(config: ServerConfig) -> list[PeriodicJob]:
-    """Jobs other rooms provide through :data:`JOB_PROVIDERS`."""
-    jobs: list[PeriodicJob] = []
-    for spec in JOB_PROVIDERS:
-        module_name, func = spec.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                continue
-            raise
-        provider = getattr(module, func, None)
-        if provider is not None:
-            jobs.extend(provider(config) or [])
-    return jobs
+def collector_jobs(config: ServerConfig) -> list[PeriodicJob]:
+    """Everything ``amgs server run`` runs periodically: its own jobs and the alert engine's."""
+    return builtin_jobs(config) + alert_jobs(config)
 
 
 class Collector:
@@ -106,6 +65,8 @@ class Collector:
         self, config: ServerConfig, jobs: list[PeriodicJob] | None = None, with_http: bool = True
     ) -> None:
         self.config = config
+        if with_http:
+            check_https(config.http)  # a certificate problem stops the start here, naming the file
         self.db = open_database(config)
         self.stats = IngestStats()
         self.inbox: queue.Queue = queue.Queue()
@@ -141,18 +102,15 @@ class Collector:
             self.db.path,
             self.config.mqtt.host,
             self.config.mqtt.port,
-            f"{self.config.http.bind}:{self.http_port}" if self.with_http else "off",
+            f"{scheme(self.config.http)}://{self.config.http.bind}:{self.http_port}"
+            if self.with_http
+            else "off",
         )
         return self
 
     def _start_http(self) -> None:
-        cfg = uvicorn.Config(
-            self.app,
-            host=self.config.http.bind,
-            port=self.config.http.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
+        cfg = uvicorn_config(
+            self.app, self.config.http, log_level="warning", access_log=False, lifespan="off"
         )
         self.http = uvicorn.Server(cfg)
         self.http.install_signal_handlers = lambda: None  # signals belong to the main thread's run loop
@@ -217,4 +175,4 @@ class Collector:
 
 
 def run(config: ServerConfig) -> None:
-    Collector(config, jobs=builtin_jobs(config) + provided_jobs(config)).run_forever()
+    Collector(config, jobs=collector_jobs(config)).run_forever()

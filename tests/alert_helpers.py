@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from amgs.broker import free_port
 from amgs.contract import encode, format_time, new_msg_id, score_topic, status_topic
-from amgs.server.ingest import Incoming
+from amgs.server.ingest.classify import Incoming
 
 
 class WebhookReceiver:

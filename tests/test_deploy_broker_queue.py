@@ -31,7 +31,7 @@ SITE = "lab1"
 
 
 def collector_session(site: Site, received: queue.Queue) -> mqtt.Client:
-    """The collector's persistent MQTT v5 session (like amgs.server.mqtt): clean_start off, expiry 1 day."""
+    """The collector's persistent MQTT v5 session (like amgs.server.ingest.mqtt): clean_start off, expiry 1 day."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="amgs-collector", protocol=mqtt.MQTTv5)
     c.username_pw_set("collector", site.collector_password())
     connected = threading.Event()

@@ -214,8 +214,8 @@ def test_collector_configs_the_installer_writes_validate(tmp_path):
     """One definition: the installer's server.toml and provision.toml pass the programs' own schemas."""
     import tomllib
 
+    from amgs.deploy.provision import ProvisionConfig
     from amgs.server.config import parse_config
-    from amgs.server.provision import ProvisionConfig
 
     out = sh(
         str(SCRIPTS[0]), "--dry-run", "--site", "vivarium-a", "--host", "collector.example",

@@ -90,6 +90,8 @@ def test_lab_format_detector_train_quantize_evaluate_and_device(tmp_path, scorer
 id = "dev1"
 site = "lab"
 state_dir = "{tmp_path / "state"}"
+[model]
+allow_synthetic = true
 [detector]
 path = "{det_path}"
 [[sources]]

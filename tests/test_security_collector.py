@@ -118,9 +118,9 @@ def _walk(routes, prefix: str = ""):
 
 def routes_of(base: str, db: Path, methods: set[str]) -> list[tuple[str, str]]:
     """Every route with one of ``methods`` of the collector's app, as the running collector builds it."""
-    from amgs.server.app import create_app
     from amgs.server.config import load_config
-    from amgs.server.db import CollectorDB
+    from amgs.server.http.app import create_app
+    from amgs.server.storage.db import CollectorDB
 
     config = load_config(db.parent.parent / "etc-amgs" / "server.toml")
     found = {(m, p) for m, p in _walk(create_app(config, CollectorDB(db)).routes) if m in methods}

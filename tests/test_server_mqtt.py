@@ -18,8 +18,9 @@ import pytest
 from server_support import Watcher, get_json, get_text, server_config, wait_for
 
 from amgs.contract import ack_topic, decode, score_topic, status_topic
-from amgs.server import loadgen
-from amgs.server.service import Collector, PeriodicJob
+from amgs.demo import loadgen
+from amgs.server.jobs import PeriodicJob
+from amgs.server.service import Collector
 
 
 def publish(broker, messages):
@@ -399,8 +400,8 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
     from server_support import http_error
 
     from amgs.contract import command_topic, crop_topic
-    from amgs.server.crops import CropRequester
-    from amgs.server.service import JobContext
+    from amgs.server.ingest.crops import CropRequester
+    from amgs.server.jobs import JobContext
 
     now = time.time()
     msgs = [dict(loadgen.score_message("d1", s, t=now - (20 - s) * 10), has_crop=True) for s in range(1, 21)]
@@ -428,7 +429,7 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
         assert {c["msg_id"] for c in listed} == wanted
         with urllib.request.urlopen(base + listed[0]["url"]) as r:
             assert r.read() == jpeg and r.headers["Content-Type"] == "image/jpeg"
-        collector.app.dependency_overrides.clear()  # the API alone (the web room tests its login)
+        collector.app.dependency_overrides.clear()  # the API alone (tests/test_web_auth.py tests the login)
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "reboot"}', "POST")
         assert code == 400 and "command" in body["detail"]
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "publish_status"}', "POST")
@@ -445,7 +446,7 @@ def test_an_unexpected_error_on_one_message_quarantines_it_and_keeps_the_rest(co
     """Fault injection: storing one device's status raises (a stand-in for a bug); the batch is retried
     message by message, that message is quarantined with the error, every score is stored."""
     from amgs.contract import encode
-    from amgs.server.store import Ingestor
+    from amgs.server.ingest.store import Ingestor
 
     original = Ingestor._store_status
 
@@ -462,3 +463,16 @@ def test_an_unexpected_error_on_one_message_quarantines_it_and_keeps_the_rest(co
     reason = wait_for(lambda: count(collector, "SELECT reason FROM quarantine"), what="quarantined status")
     assert "injected fault" in reason
     assert get_json(f"http://127.0.0.1:{collector.http_port}/healthz")["status"] == "ok"
+
+
+def test_conflicting_duplicate_is_counted_in_metrics(collector, broker):
+    msg = loadgen.score_message("d1", 1)
+    publish(broker, [msg])
+    wait_for(lambda: count(collector) == 1, what="1 score")
+    publish(broker, [{**msg, "cage_id": "elsewhere"}])
+    base = f"http://127.0.0.1:{collector.http_port}"
+    wait_for(
+        lambda: "amgs_ingest_duplicates_conflicting_total 1" in get_text(base + "/metrics"),
+        what="conflict counted",
+    )
+    assert count(collector) == 1

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from server_support import server_config
 
 from amgs.cli import main
-from amgs.server import loadgen
+from amgs.demo import loadgen
 from amgs.server.config import ConfigError, load_config, parse_config
-from amgs.server.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, DatabaseError, open_database
-from amgs.server.ingest import score_row
+from amgs.server.ingest.classify import score_row
+from amgs.server.storage.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, DatabaseError, open_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,13 +54,13 @@ def test_migration_from_version_1_keeps_data_backfills_rollups_and_backs_up(tmp_
 
 
 def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
-    from amgs.server.db import ROLLUP_SUMS, ROLLUP_TABLES, rollup_select
-    from amgs.server.ingest import Incoming
-    from amgs.server.store import Ingestor
+    from amgs.server.ingest.classify import Incoming
+    from amgs.server.ingest.store import Ingestor
+    from amgs.server.storage.db import ROLLUP_SUMS, ROLLUP_TABLES, rollup_select
 
     config = server_config(tmp_path)
     db = CollectorDB(config.storage.db_path)
-    db.migrate(target=SCHEMA_VERSION - 1)
+    db.migrate(target=4)  # the version before reject rollups (v5), which the upgrade backfills
     conn = db.connect().conn  # what the previous version's writer left: scores 1-3 and 5, rollups, device row
     now = time.time()
     rows = [score_row(loadgen.score_message("d1", s, t=now - 60 * s), now) for s in (1, 2, 3, 5)]
@@ -102,7 +102,7 @@ def test_newer_schema_is_refused_with_advice(tmp_path):
 
 def test_example_config_is_valid():
     config = load_config(ROOT / "examples" / "server.toml")
-    assert config.mqtt.client_id and config.storage.wal
+    assert config.mqtt.session_id == "amgs-collector" and config.storage.wal
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ def test_config_file_errors(tmp_path):
 def test_unloadable_certificate_stops_the_collector_at_start_with_its_name(tmp_path):
     """The MQTT receiver runs in a child process; a certificate it could not load must still fail the
     start (and `check-config`) with the file named, not leave a receiver that dies again and again."""
-    from amgs.server.cli import cli
+    from amgs.server.cli.main import cli
     from amgs.server.service import Collector
 
     ca = tmp_path / "ca.pem"
@@ -179,8 +179,8 @@ def test_cli_metadata_import_and_export(tmp_path):
     assert "line 3" in result.output and "line 4" in result.output and "kind" in result.output
     assert len(ok("event", "list").splitlines()) == 2  # nothing of the broken file was imported
 
-    from amgs.server.ingest import Incoming
-    from amgs.server.store import Ingestor
+    from amgs.server.ingest.classify import Incoming
+    from amgs.server.ingest.store import Ingestor
 
     config = server_config(tmp_path)
     ing = Ingestor(CollectorDB(db), config)
@@ -208,7 +208,8 @@ def test_cli_metadata_import_and_export(tmp_path):
 
 
 def test_periodic_backup_job_copies_the_live_database(tmp_path):
-    from amgs.server.service import JobContext, builtin_jobs
+    from amgs.server.jobs import JobContext
+    from amgs.server.service import builtin_jobs
 
     config = server_config(tmp_path, storage={"backup_every_h": 24, "backups_keep": 2})
     db = open_database(config)

@@ -16,12 +16,12 @@ import uvicorn
 from server_support import get_json, get_text, http_error, server_config, wait_for
 
 from amgs.contract import encode, status_topic
-from amgs.server import loadgen
-from amgs.server.app import create_app
-from amgs.server.db import open_database
-from amgs.server.ingest import Incoming
-from amgs.server.metadata import save
-from amgs.server.store import Ingestor
+from amgs.demo import loadgen
+from amgs.server.http.app import create_app
+from amgs.server.ingest.classify import Incoming
+from amgs.server.ingest.store import Ingestor
+from amgs.server.query.metadata import save
+from amgs.server.storage.db import open_database
 
 H = 3600.0
 DAY0 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp()  # a Monday, 00:00 UTC
@@ -106,7 +106,7 @@ def study(tmp_path_factory):
 def api(study):
     config, db = study
     app = create_app(config, db)
-    app.dependency_overrides.clear()  # the API alone: the web room's login is tested by the web room
+    app.dependency_overrides.clear()  # the API alone: the dashboard's login is tested in tests/test_web_auth.py
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )
@@ -259,7 +259,7 @@ def test_metadata_api_and_clear_errors(api):
 
 
 def test_rollups_equal_a_recomputation_from_raw_scores(study):
-    from amgs.server.db import ROLLUP_SUMS, rollup_select
+    from amgs.server.storage.db import ROLLUP_SUMS, rollup_select
 
     _, db = study
     conn = db.local().conn

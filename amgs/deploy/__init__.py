@@ -1,0 +1,1 @@
+"""Deployment: provisioning of devices (broker accounts, ACLs, config bundles)."""

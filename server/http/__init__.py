@@ -1,0 +1,1 @@
+"""The collector's HTTP application: JSON API, health, metrics, access hooks."""

@@ -1,0 +1,1 @@
+"""Reads for people: query parameters, time courses, overview, study metadata, exports."""

@@ -1,0 +1,1 @@
+"""The collector's SQLite file: schema, migrations (backup first), connections."""
