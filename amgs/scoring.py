@@ -42,7 +42,7 @@ import numpy as np
 
 from amgs.contract import AU_KEYS, LABELS
 from amgs.domain import DomainScorer
-from amgs.manifest import Calibration
+from amgs.manifest import Calibration, ManifestError
 from amgs.preprocess import Box, ImageSource, load_pixels, to_model_input
 from amgs.runtime import Model
 
@@ -175,6 +175,8 @@ class Scorer:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.manifest = model.manifest
+        if self.manifest.kind != "scorer":
+            raise ManifestError(f"{model.path.name} is a face {self.manifest.kind}, not a scoring model")
         self._pain = self.manifest.pain_output.name
         au = self.manifest.au_output
         self._au = au.name if au else None

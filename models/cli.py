@@ -417,18 +417,23 @@ def info(model, as_json) -> None:
         click.echo(f"training data: {manifest.training_data}")
         if manifest.synthetic:
             click.echo("SYNTHETIC-trained: a demonstration, not validated on real mice")
-        click.echo(
-            f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
-            f"edge TPU compiled: {manifest.edgetpu_compiled}"
-        )
-        click.echo(_domain_line(manifest))
-        c = manifest.calibration
-        click.echo(
-            "calibration: none (P(pain) is the raw softmax)"
-            if c is None
-            else f"calibration: temperature {c.temperature} on {c.source} (ECE {c.ece_before} -> {c.ece_after} "
-            f"on {c.n} held-out faces)"
-        )
+        if manifest.kind == "detector":
+            click.echo(
+                f"face detector: min score {manifest.threshold}, edge TPU compiled: {manifest.edgetpu_compiled}"
+            )
+        else:
+            click.echo(
+                f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
+                f"edge TPU compiled: {manifest.edgetpu_compiled}"
+            )
+            click.echo(_domain_line(manifest))
+            c = manifest.calibration
+            click.echo(
+                "calibration: none (P(pain) is the raw softmax)"
+                if c is None
+                else f"calibration: temperature {c.temperature} on {c.source} (ECE {c.ece_before} -> "
+                f"{c.ece_after} on {c.n} held-out faces)"
+            )
         for e in manifest.evaluation:
             figs = ", ".join(f"{k}={v}" for k, v in e.figures.items() if k in _HEADLINE)
             click.echo(f"evaluation on {e.dataset} ({e.n_images} images): {figs}")
@@ -453,6 +458,10 @@ _HEADLINE = (
     "unscorable_fraction",
     "scorable_accuracy",
     "controls_unscorable_fraction",
+    "ap50",
+    "ap75",
+    "recall",
+    "precision",
 )
 
 
@@ -611,3 +620,14 @@ def card(model, out, train_dirs, intro) -> None:
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
     _echo(f"wrote {path}")
+
+
+def _add_detector_commands() -> None:
+    """The face detector's commands live in their own module (``amgs.models.detector_cli``)."""
+    from amgs.models.detector_cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_detector_commands()
