@@ -67,3 +67,54 @@ def test_bench_scoring():
     out = run_bench("bench_scoring.py", "--n", "2", "--rounds", "1", timeout=600)
     assert re.search(rf"^litert\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
     assert out.count("overhead ratio") == 3, out
+
+
+def test_bench_scoring_in_domain_check_cost():
+    out = run_bench("bench_scoring.py", "--n", "2", "--rounds", "1", "--int8-only", timeout=600)
+    assert re.search(rf"In-domain check .* {NUMBER} ms per image beside an invoke of {NUMBER} ms", out), out
+
+
+def test_bench_domain(tmp_path):
+    from amgs.models import DEFAULT_MODEL
+    from amgs.synth.dataset import write_dataset
+
+    sets = [
+        write_dataset(tmp_path / n, 80, seed=s, size=299, n_animals=4).root
+        for n, s in (("a", 61), ("b", 62), ("c", 63))
+    ]
+    out = run_bench(
+        "bench_domain.py",
+        str(DEFAULT_MODEL),
+        "--train",
+        str(sets[0]),
+        "--heldout",
+        str(sets[1]),
+        "--test",
+        str(sets[2]),
+        "--train-count",
+        "80",
+        "--test-count",
+        "20",
+        "--controls",
+        "1",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--dims",
+        "8,32",
+        timeout=600,
+    )
+    assert re.search(
+        rf"\| Mahalanobis PPCA-32, mixed5 means \| {NUMBER} % \| {NUMBER} % \| {NUMBER} \|", out
+    ), out
+
+
+def test_bench_detector():
+    from amgs.models import DEFAULT_DETECTOR
+
+    if not DEFAULT_DETECTOR.is_file():
+        pytest.skip(f"no shipped face detector at {DEFAULT_DETECTOR} yet")
+    out = run_bench(
+        "bench_detector.py", "--n", "2", "--rounds", "1", "--seconds", "6", "--window", "3", timeout=600
+    )
+    assert re.search(rf"detector / scorer = {NUMBER}", out), out
+    assert re.search(rf"cores 0\s*: \d+ s of video in {NUMBER} s = {NUMBER}x real time", out), out
