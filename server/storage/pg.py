@@ -278,6 +278,15 @@ class PgConnection:
         cur.executemany(self._sql(sql), [tuple(p) for p in seq])
         return PgCursor(cur)
 
+    def query(self, sql: str, params=()):
+        """Rows as dicts, as sqlite-utils' ``Database.query`` gives them."""
+        cur = self.execute(sql, params)
+        if cur.description is None:
+            return
+        names = [d.name for d in cur.description]
+        for row in cur.fetchall():
+            yield dict(zip(names, row, strict=True))
+
     def table_names(self) -> list[str]:
         return [
             r[0]

@@ -20,6 +20,8 @@ __all__ = ["database", "where", "rollback", "write_transaction"]
 
 def database(db: sqlite3.Connection | sqlite_utils.Database) -> sqlite_utils.Database:
     """The sqlite-utils view of a connection, for dict rows: ``database(conn).query(sql, params)``."""
+    if getattr(db, "dialect", None) == "postgresql":  # pg.PgConnection has .query too
+        return db
     import sqlite_utils  # here, not at the top: the `amgs server` command group loads on a Pi without it
 
     return db if isinstance(db, sqlite_utils.Database) else sqlite_utils.Database(db, execute_plugins=False)
