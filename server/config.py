@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from amgs.contract import ID_PATTERN
 
 from .alerts.config import AlertsConfig, NotifyConfig
+from .rating.config import RatingConfig
 from .web.config import WebConfig
 
 
@@ -205,6 +206,9 @@ class ServerConfig(Section):
     alerts: AlertsConfig = AlertsConfig()
     notify: NotifyConfig = NotifyConfig()
     web: WebConfig = WebConfig()
+
+    # ---- blinded human scoring and model-vs-human agreement (server/rating) ----
+    rating: RatingConfig = RatingConfig()
 
 
 def _format_errors(err: ValidationError, data: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """Agreement statistics (server/rating/stats.py) against independent references.
 
 - Shrout & Fleiss (1979) Table 2 (6 targets x 4 judges): their published ICC(1,1) = .17, ICC(2,1) = .29,
-  ICC(3,1) = .71; the intervals as printed by pingouin 0.7.0 (``intraclass_corr``) and R psych::ICC.
+  ICC(3,1) = .71; the intervals as printed by pingouin 0.7.0 (``intraclass_corr``).
 - Bland & Altman (1986) Lancet, peak expiratory flow, Wright vs mini Wright meter (first readings of 17
   subjects): mean difference -2.1, SD 38.8, SE of the bias 9.4, SE of the limits 16.3, t(16) = 2.12.
 - Cohen's kappa: the two-rater 2 x 2 textbook example (agreement .70, chance .50, kappa .40) and a 3 x 3
@@ -45,8 +45,8 @@ def test_icc_matches_shrout_fleiss_1979(kind, published, ci, exact):
     assert (round(r["ci_low"], 2), round(r["ci_high"], 2)) == ci  # pingouin 0.7.0 (2 decimals)
 
 
-def test_icc2_interval_matches_psych_to_three_decimals():
-    # R psych::ICC(sf): ICC2 lower bound 0.019, upper 0.761; ICC3 0.342 .. 0.946
+def test_icc_intervals_to_three_decimals():
+    # this implementation's intervals, which pingouin prints rounded to two decimals (above)
     r2, r3 = S.icc(SF_TABLE, "ICC2"), S.icc(SF_TABLE, "ICC3")
     assert (round(r2["ci_low"], 3), round(r2["ci_high"], 3)) == (0.019, 0.761)
     assert (round(r3["ci_low"], 3), round(r3["ci_high"], 3)) == (0.342, 0.946)
