@@ -184,10 +184,12 @@ def icc(matrix: Sequence[Sequence[float]], kind: str = "ICC2", conf: float = 0.9
     if kind not in ICC_KINDS:
         raise ValueError(f"kind must be one of {ICC_KINDS}")
     m = np.asarray(matrix, dtype=float)
+    if m.size == 0:
+        m = m.reshape(0, 2)
     if m.ndim != 2:
         raise ValueError("matrix must be 2-D: targets x raters")
-    m = m[np.isfinite(m).all(axis=1)] if m.size else m.reshape(0, m.shape[1] if m.ndim == 2 else 0)
-    n, k = m.shape if m.size else (0, m.shape[1])
+    m = m[np.isfinite(m).all(axis=1)]
+    n, k = m.shape
     out: dict = {"kind": kind, "icc": None, "ci_low": None, "ci_high": None, "n": int(n), "k": int(k)}
     if n < 2 or k < 2:
         return out
