@@ -73,6 +73,13 @@ class RatingConfig(_Section):
     unrated_expire_days: float = Field(
         60, ge=0, description="an item nobody rated leaves the pool after this (its copy deleted); 0 = never"
     )
+    raters_per_item: int = Field(
+        2,
+        ge=1,
+        le=20,
+        description="an item is offered until this many raters scored it (two or more give inter-rater "
+        "agreement); then it is done",
+    )
     session_items: int = Field(
         40, ge=1, le=1000, description="items offered per scoring session (a rater may stop any time)"
     )

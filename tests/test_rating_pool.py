@@ -1,0 +1,110 @@
+"""The rating pool in a real collector database: daily sampling of stored crops, blinded copies that
+outlive the crop cap and raw-score retention, expiry of unrated items."""
+
+import datetime as dt
+import io
+
+import pytest
+from PIL import Image
+
+from amgs.server.rating.pool import BLIND_SIZE, blind_jpeg, expire_pool, fill_pool
+from amgs.server.rating.sampling import local_day_bounds
+from tests.rating_helpers import REVEALING_COMMENT, add_score, device_jpeg, open_db
+from tests.server_support import server_config
+
+DAY = dt.date(2026, 3, 2)
+T0, _ = local_day_bounds(DAY, "UTC")
+NOW = T0 + 86400 + 3600  # 01:00 the next day
+
+
+@pytest.fixture
+def setup(tmp_path):
+    config = server_config(tmp_path, rating={"per_cage_per_day": 4, "repeat_share": 0.25})
+    db = open_db(config)
+    conn = db.local().conn
+    state = config.storage.state_dir
+    for cage in ("C1", "C2", "C3"):
+        for i in range(40):
+            add_score(conn, state, f"{cage}-{i}", cage, T0 + i * 2000, (i % 20) / 20, device=f"d{cage}")
+    add_score(conn, state, "C1-nocrop", "C1", T0 + 50, 0.9, crop=False)
+    return config, conn
+
+
+def markers(jpeg: bytes) -> set[int]:
+    """JPEG segment markers before the image data (0xFE comment, 0xE1 EXIF, 0xE2 ICC, ...)."""
+    out, i = set(), 2
+    while i + 4 <= len(jpeg) and jpeg[i] == 0xFF:
+        marker = jpeg[i + 1]
+        out.add(marker)
+        if marker == 0xDA:
+            break
+        i += 2 + int.from_bytes(jpeg[i + 2 : i + 4], "big")
+    return out
+
+
+def test_blinded_copy_carries_pixels_only():
+    src = device_jpeg(1, size=(320, 240))
+    assert 0xFE in markers(src) and 0xE1 in markers(src)  # the device's comment and EXIF
+    out = blind_jpeg(src)
+    assert markers(out) & {0xFE, 0xE1, 0xE2, 0xED} == set()
+    assert REVEALING_COMMENT not in out and b"box-03" not in out and b"Exif" not in out
+    with Image.open(io.BytesIO(out)) as im:
+        assert im.size == (BLIND_SIZE, BLIND_SIZE) and not im.info.get("comment") and not im.getexif()
+    # two cameras with different encoders and sizes give images of the same form
+    other = blind_jpeg(device_jpeg(2, size=(200, 200)))
+    assert markers(other) == markers(out)
+
+
+def test_daily_sample_per_cage_with_copies(setup):
+    config, conn = setup
+    result = fill_pool(conn, config, now=NOW)
+    assert result["added"] == 12 and result["days"] == 1
+    rows = conn.execute("SELECT cage_id, count(*) FROM rating_items GROUP BY cage_id").fetchall()
+    assert dict(rows) == {"C1": 4, "C2": 4, "C3": 4}
+    assert conn.execute("SELECT count(*) FROM rating_items WHERE msg_id = 'C1-nocrop'").fetchone()[0] == 0
+    assert conn.execute("SELECT sum(repeat) FROM rating_items").fetchone()[0] == 3
+    state = config.storage.state_dir
+    for item_id, msg_id, image, source, device in conn.execute(
+        "SELECT item_id, msg_id, image, source, device_id FROM rating_items"
+    ).fetchall():
+        assert image == f"rating/{item_id}.jpg" and msg_id not in image
+        assert (state / source).read_bytes() == (state / "crops" / device / f"{msg_id}.jpg").read_bytes()
+        assert REVEALING_COMMENT not in (state / image).read_bytes()
+    # sampled once: a second pass adds nothing; a cage whose crops arrive late is sampled then
+    assert fill_pool(conn, config, now=NOW + 600)["added"] == 0
+    for i in range(10):
+        add_score(conn, state, f"C4-{i}", "C4", T0 + i * 3000, 0.3, device="d4")
+    assert fill_pool(conn, config, now=NOW + 1200)["added"] == 4
+
+
+def test_items_outlive_crop_cap_and_retention_and_expire_only_unrated(setup):
+    config, conn = setup
+    fill_pool(conn, config, now=NOW)
+    state = config.storage.state_dir
+    before = conn.execute(
+        "SELECT item_id, cage_id, model_version, p_pain, mgs_au FROM rating_items"
+    ).fetchall()
+    first = before[0][0]
+    conn.execute(
+        "INSERT INTO ratings (item_id, rater, occasion, rated_at, au_ot, au_nb, au_cb, au_ep, au_wc) "
+        "VALUES (?, 'ann', 1, ?, 1, 1, 1, 1, 1)",
+        [first, NOW],
+    )
+    # the crop cap and raw-score retention take the collector's copies away
+    for (path,) in conn.execute("SELECT path FROM crops").fetchall():
+        (state / path).unlink()
+    conn.execute("DELETE FROM crops")
+    conn.execute("DELETE FROM scores")
+    after = conn.execute(
+        "SELECT item_id, cage_id, model_version, p_pain, mgs_au FROM rating_items"
+    ).fetchall()
+    assert after == before
+    assert all(
+        (state / f"rating/{i}.jpg").exists() and (state / f"rating/{i}.src.jpg").exists() for i, *_ in after
+    )
+    assert expire_pool(conn, config, now=NOW + 59 * 86400) == 0
+    assert expire_pool(conn, config, now=NOW + 61 * 86400) == 11  # all but the rated one
+    assert (state / f"rating/{first}.jpg").exists()
+    gone = conn.execute("SELECT item_id FROM rating_items WHERE state = 'expired'").fetchall()
+    assert len(gone) == 11 and not any((state / f"rating/{i}.jpg").exists() for (i,) in gone)
+    assert conn.execute("SELECT count(*) FROM ratings").fetchone()[0] == 1
