@@ -30,7 +30,6 @@ from .context import (
     TEMPLATES_DIR,
     LoginRequired,
     WebContext,
-    api_actor,
     api_viewer,
     context,
     page_viewer,
@@ -43,7 +42,6 @@ router = APIRouter(tags=["rating"])
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 Ctx = Annotated[WebContext, Depends(context)]
 Viewer = Annotated[Principal | None, Depends(api_viewer)]
-Actor = Annotated[Principal, Depends(api_actor)]
 NO_STORE = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -96,6 +94,16 @@ def _rater(request: Request) -> Principal:
 def _rater_acting(request: Request) -> Principal:
     p = _rater(request)
     check_csrf(request, p)
+    return p
+
+
+def _staff_reader(request: Request) -> Principal:
+    """Downloads of the training set: staff or admin (a GET changes nothing, so no CSRF token)."""
+    p = who(request)
+    if p is None:
+        raise HTTPException(401, "log in as staff to download the rated faces")
+    if not p.can_act:
+        raise HTTPException(403, f"user {p.username!r} has role {p.role!r}: staff or admin needed")
     return p
 
 
@@ -251,7 +259,7 @@ def agreement_csv(
 
 
 @router.get("/api/rating/export.zip")
-def export_zip(ctx: Ctx, _: Actor) -> Response:
+def export_zip(ctx: Ctx, _: Annotated[Principal, Depends(_staff_reader)]) -> Response:
     """The rated crops as a training set (``amgs server export-ratings``), zipped."""
     items, ratings = rating_data.export_records(ctx.conn, ctx.config.storage.state_dir)
     tmp = Path(tempfile.mkdtemp(prefix="amgs-ratings-"))
