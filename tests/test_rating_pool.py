@@ -26,6 +26,7 @@ def setup(tmp_path):
     for cage in ("C1", "C2", "C3"):
         for i in range(40):
             add_score(conn, state, f"{cage}-{i}", cage, T0 + i * 2000, (i % 20) / 20, device=f"d{cage}")
+        add_score(conn, state, f"{cage}-next", cage, T0 + 86400 + 60, 0.1, crop=False)  # the day is over
     add_score(conn, state, "C1-nocrop", "C1", T0 + 50, 0.9, crop=False)
     return config, conn
 
@@ -74,7 +75,9 @@ def test_daily_sample_per_cage_with_copies(setup):
     assert fill_pool(conn, config, now=NOW + 600)["added"] == 0
     for i in range(10):
         add_score(conn, state, f"C4-{i}", "C4", T0 + i * 3000, 0.3, device="d4")
-    assert fill_pool(conn, config, now=NOW + 1200)["added"] == 4
+    assert fill_pool(conn, config, now=NOW + 1200)["added"] == 0  # C4 has sent nothing from after the day yet
+    add_score(conn, state, "C4-next", "C4", T0 + 86400 + 900, 0.3, device="d4", crop=False)
+    assert fill_pool(conn, config, now=NOW + 1800)["added"] == 4
 
 
 def test_items_outlive_crop_cap_and_retention_and_expire_only_unrated(setup):

@@ -72,6 +72,7 @@ def site(tmp_path):
                 (i % 10) / 10,
                 device="box-03",
             )
+        add_score(conn, config.storage.state_dir, f"{cage}-next", cage, T0 + 86400 + 60, 0.1, crop=False)
     fill_pool(conn, config, now=NOW)
     app = create_app(config, db)
     if not any(getattr(r, "path", "") == "/rate" for r in app.routes):

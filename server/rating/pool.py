@@ -1,8 +1,9 @@
 """The rating pool on disk and in the database: sample stored crops each day, keep blinded copies.
 
-Every ``rating.sample_every_s`` the collector (``jobs.py``) looks at the last ``rating.days_back``
-complete local days and, for each cage not yet sampled that day, draws ``per_cage_per_day`` of the
-scores whose crop it holds (``sampling.py``). For each pick it writes two files under
+Every hour the collector (``jobs.py``) looks at the last ``rating.days_back`` complete local days and,
+for each cage not yet sampled that day whose device has sent a score from after the day (so the day is
+over in the data too: crops delivered late had their chance, and a replayed day is not cut short), draws
+``per_cage_per_day`` of the scores whose crop it holds (``sampling.py``). For each pick it writes two files under
 ``state_dir/rating/``:
 
 - ``{item}.src.jpg``: the crop's bytes as the device sent them (the training export uses these), and
@@ -97,6 +98,14 @@ _SCORE_FIELDS = (
 )
 
 
+def _has_score_after(conn: sqlite3.Connection, cage_id: str, t: float) -> bool:
+    """The cage's day is over in the data too: a score after it arrived (late crops had their chance)."""
+    return (
+        conn.execute("SELECT 1 FROM scores WHERE cage_id = ? AND t >= ? LIMIT 1", [cage_id, t]).fetchone()
+        is not None
+    )
+
+
 def _group_of(conn: sqlite3.Connection, animal_id: str | None, cage_id: str) -> str | None:
     if animal_id:
         row = conn.execute("SELECT group_id FROM animals WHERE animal_id = ?", [animal_id]).fetchone()
@@ -128,6 +137,8 @@ def fill_pool(conn: sqlite3.Connection, config, now: float | None = None) -> dic
             r[0] for r in conn.execute("SELECT cage_id FROM rating_days WHERE day = ?", [day.isoformat()])
         }
         found = [(c, p) for c, p in candidates(conn, t0, t1) if c.cage_id not in done]
+        moved_on = {cage for cage in {c.cage_id for c, _ in found} if _has_score_after(conn, cage, t1)}
+        found = [(c, p) for c, p in found if c.cage_id in moved_on]
         if not found:
             continue
         paths = {c.msg_id: p for c, p in found}
