@@ -53,6 +53,7 @@ class RatedItem:
     p_pain: float | None = None
     is_pain: bool | None = None
     mgs_au: float | None = None
+    site: str = ""
 
 
 @dataclass

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from amgs.contract import AU_KEYS
 
-from .agreement import GROUPINGS, RatedItem, Rating, agreement, agreement_by, tidy_rows
+from .agreement import (
+    GROUPINGS,
+    RatedItem,
+    Rating,
+    agreement,
+    agreement_by,
+    consensus,
+    model_vs_human,
+    tidy_rows,
+)
 from .export import ExportItem
 
 _AU = ", ".join(f"au_{k}" for k in AU_KEYS)
@@ -46,10 +56,11 @@ def load(
             p_pain=r[7],
             is_pain=None if r[8] is None else bool(r[8]),
             mgs_au=r[9],
+            site=r[10] or "",
         )
         for r in conn.execute(
             "SELECT item_id, t, model_name, model_version, device_id, cage_id, group_id, p_pain, is_pain, "
-            f"mgs_au FROM rating_items i WHERE {' AND '.join(where)} ORDER BY item_id",
+            f"mgs_au, site FROM rating_items i WHERE {' AND '.join(where)} ORDER BY item_id",
             args,
         )
     ]
@@ -110,11 +121,25 @@ def pool_counts(conn: sqlite3.Connection) -> dict:
 
 
 def rolling(conn: sqlite3.Connection, config, now: float | None = None) -> list[dict]:
-    """Model-vs-human agreement per model over the ratings of the last ``rating.alert.window_days``."""
+    """Model-vs-human agreement per site and model over the ratings of the last ``rating.alert.window_days``
+    (what the agreement alert judges): ``[{"site", "model", "model_vs_human"}]``."""
     now = time.time() if now is None else now
     since = now - config.rating.alert.window_days * 86400
     items, ratings = load(conn, rated_since=since)
-    return agreement_by(items, ratings, "model", config.rating.human_pain_cutoff)
+    cons = consensus(ratings)
+    groups: dict[tuple[str, str], list[RatedItem]] = defaultdict(list)
+    for it in items:
+        groups[(it.site, it.model)].append(it)
+    return [
+        {
+            "site": site,
+            "model": model,
+            "model_vs_human": model_vs_human(
+                groups[(site, model)], cons, config.rating.human_pain_cutoff, 0.95
+            ),
+        }
+        for site, model in sorted(groups)
+    ]
 
 
 def export_records(conn: sqlite3.Connection, state_dir: Path) -> tuple[list[ExportItem], list[Rating]]:
