@@ -53,6 +53,7 @@ def add_score(
     crop: bool = True,
     flagged: bool = False,
     model_version: str = "1.0.0",
+    model_name: str = "amgs-test",
 ) -> None:
     au = mgs_au if mgs_au is not None else 2 * p
     row = {
@@ -69,7 +70,7 @@ def add_score(
         "clock_synced": 1,
         "boot_id": "b",
         "monotonic_s": 0.0,
-        "model_name": "amgs-test",
+        "model_name": model_name,
         "model_version": model_version,
         "model_sha256": "0" * 64,
         "p_pain": p,

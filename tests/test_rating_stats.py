@@ -165,3 +165,8 @@ def test_live_against_pingouin_when_installed():
                 pytest.approx(lo, abs=0.006),
                 pytest.approx(hi, abs=0.006),
             )
+
+
+def test_kappa_interval_stays_within_its_range():
+    r = S.kappa_from_table([[6, 0], [1, 5]])
+    assert r["ci_high"] == 1.0 and -1 <= r["ci_low"] < r["kappa"]

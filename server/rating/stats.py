@@ -10,7 +10,7 @@ are two-sided at ``conf`` (0.95 by default).
                           Shrout & Fleiss (1979) and McGraw & Wong (1996)
 - :func:`bland_altman`    bias, 95 % limits of agreement and the intervals of both (Bland & Altman 1986/1999)
 - :func:`cohen_kappa`     Cohen's kappa, unweighted or linear/quadratic weighted, with the large-sample
-                          standard error of Fleiss, Cohen & Everitt (1969)
+                          standard error of Fleiss, Cohen & Everitt (1969); interval cut to [-1, 1]
 - :func:`proportion`      a proportion (accuracy, sensitivity, specificity) with the Wilson interval
 
 The F, t and beta distributions are computed here (regularized incomplete beta by continued fraction,
@@ -365,7 +365,10 @@ def kappa_from_table(
     ) / (n * (1 - pe) ** 2)
     se = math.sqrt(max(var, 0.0))
     z = z_ppf(0.5 + conf / 2)
-    out.update(kappa=_f(kappa), se=_f(se), ci_low=_f(kappa - z * se), ci_high=_f(kappa + z * se))
+    # the normal-approximation interval is cut to kappa's range [-1, 1]
+    out.update(
+        kappa=_f(kappa), se=_f(se), ci_low=_f(max(-1.0, kappa - z * se)), ci_high=_f(min(1.0, kappa + z * se))
+    )
     return out
 
 

@@ -14,8 +14,11 @@
   async function call(method, path, body) {
     const r = await fetch(root + path, {
       method, credentials: "same-origin", cache: "no-store",
-      headers: Object.assign({ Accept: "application/json" }, body ? { "Content-Type": "application/json", "X-CSRF-Token": csrf } : {}),
-      body: body ? JSON.stringify(body) : undefined,
+      headers: Object.assign(
+        { Accept: "application/json" },
+        method === "GET" ? {} : { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      ),
+      body: method === "GET" ? undefined : JSON.stringify(body || {}),
     });
     let data = null;
     try { data = await r.json(); } catch (e) { /* not JSON */ }
@@ -24,6 +27,7 @@
   }
 
   function say(text, isError) {
+    if (isError) document.body.dataset.error = text;
     message.textContent = text;
     message.hidden = !text;
     message.classList.toggle("error", !!isError);
