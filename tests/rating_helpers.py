@@ -54,6 +54,7 @@ def add_score(
     flagged: bool = False,
     model_version: str = "1.0.0",
     model_name: str = "amgs-test",
+    jpeg: bytes | None = None,
 ) -> None:
     au = mgs_au if mgs_au is not None else 2 * p
     row = {
@@ -95,7 +96,7 @@ def add_score(
         f"INSERT INTO scores ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
     )
     if crop:
-        data = device_jpeg(abs(hash(msg_id)) % 1000)
+        data = jpeg if jpeg is not None else device_jpeg(abs(hash(msg_id)) % 1000)
         rel = Path("crops") / device / f"{msg_id}.jpg"
         (state_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (state_dir / rel).write_bytes(data)
