@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amgs.config_errors import problems
 from amgs.contract import ID_PATTERN
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -40,6 +41,11 @@ class ModelSection(_Strict):
     threads: int = Field(1, ge=1, le=16)
     accelerator: Literal["auto", "cpu", "edgetpu"] = "auto"
     backend: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = "auto"
+    allow_synthetic: bool = Field(
+        False,
+        description="run a model trained on SYNTHETIC faces only (demos, tests): its scores say nothing about "
+        "real mice, so the agent refuses such a model unless this is true",
+    )
 
 
 class DetectorSection(_Strict):
@@ -227,19 +233,6 @@ class DeviceConfig(_Strict):
         return Path(env.split(":")[0]) if env else Path("state")
 
 
-def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid device config:"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; see examples/device.toml)")
-            continue
-        value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r:.80})"
-        lines.append(f"  {key}: {e['msg']}{shown}")
-    return "\n".join(lines)
-
-
 def load_config(path: str | Path) -> DeviceConfig:
     """Read and validate a device config, or raise :class:`ConfigError` naming the key and value."""
     path = Path(path)
@@ -252,4 +245,7 @@ def load_config(path: str | Path) -> DeviceConfig:
     try:
         return DeviceConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(path, e)) from None
+        lines = problems(e, DeviceConfig)
+        raise ConfigError(
+            f"{path}: invalid device config (see examples/device.toml):\n  " + "\n  ".join(lines)
+        ) from None

@@ -230,6 +230,8 @@ def test_video_file_source_via_opencv(tmp_path, broker, scorer):
 id = "dev1"
 site = "lab"
 state_dir = "{tmp_path / "state"}"
+[model]
+allow_synthetic = true
 [[sources]]
 name = "video"
 kind = "opencv"
@@ -282,7 +284,7 @@ def test_wrong_config_exits_non_zero_naming_the_key(tmp_path):
     r = subprocess.run(_agent_cmd(cfg), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "mqtt.port" in r.stderr and "70000" in r.stderr
-    assert "mqtt.hots: unknown key" in r.stderr
+    assert "unknown key 'mqtt.hots'" in r.stderr
     out = json.dumps(r.stderr)
     assert "Traceback" not in out
 
@@ -416,6 +418,8 @@ def test_several_cameras_and_several_boxes_in_one_frame(tmp_path, broker, scorer
 id = "dev1"
 site = "lab"
 state_dir = "{tmp_path / "state"}"
+[model]
+allow_synthetic = true
 [[sources]]
 name = "camA"
 kind = "folder"

@@ -60,7 +60,7 @@ def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
 
     config = server_config(tmp_path)
     db = CollectorDB(config.storage.db_path)
-    db.migrate(target=SCHEMA_VERSION - 1)
+    db.migrate(target=4)  # the version before reject rollups (v5), which the upgrade backfills
     conn = db.connect().conn  # what the previous version's writer left: scores 1-3 and 5, rollups, device row
     now = time.time()
     rows = [score_row(loadgen.score_message("d1", s, t=now - 60 * s), now) for s in (1, 2, 3, 5)]
@@ -102,7 +102,7 @@ def test_newer_schema_is_refused_with_advice(tmp_path):
 
 def test_example_config_is_valid():
     config = load_config(ROOT / "examples" / "server.toml")
-    assert config.mqtt.client_id and config.storage.wal
+    assert config.mqtt.session_id == "amgs-collector" and config.storage.wal
 
 
 @pytest.mark.parametrize(
