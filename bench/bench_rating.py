@@ -37,7 +37,6 @@ from PIL import Image  # noqa: E402
 from amgs.contract import AU_KEYS  # noqa: E402
 from amgs.server.http.app import create_app  # noqa: E402
 from amgs.server.rating.pool import fill_pool  # noqa: E402
-from amgs.server.storage.db import run_script  # noqa: E402
 from amgs.server.web import auth  # noqa: E402
 
 
@@ -157,10 +156,6 @@ def main() -> None:
         }
     )
     conn = db.local().conn
-    if "rating_items" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}:
-        from amgs.server.rating.schema import RATING_DDL
-
-        run_script(conn, RATING_DDL)
     state = config.storage.state_dir
     n_crops = add_crops(conn, state, end - (args.pool_days + 1) * 86400)
     t1 = time.perf_counter()
