@@ -10,6 +10,8 @@ faces and the site setting.
 
 from __future__ import annotations
 
+from amgs.server.rating.data import pool_sites, rolling
+
 from .rules import Condition, Unknown
 
 RULE = "model_agreement"
@@ -62,3 +64,22 @@ def agreement_condition(
         "bedding, and consider retraining on the lab's rated faces (amgs server export-ratings)."
     )
     return Condition(RULE, site, PSEUDO_CAGE, cfg.severity, message, round(value, 4), threshold)
+
+
+def rating_findings(conn, rating_cfg, now: float) -> tuple[list[Condition], set[str]]:
+    """The rule over the collector's rating tables: conditions, and the keys too sparse to judge."""
+    if not rating_cfg.alert.enabled:
+        return [], set()
+    results = rolling(conn, rating_cfg, now)
+    conditions, unknown = [], set()
+    for site in sorted(set(pool_sites(conn)) | {r["site"] for r in results}):
+        if not site:
+            continue
+        found = agreement_condition(
+            rating_cfg.alert, site, [r for r in results if r["site"] == site], rating_cfg.alert.window_days
+        )
+        if isinstance(found, Unknown):
+            unknown.add(found.key)
+        elif found is not None:
+            conditions.append(found)
+    return conditions, unknown

@@ -120,11 +120,11 @@ def pool_counts(conn: sqlite3.Connection) -> dict:
     }
 
 
-def rolling(conn: sqlite3.Connection, config, now: float | None = None) -> list[dict]:
+def rolling(conn: sqlite3.Connection, rating_cfg, now: float | None = None) -> list[dict]:
     """Model-vs-human agreement per site and model over the ratings of the last ``rating.alert.window_days``
     (what the agreement alert judges): ``[{"site", "model", "model_vs_human"}]``."""
     now = time.time() if now is None else now
-    since = now - config.rating.alert.window_days * 86400
+    since = now - rating_cfg.alert.window_days * 86400
     items, ratings = load(conn, rated_since=since)
     cons = consensus(ratings)
     groups: dict[tuple[str, str], list[RatedItem]] = defaultdict(list)
@@ -134,12 +134,14 @@ def rolling(conn: sqlite3.Connection, config, now: float | None = None) -> list[
         {
             "site": site,
             "model": model,
-            "model_vs_human": model_vs_human(
-                groups[(site, model)], cons, config.rating.human_pain_cutoff, 0.95
-            ),
+            "model_vs_human": model_vs_human(groups[(site, model)], cons, rating_cfg.human_pain_cutoff, 0.95),
         }
         for site, model in sorted(groups)
     ]
+
+
+def pool_sites(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT site FROM rating_items WHERE site IS NOT NULL")]
 
 
 def export_records(conn: sqlite3.Connection, state_dir: Path) -> tuple[list[ExportItem], list[Rating]]:
