@@ -111,3 +111,36 @@ def test_items_outlive_crop_cap_and_retention_and_expire_only_unrated(setup):
     gone = conn.execute("SELECT item_id FROM rating_items WHERE state = 'expired'").fetchall()
     assert len(gone) == 11 and not any((state / f"rating/{i}.jpg").exists() for (i,) in gone)
     assert conn.execute("SELECT count(*) FROM ratings").fetchone()[0] == 1
+
+
+def test_rated_faces_are_mirrored_into_the_backups_and_the_export_falls_back_to_them(setup, tmp_path):
+    from amgs.contract import AU_KEYS
+    from amgs.server.rating.data import export_records
+    from amgs.server.rating.export import write_export
+    from amgs.server.rating.jobs import pool_pass
+    from amgs.server.rating.pool import mirror_rated
+
+    config, conn = setup
+    fill_pool(conn, config, now=NOW)
+    items = [i for (i,) in conn.execute("SELECT item_id FROM rating_items ORDER BY item_id LIMIT 3")]
+    for i in items:
+        conn.execute(
+            f"INSERT INTO ratings (item_id, rater, rated_at, {', '.join('au_' + k for k in AU_KEYS)}) "
+            "VALUES (?, 'ann', 1, 1, 1, 1, 1, 1)",
+            [i],
+        )
+    assert mirror_rated(conn, config) == 3 and mirror_rated(conn, config) == 0
+    state = config.storage.state_dir
+    for i in items:
+        (state / f"rating/{i}.src.jpg").unlink()  # the pool's folder is lost
+    recs, ratings = export_records(conn, state, config.storage.backups_dir)
+    summary = write_export(tmp_path / "out", recs, ratings, 1.0)
+    assert summary["pain"] == 3 and summary["excluded"] == 0
+
+    class Ctx:  # what the collector's job runner hands the hourly job
+        pass
+
+    ctx = Ctx()
+    ctx.config = config
+    ctx.db = type("D", (), {"local": staticmethod(lambda: type("X", (), {"conn": conn})())})()
+    assert pool_pass(ctx)["mirrored"] == 0

@@ -24,7 +24,8 @@ def export_ratings(dest, config_path, db_path) -> None:
 
     config, db = load(config_path, db_path)
     state_dir = db.path.parent if db_path is not None else config.storage.state_dir
-    items, ratings = export_records(db.local().conn, state_dir)
+    backups = db.path.parent / "backups" if db_path is not None else config.storage.backups_dir
+    items, ratings = export_records(db.local().conn, state_dir, backups)
     if not ratings:
         raise click.ClickException("no ratings yet: raters score faces on the dashboard's /rate page")
     try:

@@ -144,8 +144,23 @@ def pool_sites(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT site FROM rating_items WHERE site IS NOT NULL")]
 
 
-def export_records(conn: sqlite3.Connection, state_dir: Path) -> tuple[list[ExportItem], list[Rating]]:
-    """Every rated item with the path of its source copy, and every rating."""
+def _source(state_dir: Path, rel: str | None, backups_dir: Path | None) -> Path | None:
+    if not rel:
+        return None
+    path = state_dir / rel
+    if (
+        not path.exists()
+        and backups_dir is not None
+        and (Path(backups_dir) / "rating" / Path(rel).name).exists()
+    ):
+        return Path(backups_dir) / "rating" / Path(rel).name
+    return path
+
+
+def export_records(
+    conn: sqlite3.Connection, state_dir: Path, backups_dir: Path | None = None
+) -> tuple[list[ExportItem], list[Rating]]:
+    """Every rated item with the path of its source copy (the pool's, else the backup's), and every rating."""
     _, ratings = load(conn)
     rows = conn.execute(
         "SELECT item_id, source, t, cage_id, animal_id, device_id, group_id, model_name, model_version, "
@@ -155,7 +170,7 @@ def export_records(conn: sqlite3.Connection, state_dir: Path) -> tuple[list[Expo
     items = [
         ExportItem(
             item_id=r[0],
-            image=(Path(state_dir) / r[1]) if r[1] else None,
+            image=_source(Path(state_dir), r[1], backups_dir),
             t=r[2],
             cage_id=r[3],
             animal_id=r[4],

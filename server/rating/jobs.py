@@ -1,5 +1,6 @@
-"""The rating pool's periodic work in the collector: sample the last complete days into the pool and
-retire items nobody rated in time (hourly; a failing pass is logged and retried next time)."""
+"""The rating pool's periodic work in the collector: sample the last complete days into the pool, retire
+items nobody rated in time, copy rated faces into ``backups/rating/`` (hourly; a failing pass is logged
+and retried next time)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 from amgs.server.jobs import PeriodicJob
 
-from .pool import expire_pool, fill_pool
+from .pool import expire_pool, fill_pool, mirror_rated
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ def pool_pass(ctx) -> dict:
     conn = ctx.db.local().conn
     result = fill_pool(conn, ctx.config)
     result["expired"] = expire_pool(conn, ctx.config)
+    result["mirrored"] = mirror_rated(conn, ctx.config)
     if result["added"] or result["expired"]:
         log.info(
             "rating pool: %d items added from %d day(s), %d expired",

@@ -233,3 +233,26 @@ def expire_pool(conn: sqlite3.Connection, config, now: float | None = None) -> i
             if rel:
                 (Path(config.storage.state_dir) / rel).unlink(missing_ok=True)
     return len(rows)
+
+
+def mirror_rated(conn: sqlite3.Connection, config) -> int:
+    """Copy the source image of every rated item into ``backups/rating/`` (once): the ratings travel in the
+    database backups, their faces in this folder, so both survive the loss of ``state_dir/rating``."""
+    dest = Path(config.storage.backups_dir) / "rating"
+    copied = 0
+    rows = conn.execute(
+        "SELECT source FROM rating_items i WHERE source IS NOT NULL AND EXISTS "
+        "(SELECT 1 FROM ratings r WHERE r.item_id = i.item_id)"
+    ).fetchall()
+    for (rel,) in rows:
+        target = dest / Path(rel).name
+        if target.exists():
+            continue
+        try:
+            data = (Path(config.storage.state_dir) / rel).read_bytes()
+        except OSError:
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        _write(target, data)
+        copied += 1
+    return copied

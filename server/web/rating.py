@@ -261,7 +261,9 @@ def agreement_csv(
 @router.get("/api/rating/export.zip")
 def export_zip(ctx: Ctx, _: Annotated[Principal, Depends(_staff_reader)]) -> Response:
     """The rated crops as a training set (``amgs server export-ratings``), zipped."""
-    items, ratings = rating_data.export_records(ctx.conn, ctx.config.storage.state_dir)
+    items, ratings = rating_data.export_records(
+        ctx.conn, ctx.config.storage.state_dir, ctx.config.storage.backups_dir
+    )
     tmp = Path(tempfile.mkdtemp(prefix="amgs-ratings-"))
     try:
         write_export(
