@@ -179,8 +179,7 @@ def main() -> None:
         app.include_router(router)
     timing = Timing(app)
     udb = db.local()
-    auth.add_user(udb, "rater1", "bench password", role="staff")
-    udb["web_users"].update("rater1", {"role": "rater"})
+    auth.add_user(udb, "rater1", "bench password", role="rater")
     cookie, csrf = auth.create_session(udb, "rater1", 12)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.web_helpers import Served

@@ -84,8 +84,7 @@ def site(tmp_path_factory):
         app.include_router(router)
     served = Served(app)
     udb = sqlite_utils.Database(config.storage.db_path)
-    auth.add_user(udb, "ann", "rater password 1", role="staff")
-    udb["web_users"].update("ann", {"role": "rater"})
+    auth.add_user(udb, "ann", "rater password 1", role="rater")
     yield served.base, conn, config
     served.stop()
     udb.close()

@@ -34,8 +34,7 @@ def get_bytes(url, headers):
 
 
 def add_user(udb, name, password, role):
-    auth.add_user(udb, name, password, role="staff")
-    udb["web_users"].update(name, {"role": role})  # the rater role before auth.ROLES lists it
+    auth.add_user(udb, name, password, role=role)
 
 
 def login(base, user, password):

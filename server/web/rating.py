@@ -36,8 +36,6 @@ from .context import (
     who,
 )
 
-RATER_ROLES = ("rater", "staff", "admin")
-
 router = APIRouter(tags=["rating"])
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 Ctx = Annotated[WebContext, Depends(context)]
@@ -86,7 +84,7 @@ def _rater(request: Request) -> Principal:
     p = who(request)
     if p is None:
         raise HTTPException(401, "log in as a rater to score")
-    if p.role not in RATER_ROLES:
+    if not p.can_rate:
         raise HTTPException(403, f"user {p.username!r} has role {p.role!r}: rater, staff or admin needed")
     return p
 
@@ -146,7 +144,7 @@ def rate_page(request: Request, ctx: Ctx):
     p = who(request)
     if p is None:
         raise LoginRequired("/rate")
-    if p.role not in RATER_ROLES:
+    if not p.can_rate:
         raise HTTPException(403, f"user {p.username!r} has role {p.role!r}: ask an admin for the rater role")
     guide = [(k, AU_NAMES[k], *AU_GUIDE[k]) for k in AU_GUIDE]
     return _page(request, ctx, p, "rate.html", "rate", guide=guide)
