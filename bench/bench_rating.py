@@ -173,10 +173,6 @@ def main() -> None:
     )
 
     app = create_app(config, db)
-    if not any(getattr(r, "path", "") == "/rate" for r in app.routes):
-        from amgs.server.web.rating import router
-
-        app.include_router(router)
     timing = Timing(app)
     udb = db.local()
     auth.add_user(udb, "rater1", "bench password", role="rater")

@@ -78,10 +78,6 @@ def site(tmp_path_factory):
         add_score(conn, config.storage.state_dir, f"{cage}-next", cage, T0 + 86400 + 60, 0.1, crop=False)
     assert fill_pool(conn, config, now=NOW)["added"] == 24
     app = create_app(config, db)
-    if not any(getattr(r, "path", "") == "/rate" for r in app.routes):
-        from amgs.server.web.rating import router
-
-        app.include_router(router)
     served = Served(app)
     udb = sqlite_utils.Database(config.storage.db_path)
     auth.add_user(udb, "ann", "rater password 1", role="rater")

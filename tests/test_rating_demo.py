@@ -18,11 +18,6 @@ def test_demo_agreement_page_is_populated_and_labelled_simulated(tmp_path, score
     lines: list[str] = []
     d = Demo(tmp_path, scorer, port=0, replay_s=12, variants=1, echo=lines.append)
     d.start()
-    app = d.collector.app
-    if not any(getattr(r, "path", "") == "/rate" for r in app.routes):
-        from amgs.server.web.rating import router
-
-        app.include_router(router)
     runner = threading.Thread(target=d.run, daemon=True)
     runner.start()
     try:

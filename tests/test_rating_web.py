@@ -17,7 +17,6 @@ from amgs.server.http.app import create_app
 from amgs.server.rating.pool import fill_pool
 from amgs.server.rating.sampling import local_day_bounds
 from amgs.server.web import auth
-from amgs.server.web.rating import router as rating_router
 from tests.rating_helpers import REVEALING_COMMENT, add_score, open_db
 from tests.server_support import server_config
 from tests.web_helpers import Served, http
@@ -74,8 +73,6 @@ def site(tmp_path):
         add_score(conn, config.storage.state_dir, f"{cage}-next", cage, T0 + 86400 + 60, 0.1, crop=False)
     fill_pool(conn, config, now=NOW)
     app = create_app(config, db)
-    if not any(getattr(r, "path", "") == "/rate" for r in app.routes):
-        app.include_router(rating_router)
     served = Served(app)
     udb = sqlite_utils.Database(config.storage.db_path)
     add_user(udb, "ann", "rater password 1", "rater")
