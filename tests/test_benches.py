@@ -67,3 +67,10 @@ def test_bench_scoring():
     out = run_bench("bench_scoring.py", "--n", "2", "--rounds", "1", timeout=600)
     assert re.search(rf"^litert\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
     assert out.count("overhead ratio") == 3, out
+
+
+def test_bench_rating(tmp_path):
+    out = run_bench("bench_rating.py", "--quick", "--workdir", str(tmp_path))
+    assert re.search(rf"rating: POST /api/rating/rate/\{{token\}}\s+{NUMBER}", out), out
+    assert re.search(rf"plain page: GET /devices\s+{NUMBER}", out), out
+    assert re.search(r"rating / page render \(medians\): [\d.]+", out), out
