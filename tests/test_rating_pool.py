@@ -65,10 +65,10 @@ def test_daily_sample_per_cage_with_copies(setup):
     assert conn.execute("SELECT count(*) FROM rating_items WHERE msg_id = 'C1-nocrop'").fetchone()[0] == 0
     assert conn.execute("SELECT sum(repeat) FROM rating_items").fetchone()[0] == 3
     state = config.storage.state_dir
-    for item_id, msg_id, image, source, device in conn.execute(
-        "SELECT item_id, msg_id, image, source, device_id FROM rating_items"
+    for msg_id, image, source, device in conn.execute(
+        "SELECT msg_id, image, source, device_id FROM rating_items"
     ).fetchall():
-        assert image == f"rating/{item_id}.jpg" and msg_id not in image
+        assert image.startswith("rating/") and image.endswith(".jpg") and msg_id not in image
         assert (state / source).read_bytes() == (state / "crops" / device / f"{msg_id}.jpg").read_bytes()
         assert REVEALING_COMMENT not in (state / image).read_bytes()
     # sampled once: a second pass adds nothing; a cage whose crops arrive late is sampled then
@@ -102,14 +102,14 @@ def test_items_outlive_crop_cap_and_retention_and_expire_only_unrated(setup):
         "SELECT item_id, cage_id, model_version, p_pain, mgs_au FROM rating_items"
     ).fetchall()
     assert after == before
-    assert all(
-        (state / f"rating/{i}.jpg").exists() and (state / f"rating/{i}.src.jpg").exists() for i, *_ in after
-    )
+    files = conn.execute("SELECT item_id, image, source FROM rating_items").fetchall()
+    assert all((state / a).exists() and (state / b).exists() for _, a, b in files)
+    image_of = {i: a for i, a, _ in files}
     assert expire_pool(conn, config, now=NOW + 59 * 86400) == 0
     assert expire_pool(conn, config, now=NOW + 61 * 86400) == 11  # all but the rated one
-    assert (state / f"rating/{first}.jpg").exists()
-    gone = conn.execute("SELECT item_id FROM rating_items WHERE state = 'expired'").fetchall()
-    assert len(gone) == 11 and not any((state / f"rating/{i}.jpg").exists() for (i,) in gone)
+    assert (state / image_of[first]).exists()
+    gone = conn.execute("SELECT item_id, image FROM rating_items WHERE state = 'expired'").fetchall()
+    assert len(gone) == 11 and all(img is None and not (state / image_of[i]).exists() for i, img in gone)
     assert conn.execute("SELECT count(*) FROM ratings").fetchone()[0] == 1
 
 
@@ -131,8 +131,8 @@ def test_rated_faces_are_mirrored_into_the_backups_and_the_export_falls_back_to_
         )
     assert mirror_rated(conn, config) == 3 and mirror_rated(conn, config) == 0
     state = config.storage.state_dir
-    for i in items:
-        (state / f"rating/{i}.src.jpg").unlink()  # the pool's folder is lost
+    for (src,) in conn.execute("SELECT source FROM rating_items ORDER BY item_id LIMIT 3"):
+        (state / src).unlink()  # the pool's folder is lost
     recs, ratings = export_records(conn, state, config.storage.backups_dir)
     summary = write_export(tmp_path / "out", recs, ratings, 1.0)
     assert summary["pain"] == 3 and summary["excluded"] == 0
@@ -144,3 +144,21 @@ def test_rated_faces_are_mirrored_into_the_backups_and_the_export_falls_back_to_
     ctx.config = config
     ctx.db = type("D", (), {"local": staticmethod(lambda: type("X", (), {"conn": conn})())})()
     assert pool_pass(ctx)["mirrored"] == 0
+
+
+def test_images_are_prepared_outside_the_write_transaction(setup, monkeypatch):
+    """Re-encoding and fsync take tens of ms per face: they must not hold the database's write lock,
+    which the collector's ingest writer needs."""
+    from amgs.server.rating import pool
+
+    config, conn = setup
+    seen = []
+    real = pool.blind_jpeg
+
+    def checked(data):
+        seen.append(conn.in_transaction)
+        return real(data)
+
+    monkeypatch.setattr(pool, "blind_jpeg", checked)
+    assert fill_pool(conn, config, now=NOW)["added"] == 12
+    assert seen == [False] * 12

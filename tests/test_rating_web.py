@@ -59,7 +59,7 @@ def site(tmp_path):
     config = server_config(tmp_path, notify={"mqtt": {"enabled": False}}, rating={"per_cage_per_day": 6})
     db = open_db(config)
     conn = db.local().conn
-    for cage in ("C07", "C08"):
+    for cage in ("CAGE-SECRET-07", "CAGE-SECRET-08"):
         for i in range(30):
             add_score(
                 conn,
@@ -94,8 +94,8 @@ def test_only_raters_score_and_responses_are_blind(site):
     status, _, view = http("POST", f"{base}/api/rating/session", body={}, headers=ann_post)
     assert status == 200 and set(view) == VIEW_KEYS and view["total"] == 12 and view["pos"] == 0
     secrets = [r[0] for r in conn.execute("SELECT DISTINCT msg_id FROM rating_items")] + [
-        "C07",
-        "C08",
+        "CAGE-SECRET-07",
+        "CAGE-SECRET-08",
         "box-03",
     ]
     for _ in range(12):
@@ -142,7 +142,7 @@ def test_agreement_json_csv_and_training_zip(site):
             body = {"au": {**dict.fromkeys(AU_KEYS, v), "ep": None}}
             _, _, view = http("POST", f"{base}/api/rating/rate/{view['token']}", body=body, headers=post)
     status, _, r = http("GET", f"{base}/api/rating/agreement?by=cage_id")
-    assert status == 200 and [g["key"] for g in r["groups"]] == ["C07", "C08"]
+    assert status == 200 and [g["key"] for g in r["groups"]] == ["CAGE-SECRET-07", "CAGE-SECRET-08"]
     assert r["groups"][0]["inter_rater"]["raters"] == ["ann", "bob"]
     n_ratings = conn.execute("SELECT count(*) FROM ratings").fetchone()[0]
     assert r["pool"]["ratings"] == n_ratings >= 24 and r["pool"]["done"] == 12
@@ -151,7 +151,7 @@ def test_agreement_json_csv_and_training_zip(site):
     icc = next(
         x
         for x in rows
-        if x["key"] == "C07" and x["metric"] == "icc_a1" and x["comparison"] == "model_vs_human"
+        if x["key"] == "CAGE-SECRET-07" and x["metric"] == "icc_a1" and x["comparison"] == "model_vs_human"
     )
     mh = r["groups"][0]["model_vs_human"]["icc_a1"]
     assert (float(icc["value"]) if icc["value"] else None) == mh["icc"] and int(icc["n"]) == mh["n"] == 6

@@ -20,6 +20,7 @@ take an item or its ratings away. An item nobody rated in ``unrated_expire_days`
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import logging
 import os
@@ -149,11 +150,14 @@ def fill_pool(conn: sqlite3.Connection, config, now: float | None = None) -> dic
             ).fetchall()
         }
         picks = sample_day([c for c, _ in found], day, cfg, pp, already=pooled)
+        # the slow part (decode, re-encode, fsync) happens before the write transaction, so the
+        # collector's ingest writer never waits for it; the transaction only inserts rows
+        prepared = [(pick, _prepare(config, folder, pick, paths[pick.msg_id])) for pick in picks]
         per_cage: dict[str, int] = {}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for pick in picks:
-                if _add_item(conn, config, folder, pick, paths[pick.msg_id], day, now):
+            for pick, files in prepared:
+                if files and _insert_item(conn, config, pick, files, day, now):
                     out["added"] += 1
                     per_cage[pick.cage_id] = per_cage.get(pick.cage_id, 0) + 1
                 else:
@@ -172,14 +176,23 @@ def fill_pool(conn: sqlite3.Connection, config, now: float | None = None) -> dic
     return out
 
 
-def _add_item(conn, config, folder: Path, pick, crop_path: str, day: dt.date, now: float) -> bool:
+def _prepare(config, folder: Path, pick, crop_path: str) -> tuple[str, str] | None:
+    """Write the source copy and the blinded copy of a pick; their paths relative to ``state_dir``. The
+    names are internal (never sent to a browser: raters see tokens)."""
     src = Path(config.storage.state_dir) / crop_path
     try:
         data = src.read_bytes()
         blinded = blind_jpeg(data)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         log.warning("rating pool: crop %s of %s cannot be used: %s", crop_path, pick.msg_id, e)
-        return False
+        return None
+    stem = hashlib.sha256(pick.msg_id.encode()).hexdigest()[:24]
+    _write(folder / f"{stem}.src.jpg", data)
+    _write(folder / f"{stem}.jpg", blinded)
+    return f"rating/{stem}.jpg", f"rating/{stem}.src.jpg"
+
+
+def _insert_item(conn, config, pick, files: tuple[str, str], day: dt.date, now: float) -> bool:
     row = conn.execute(
         f"SELECT {', '.join(_SCORE_FIELDS)} FROM scores WHERE msg_id = ?", [pick.msg_id]
     ).fetchone()
@@ -187,9 +200,10 @@ def _add_item(conn, config, folder: Path, pick, crop_path: str, day: dt.date, no
         return False
     score = dict(zip(_SCORE_FIELDS, row, strict=True))
     phase = "light" if is_light(score["t"], config.photoperiod) else "dark"
-    cur = conn.execute(
-        "INSERT INTO rating_items (msg_id, sampled_at, day, stratum, repeat, state, state_at, group_id, phase, "
-        f"{', '.join(_SCORE_FIELDS)}) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, {', '.join('?' * len(_SCORE_FIELDS))})",
+    conn.execute(
+        "INSERT INTO rating_items (msg_id, sampled_at, day, stratum, repeat, state, state_at, image, source, "
+        f"group_id, phase, {', '.join(_SCORE_FIELDS)}) "
+        f"VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, {', '.join('?' * len(_SCORE_FIELDS))})",
         [
             pick.msg_id,
             now,
@@ -197,17 +211,11 @@ def _add_item(conn, config, folder: Path, pick, crop_path: str, day: dt.date, no
             pick.stratum,
             int(pick.repeat),
             now,
+            *files,
             _group_of(conn, score["animal_id"], score["cage_id"]),
             phase,
             *row,
         ],
-    )
-    item_id = cur.lastrowid
-    _write(folder / f"{item_id}.src.jpg", data)
-    _write(folder / f"{item_id}.jpg", blinded)
-    conn.execute(
-        "UPDATE rating_items SET image = ?, source = ? WHERE item_id = ?",
-        [f"rating/{item_id}.jpg", f"rating/{item_id}.src.jpg", item_id],
     )
     return True
 
