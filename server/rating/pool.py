@@ -6,8 +6,8 @@ over in the data too: crops delivered late had their chance, and a replayed day 
 ``per_cage_per_day`` of the scores whose crop it holds (``sampling.py``). For each pick it writes two files under
 ``state_dir/rating/``:
 
-- ``{item}.src.jpg``: the crop's bytes as the device sent them (the training export uses these), and
-- ``{item}.jpg``: the image raters see, decoded and re-encoded from pixels only: no EXIF, JPEG comment,
+- ``*.src.jpg``: the crop's bytes as the device sent them (the training export uses these), and
+- ``*.jpg``: the image raters see, decoded and re-encoded from pixels only: no EXIF, JPEG comment,
   ICC profile or the device's own quantization tables, resized onto a fixed square canvas so that
   neither metadata nor size nor encoder settings can tell one camera (or cage) from another.
 
