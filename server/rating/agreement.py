@@ -25,6 +25,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from amgs.contract import AU_KEYS
@@ -65,11 +66,11 @@ class Rating:
     unscorable: bool = False
     rated_at: float = 0.0
 
-    @property
+    @cached_property
     def values(self) -> list[int]:
         return [] if self.unscorable else [v for k in AU_KEYS if (v := self.au.get(k)) is not None]
 
-    @property
+    @cached_property
     def mgs(self) -> float | None:
         v = self.values
         return sum(v) / len(v) if v else None
@@ -215,6 +216,10 @@ def agreement(
     """Every figure for one set of items and their ratings."""
     ids = {it.item_id for it in items}
     mine = [r for r in ratings if r.item_id in ids]
+    return _agreement(items, mine, cutoff, conf)
+
+
+def _agreement(items: Sequence[RatedItem], mine: Sequence[Rating], cutoff: float, conf: float) -> dict:
     cons = consensus(mine)
     return {
         "n_ratings": len(mine),
@@ -251,12 +256,21 @@ def agreement_by(
     """:func:`agreement` per model version, device, cage, cage group, ISO week or month of capture."""
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {', '.join(GROUPINGS)}")
+    by_item: dict[int, list[Rating]] = defaultdict(list)
+    for r in ratings:
+        by_item[r.item_id].append(r)
     groups: dict[str, list[RatedItem]] = defaultdict(list)
-    rated = {r.item_id for r in ratings}
     for it in items:
-        if it.item_id in rated:
+        if it.item_id in by_item:
             groups[group_key(it, by, timezone)].append(it)
-    return [{"by": by, "key": k, **agreement(groups[k], ratings, cutoff, conf)} for k in sorted(groups)]
+    return [
+        {
+            "by": by,
+            "key": k,
+            **_agreement(groups[k], [r for it in groups[k] for r in by_item[it.item_id]], cutoff, conf),
+        }
+        for k in sorted(groups)
+    ]
 
 
 # ---------------------------------------------------------------- the tidy table
