@@ -138,11 +138,17 @@ def main() -> None:
     ap.add_argument("--ratings", type=int, default=200)
     ap.add_argument("--pages", type=int, default=100)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse the database an earlier run left in --workdir"
+    )
     args = ap.parse_args()
     if args.quick:
         args.cages, args.days, args.history_days, args.ratings, args.pages = 10, 3, 3, 40, 20
     work = args.workdir or Path(tempfile.mkdtemp(prefix="amgs-bench-rating-"))
     t0 = time.perf_counter()
+    if args.reuse and (work / "state" / "collector.db").exists():
+        measure(args, work, *reopen(work, args), t0)
+        return
     config, db, end = build_query_db(work / "state", cages=args.cages, days=args.days)
     config = config.model_copy(
         update={
@@ -162,16 +168,37 @@ def main() -> None:
     pooled = fill_pool(conn, config, now=end)
     t_pool = time.perf_counter() - t1
     n_hist, n_ratings = add_history(conn, args.cages, args.history_days, end)
-    size_mb = db.path.stat().st_size / 1e6
-    print(
-        f"# database: {args.cages} cages x {args.days} days, {size_mb:.0f} MB, built in {time.perf_counter() - t0:.0f} s"
-    )
     print(
         f"# crops: {n_crops}; pool: {pooled['added']} items sampled from {pooled['days']} days in {t_pool:.1f} s "
         f"({1000 * t_pool / max(1, pooled['added']):.1f} ms per item incl. the blinded copy); "
         f"history: {n_hist} rated items, {n_ratings} ratings"
     )
+    measure(args, work, config, db, t0)
 
+
+def reopen(work: Path, args) -> tuple:
+    """The database of an earlier run in the same --workdir (its pool items not yet rated are rated now)."""
+    from amgs.server.config import parse_config
+    from amgs.server.storage.db import open_database
+
+    config = parse_config(
+        {"storage": {"state_dir": str(work / "state")}, "rating": {"session_items": max(args.ratings, 40)}}
+    )
+    db = open_database(config)
+    db.local().execute("DELETE FROM web_users WHERE username = 'rater1'")
+    print(f"# reusing {work / 'state'} (--reuse)")
+    return config, db
+
+
+def measure(args, work: Path, config, db, t0: float) -> None:
+    size_mb = db.path.stat().st_size / 1e6
+    counts = (
+        db.local().execute("SELECT count(*), (SELECT count(*) FROM ratings) FROM rating_items").fetchone()
+    )
+    print(
+        f"# database: {args.cages} cages x {args.days} days, {size_mb:.0f} MB, ready in "
+        f"{time.perf_counter() - t0:.0f} s; {counts[0]} pool items, {counts[1]} ratings"
+    )
     app = create_app(config, db)
     timing = Timing(app)
     udb = db.local()

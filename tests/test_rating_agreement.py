@@ -126,3 +126,25 @@ def test_groupings_and_tidy_rows():
     assert got[("model_vs_human", "pain_kappa")]["n"] == mh["pain"]["n"]
     assert got[("intra_rater", "icc_a1")]["n"] == by_model[0]["intra_rater"]["n_pairs"]
     assert all(r["by"] == "model" and r["key"] == "m 1.0" for r in rows)
+
+
+def test_summary_is_cached_until_a_rating_changes(tmp_path):
+    from amgs.server.rating import data
+    from tests.rating_helpers import open_db
+    from tests.server_support import server_config
+
+    config = server_config(tmp_path)
+    conn = open_db(config).local().conn
+    conn.execute(
+        "INSERT INTO rating_items (item_id, msg_id, sampled_at, day, stratum, t, device_id, cage_id, mgs_au, is_pain) "
+        "VALUES (1, 'm1', 1, 'd', 'random', 1, 'dev', 'C1', 1.0, 1), (2, 'm2', 1, 'd', 'random', 1, 'dev', 'C1', 0.2, 0)"
+    )
+    cols = ", ".join("au_" + k for k in AU_KEYS)
+    conn.execute(f"INSERT INTO ratings (item_id, rater, rated_at, {cols}) VALUES (1, 'a', 1, 1, 1, 1, 1, 1)")
+    first = data.summary(conn, config)
+    assert data.summary(conn, config)["groups"] is first["groups"]  # cached
+    conn.execute(f"INSERT INTO ratings (item_id, rater, rated_at, {cols}) VALUES (2, 'a', 2, 0, 0, 0, 0, 0)")
+    second = data.summary(conn, config)
+    assert second["groups"] is not first["groups"] and second["groups"][0]["model_vs_human"]["n_items"] == 2
+    conn.execute("UPDATE ratings SET au_ot = 2, changed_at = 5 WHERE item_id = 2")
+    assert data.summary(conn, config)["groups"] is not second["groups"]

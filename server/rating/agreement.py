@@ -32,6 +32,9 @@ from amgs.contract import AU_KEYS
 
 from . import stats
 
+MAX_POINTS = 5000
+"""Points sent for the scatter and Bland-Altman plots at most (every k-th item); figures use all items."""
+
 AU_NAMES = {
     "ot": "orbital tightening",
     "nb": "nose bulge",
@@ -129,7 +132,10 @@ def model_vs_human(
         "pain": stats.binary_agreement(
             [bool(it.is_pain) for it, _ in called], [human_pain(c.mgs, cutoff) for _, c in called], conf
         ),
-        "points": [[round(h, 4), round(m, 4)] for h, m in zip(human, model, strict=True)],
+        "points": [[round(h, 4), round(m, 4)] for h, m in zip(human, model, strict=True)][
+            :: -(-len(human) // MAX_POINTS) or 1
+        ],
+        "points_total": len(human),
     }
 
 

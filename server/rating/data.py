@@ -88,20 +88,37 @@ def load(
     return items, ratings
 
 
+_CACHE: dict[tuple, dict] = {}
+_CACHE_MAX = 32
+
+
+def ratings_version(conn: sqlite3.Connection) -> tuple:
+    """Which database, and a stamp that changes whenever a rating is added or changed (the figures depend
+    on nothing else that moves)."""
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    return (path,) + tuple(
+        conn.execute(
+            "SELECT count(*), coalesce(max(rating_id), 0), coalesce(max(changed_at), 0) FROM ratings"
+        ).fetchone()
+    )
+
+
 def summary(conn: sqlite3.Connection, config, by: str = "all", **filters) -> dict:
-    """What the agreement page and ``GET /api/rating/agreement`` show: one result per group of ``by``."""
+    """What the agreement page and ``GET /api/rating/agreement`` show: one result per group of ``by``.
+    Computed once per state of the ratings table (and query): a page view after the first is instant."""
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {', '.join(GROUPINGS)}")
-    items, ratings = load(conn, **filters)
     cutoff = config.rating.human_pain_cutoff
     tz = config.photoperiod.timezone
-    return {
-        "by": by,
-        "human_pain_cutoff": cutoff,
-        "conf": 0.95,
-        "groups": agreement_by(items, ratings, by, cutoff, timezone=tz),
-        "pool": pool_counts(conn),
-    }
+    key = (by, tuple(sorted(filters.items())), cutoff, tz, ratings_version(conn))
+    groups = _CACHE.get(key)
+    if groups is None:
+        items, ratings = load(conn, **filters)
+        groups = agreement_by(items, ratings, by, cutoff, timezone=tz)
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = groups
+    return {"by": by, "human_pain_cutoff": cutoff, "conf": 0.95, "groups": groups, "pool": pool_counts(conn)}
 
 
 def tidy(result: dict) -> list[dict]:
@@ -125,12 +142,16 @@ def rolling(conn: sqlite3.Connection, rating_cfg, now: float | None = None) -> l
     (what the agreement alert judges): ``[{"site", "model", "model_vs_human"}]``."""
     now = time.time() if now is None else now
     since = now - rating_cfg.alert.window_days * 86400
+    key = ("rolling", int(since // 600), rating_cfg.alert.window_days, rating_cfg.human_pain_cutoff)
+    key += (ratings_version(conn),)
+    if key in _CACHE:  # the alert job asks every minute; the answer moves with the ratings (or 10 min)
+        return _CACHE[key]
     items, ratings = load(conn, rated_since=since)
     cons = consensus(ratings)
     groups: dict[tuple[str, str], list[RatedItem]] = defaultdict(list)
     for it in items:
         groups[(it.site, it.model)].append(it)
-    return [
+    out = [
         {
             "site": site,
             "model": model,
@@ -138,6 +159,10 @@ def rolling(conn: sqlite3.Connection, rating_cfg, now: float | None = None) -> l
         }
         for site, model in sorted(groups)
     ]
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = out
+    return out
 
 
 def pool_sites(conn: sqlite3.Connection) -> list[str]:
