@@ -237,5 +237,12 @@ def test_agreement_page_shows_the_api_numbers(site, browser):
             assert g["inter_rater"]["icc2"]["icc"] is not None
         assert page.locator("canvas").count() >= 2 * len(api["groups"])  # scatter + Bland-Altman each
         page.screenshot(path=str(ARTIFACTS / f"agreement-{by}.png"), full_page=True)
+    # a time window: faces captured before 2026-03-02 (none) and from it (all)
+    page.goto(f"{base}/agreement?by=all&to=2026-03-02")
+    page.wait_for_function("Number(document.body.dataset.ready || 0) >= 1")
+    assert page.locator("#a-none").count() == 1
+    page.goto(f"{base}/agreement?by=all&from=2026-03-02&to=2026-03-03")
+    page.wait_for_function("Number(document.body.dataset.ready || 0) >= 1")
+    assert page.locator('td[data-key="all"][data-metric="icc_a1"]').count() == 1
     context.close()
     assert not errors, errors
