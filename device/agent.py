@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from amgs.contract import format_time, new_msg_id
+from amgs.contract import ScoreDraft, format_time, new_msg_id
 from amgs.device.config import DeviceConfig
 from amgs.device.crops import CropStore
 from amgs.device.delivery import Delivery
@@ -199,42 +199,41 @@ class Agent:
             self.next_replay_time[name] = frames[0].captured_at + timedelta(seconds=sched.interval_s)
         return frames
 
-    def score_selection(self, sel: Selection) -> dict[str, Any]:
+    def score_selection(self, sel: Selection) -> ScoreDraft:
         c = sel.chosen
         s = self.scorer.score_input(to_model_input(c.pixels, self.scorer.manifest.input))
         self.health.inference_ms = s.inference_ms
         msg_id = new_msg_id()
         has_crop = self.crops.save(msg_id, c.pixels)
         v = sel.view
-        return {
-            "schema": "amgs.score/1",
-            "msg_id": msg_id,
-            "device_id": self.cfg.device.id,
-            "site": self.cfg.device.site,
-            "cage_id": v.cage_id,
-            "animal_id": v.animal_id,
-            "view": v.name,
-            "captured_at": format_time(c.frame.captured_at),
-            "clock": self.clock.record(c.frame.monotonic_s),
-            "model": self.model_ref,
-            "p_pain": s.p_pain,
-            "label": s.label,
-            "amgs": s.amgs,
-            "confidence": s.confidence,
-            "needs_review": s.needs_review,
-            "au": s.au,
-            "mgs_au": s.mgs_au,
-            "quality": {
+        return ScoreDraft.build(
+            msg_id=msg_id,
+            device_id=self.cfg.device.id,
+            site=self.cfg.device.site,
+            cage_id=v.cage_id,
+            animal_id=v.animal_id,
+            view=v.name,
+            captured_at=format_time(c.frame.captured_at),
+            clock=self.clock.record(c.frame.monotonic_s),
+            model=self.model_ref,
+            p_pain=s.p_pain,
+            label=s.label,
+            amgs=s.amgs,
+            confidence=s.confidence,
+            needs_review=s.needs_review,
+            au=s.au,
+            mgs_au=s.mgs_au,
+            quality={
                 "sharpness": round(c.sharpness, 2),
                 "exposure": round(c.exposure, 2),
                 "face_px": int(c.face_px),
                 "motion": round(sel.motion_energy, 3),
                 "asleep": sel.asleep,
             },
-            "face_box": [int(v) for v in c.box],
-            "inference_ms": s.inference_ms,
-            "has_crop": has_crop,
-        }
+            face_box=[int(v) for v in c.box],
+            inference_ms=s.inference_ms,
+            has_crop=has_crop,
+        )
 
     def run_burst(self, name: str) -> int:
         """Capture, select, score and commit one burst of one source; returns the records committed."""
