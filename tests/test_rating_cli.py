@@ -53,3 +53,27 @@ def test_export_ratings_and_agreement_csv(tmp_path):
     assert len(inter) == 2 and all(row["n"] == "6" for row in inter)
     r = runner.invoke(main, ["server", "export", "agreement", "--by", "nope", "--config", str(cfg_file)])
     assert r.exit_code != 0
+
+
+def test_user_add_with_the_rater_role(tmp_path):
+    cfg_file = tmp_path / "server.toml"
+    cfg_file.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    runner = CliRunner()
+    r = runner.invoke(
+        main,
+        [
+            "server",
+            "user",
+            "add",
+            "ann",
+            "--role",
+            "rater",
+            "--password",
+            "rater password 1",
+            "--config",
+            str(cfg_file),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["server", "user", "list", "--config", str(cfg_file)])
+    assert "ann\trater" in r.output
