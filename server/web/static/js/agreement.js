@@ -40,6 +40,10 @@
       `<tr><th>human vs human</th><th></th><th></th><th></th></tr>` +
       row(g.key, "icc_2_1", `inter-rater ICC(2,1) (${g.inter_rater.raters.length} raters)`, ir.icc, ir.ci_low, ir.ci_high, ir.n) +
       row(g.key, "intra_icc_a1", "intra-rater ICC(A,1) (repeats)", intra.icc, intra.ci_low, intra.ci_high, g.intra_rater.n_pairs) +
+      Object.entries(g.intra_rater.per_rater).map(([r, v]) =>
+        row(g.key, `intra_icc_a1:${r}`, `\u2003${r}`, v.icc, v.ci_low, v.ci_high, v.n)).join("") +
+      Object.entries(g.inter_rater.au_kappa || {}).map(([u, v]) =>
+        row(g.key, `kappa_w_${u}`, `weighted kappa, ${u} (${(g.inter_rater.au_kappa_raters || []).join(" vs ")})`, v.kappa, v.ci_low, v.ci_high, v.n)).join("") +
       `</table><div class="legend-note">${mh.n_items} items rated (${mh.n_unscorable} not scorable by consensus), ` +
       `${g.n_ratings} ratings by ${g.raters.length} rater(s)</div>`;
   }
