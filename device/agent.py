@@ -99,13 +99,18 @@ class Agent:
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         manifest = self.scorer.manifest
-        self.model_ref = {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256}
+        self.model_ref = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "sha256": manifest.sha256,
+            "synthetic": manifest.synthetic,
+        }
         detector = None
         if cfg.detector is not None:
-            from amgs.device.detector import Detector, DetectorError
+            from amgs.device.detector import DetectorError, load_detector
 
             try:
-                detector = Detector(cfg.detector, cfg.model.backend)
+                detector = load_detector(cfg.detector, cfg.model.backend)
             except DetectorError as e:
                 raise AgentError(f"detector: {e}") from None
         self.sources = {s.name: RetryingSource(s.name, make_source(s, self.sleep)) for s in cfg.sources}

@@ -305,10 +305,15 @@ def info(model, as_json) -> None:
         click.echo(f"training data: {manifest.training_data}")
         if manifest.synthetic:
             click.echo("SYNTHETIC-trained: a demonstration, not validated on real mice")
-        click.echo(
-            f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
-            f"edge TPU compiled: {manifest.edgetpu_compiled}"
-        )
+        if manifest.kind == "detector":
+            click.echo(
+                f"face detector: min score {manifest.threshold}, edge TPU compiled: {manifest.edgetpu_compiled}"
+            )
+        else:
+            click.echo(
+                f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
+                f"edge TPU compiled: {manifest.edgetpu_compiled}"
+            )
         for e in manifest.evaluation:
             figs = ", ".join(f"{k}={v}" for k, v in e.figures.items() if k in _HEADLINE)
             click.echo(f"evaluation on {e.dataset} ({e.n_images} images): {figs}")
@@ -325,7 +330,16 @@ def info(model, as_json) -> None:
         )
 
 
-_HEADLINE = ("accuracy", "roc_auc", "pearson_r_au_vs_human_mgs", "float_int8_identical_decisions")
+_HEADLINE = (
+    "accuracy",
+    "roc_auc",
+    "pearson_r_au_vs_human_mgs",
+    "float_int8_identical_decisions",
+    "ap50",
+    "ap75",
+    "recall",
+    "precision",
+)
 
 
 @cli.command()
@@ -456,3 +470,14 @@ def card(model, out, train_dirs, intro) -> None:
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
     _echo(f"wrote {path}")
+
+
+def _add_detector_commands() -> None:
+    """The face detector's commands live in their own module (``amgs.models.detector_cli``)."""
+    from amgs.models.detector_cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_detector_commands()

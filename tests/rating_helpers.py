@@ -49,6 +49,7 @@ def add_score(
     model_version: str = "1.0.0",
     model_name: str = "amgs-test",
     jpeg: bytes | None = None,
+    synthetic: bool = False,
 ) -> None:
     au = mgs_au if mgs_au is not None else 2 * p
     row = {
@@ -68,6 +69,7 @@ def add_score(
         "model_name": model_name,
         "model_version": model_version,
         "model_sha256": "0" * 64,
+        "model_synthetic": int(synthetic),
         "p_pain": p,
         "label": "pain" if p >= 0.5 else "no pain",
         "is_pain": int(p >= 0.5),

@@ -74,3 +74,15 @@ def test_bench_rating(tmp_path):
     assert re.search(rf"rating: POST /api/rating/rate/\{{token\}}\s+{NUMBER}", out), out
     assert re.search(rf"plain page: GET /devices\s+{NUMBER}", out), out
     assert re.search(r"rating / page render \(medians\): [\d.]+", out), out
+
+
+def test_bench_detector():
+    from amgs.models import DEFAULT_DETECTOR
+
+    if not DEFAULT_DETECTOR.is_file():
+        pytest.skip(f"no shipped face detector at {DEFAULT_DETECTOR} yet")
+    out = run_bench(
+        "bench_detector.py", "--n", "2", "--rounds", "1", "--seconds", "6", "--window", "3", timeout=600
+    )
+    assert re.search(rf"detector / scorer = {NUMBER}", out), out
+    assert re.search(rf"cores 0\s*: \d+ s of video in {NUMBER} s = {NUMBER}x real time", out), out

@@ -29,7 +29,14 @@ def test_export_ratings_and_agreement_csv(tmp_path):
     for cage in ("C1", "C2"):
         for i in range(20):
             add_score(
-                conn, config.storage.state_dir, f"{cage}-{i}", cage, T0 + i * 4000, i / 20, animal=f"A{cage}"
+                conn,
+                config.storage.state_dir,
+                f"{cage}-{i}",
+                cage,
+                T0 + i * 4000,
+                i / 20,
+                animal=f"A{cage}",
+                synthetic=True,
             )
         add_score(conn, config.storage.state_dir, f"{cage}-n", cage, T0 + 86400 + 1, 0.1, crop=False)
     fill_pool(conn, config, now=T0 + 90000)
@@ -43,6 +50,7 @@ def test_export_ratings_and_agreement_csv(tmp_path):
     assert "12 pain, 0 no pain" in r.output and "amgs model train" in r.output  # mean of 0 and 2 = 1 >= 1
     items = load_dataset(out)
     assert len(items) == 12 and {it.animal_id for it in items} == {"AC1", "AC2"}
+    assert {it.meta["model_synthetic"] for it in items} == {"1"}  # the export says the model was synthetic
     r = runner.invoke(main, ["server", "export-ratings", str(out), "--config", str(cfg_file)])
     assert r.exit_code != 0 and "not an empty folder" in r.output
     r = runner.invoke(main, ["server", "export", "agreement", "--by", "cage_id", "--config", str(cfg_file)])

@@ -73,6 +73,7 @@ def test_export_reads_back_through_the_training_loader(pool, tmp_path):
     assert loaded[f"pain/{file_name(4)}"].au is None  # every rater said cb not visible
     meta = one.meta
     assert meta["model_name"] == "amgs-synthetic" and meta["model_version"] == "1.0.0"
+    assert meta["model_synthetic"] == ""  # not known for this item
     assert meta["condition"] == "lap" and meta["time_point"].endswith("+01:00")
     header = next(csv.reader(open(out / "au_scores.csv")))
     assert header[:6] == ["file", "ot1", "nb1", "cb1", "ep1", "wc1"] and len(header) == 1 + 3 * 5

@@ -1,4 +1,4 @@
-"""Schema version 7 (the rating tables): an existing version-6 database upgrades with everything kept
+"""Schema version 8 (the rating tables): an existing version-7 database upgrades with everything kept
 (backup first), gets the same schema as a new one, and ratings travel in the collector's backups."""
 
 import sqlite3
@@ -28,10 +28,10 @@ def schema(path):
         ).fetchall()
 
 
-def test_upgrade_from_version_6_keeps_every_row_and_adds_the_rating_tables(tmp_path):
+def test_upgrade_from_version_7_keeps_every_row_and_adds_the_rating_tables(tmp_path):
     config = server_config(tmp_path)
     old = CollectorDB(config.storage.db_path)
-    old.migrate(target=6)
+    old.migrate(target=7)
     db6 = old.local()
     add_score(db6.conn, config.storage.state_dir, "m1", "C1", 1_772_400_000.0, 0.7)
     auth.add_user(db6, "vet", "correct horse battery", "staff")
@@ -40,8 +40,8 @@ def test_upgrade_from_version_6_keeps_every_row_and_adds_the_rating_tables(tmp_p
     db6.conn.close()
 
     db = open_database(config)
-    assert db.version() == SCHEMA_VERSION == 7
-    (copy,) = config.storage.backups_dir.glob("collector-*-pre-v7-from-v6.db")
+    assert db.version() == SCHEMA_VERSION == 8
+    (copy,) = config.storage.backups_dir.glob("collector-*-pre-v8-from-v7.db")
     assert tables(copy) == before
     after = tables(config.storage.db_path)
     assert {k: v for k, v in after.items() if k in before and k != "meta"} == {

@@ -189,7 +189,7 @@ def export_records(
     _, ratings = load(conn)
     rows = conn.execute(
         "SELECT item_id, source, t, cage_id, animal_id, device_id, group_id, model_name, model_version, "
-        "p_pain, mgs_au, stratum FROM rating_items i WHERE EXISTS "
+        "p_pain, mgs_au, stratum, model_synthetic FROM rating_items i WHERE EXISTS "
         "(SELECT 1 FROM ratings r WHERE r.item_id = i.item_id) ORDER BY item_id"
     ).fetchall()
     items = [
@@ -206,6 +206,7 @@ def export_records(
             p_pain=r[9],
             mgs_au=r[10],
             stratum=r[11],
+            model_synthetic=None if r[12] is None else bool(r[12]),
         )
         for r in rows
     ]

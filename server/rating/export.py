@@ -10,7 +10,8 @@
                           number per person (raters.csv), blank where a rater did not score the item, said
                           "not visible" or "not scorable"
     DIR/animals.csv       filename,animal_id,time_point,condition + cage, device, group, capture time, the
-                          model (name and version) that produced the crop with its P(pain) and AU-MGS, the
+                          model (name, version, trained on synthetic faces or not) that produced the crop
+                          with its P(pain) and AU-MGS, the
                           human MGS and rater count; ``animal_id`` is ``cage:<id>`` for a cage whose
                           scores carry no animal, so ``amgs model train`` splits by animal (or whole cage)
     DIR/raters.csv        rater_number,rater,n_ratings
@@ -48,6 +49,7 @@ class ExportItem:
     group_id: str | None = None
     model_name: str | None = None
     model_version: str | None = None
+    model_synthetic: bool | None = None
     p_pain: float | None = None
     mgs_au: float | None = None
     stratum: str = ""
@@ -141,6 +143,7 @@ def write_export(
                 it.device_id,
                 _fmt(it.model_name),
                 _fmt(it.model_version),
+                "" if it.model_synthetic is None else int(bool(it.model_synthetic)),
                 _fmt(it.p_pain),
                 _fmt(it.mgs_au),
                 f"{c.mgs:.4f}",
@@ -164,6 +167,7 @@ def write_export(
             "device_id",
             "model_name",
             "model_version",
+            "model_synthetic",
             "model_p_pain",
             "model_mgs_au",
             "human_mgs",

@@ -89,6 +89,7 @@ _SCORE_FIELDS = (
     "model_name",
     "model_version",
     "model_sha256",
+    "model_synthetic",
     "p_pain",
     "is_pain",
     "amgs",

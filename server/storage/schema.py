@@ -55,6 +55,7 @@ SCORE_COLUMNS = (
     "model_name",
     "model_version",
     "model_sha256",
+    "model_synthetic",
     "p_pain",
     "label",
     "is_pain",
@@ -282,7 +283,7 @@ ALERT_INDEXES = (
 )
 
 
-# ---- blinded human scoring (server/rating): the pool, the ratings, the raters' sessions (version 7)
+# ---- blinded human scoring (server/rating): the pool, the ratings, the raters' sessions (version 8)
 
 _AU_MODEL = ", ".join(f"au_{k} REAL" for k in AU_KEYS)
 _AU_HUMAN = ", ".join(f"au_{k} INTEGER CHECK (au_{k} IN (0, 1, 2))" for k in AU_KEYS)
@@ -293,7 +294,7 @@ CREATE TABLE rating_items (
     stratum TEXT NOT NULL, repeat INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'open',
     state_at REAL, image TEXT, source TEXT,
     t REAL NOT NULL, site TEXT, device_id TEXT NOT NULL, cage_id TEXT NOT NULL, animal_id TEXT, group_id TEXT,
-    phase TEXT, model_name TEXT, model_version TEXT, model_sha256 TEXT,
+    phase TEXT, model_name TEXT, model_version TEXT, model_sha256 TEXT, model_synthetic INTEGER,
     p_pain REAL, is_pain INTEGER, amgs REAL, needs_review INTEGER, asleep INTEGER, {_AU_MODEL}, mgs_au REAL
 );
 CREATE INDEX rating_items_state ON rating_items (state, item_id);
