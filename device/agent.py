@@ -99,7 +99,12 @@ class Agent:
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         manifest = self.scorer.manifest
-        self.model_ref = {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256}
+        self.model_ref = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "sha256": manifest.sha256,
+            "synthetic": manifest.synthetic,
+        }
         detector = None
         if cfg.detector is not None:
             from amgs.device.detector import DetectorError, load_detector
