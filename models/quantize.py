@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def convert_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str = "uint8") -> bytes:
-    """Keras model -> full-integer TFLite bytes (uint8 or int8 input and outputs)."""
+    """Keras model -> full-integer TFLite bytes (uint8 or int8 input and outputs), as converted."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,13 +45,17 @@ def convert_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str 
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
         converter.inference_output_type = tf.uint8 if io_dtype == "uint8" else tf.int8
-        converted = converter.convert()
-    # The pooled features and the pain logits become outputs too (for the in-domain check and calibration).
+        return converter.convert()
+
+
+def convert_scoring_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str = "uint8") -> bytes:
+    """A scoring model converted to int8, with the pooled features and the pain logits exposed as outputs
+    too (for the in-domain check and calibration)."""
     from amgs.models.expose import expose_outputs
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.tflite", Path(tmp) / "out.tflite"
-        src.write_bytes(converted)
+        src.write_bytes(convert_int8(keras_model, calibration, io_dtype))
         expose_outputs(src, dst)
         return dst.read_bytes()
 

@@ -108,6 +108,13 @@ def test_bench_domain(tmp_path):
     ), out
 
 
+def test_bench_rating(tmp_path):
+    out = run_bench("bench_rating.py", "--quick", "--workdir", str(tmp_path))
+    assert re.search(rf"rating: POST /api/rating/rate/\{{token\}}\s+{NUMBER}", out), out
+    assert re.search(rf"plain page: GET /devices\s+{NUMBER}", out), out
+    assert re.search(r"rating / page render \(medians\): [\d.]+", out), out
+
+
 def test_bench_detector():
     from amgs.models import DEFAULT_DETECTOR
 

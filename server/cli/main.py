@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .options import config_option, db_option, load
+from .ratings import export_agreement, export_ratings
 from .users import users
 
 
@@ -325,3 +326,5 @@ def serve_api(config_path, db_path) -> None:
 
 
 cli.add_command(users)
+cli.add_command(export_ratings)
+export.add_command(export_agreement)

@@ -25,6 +25,7 @@ from ..alerts.engine import AlertEngine, wall_clock
 from ..web.throttle import LoginThrottle
 from . import access
 from .api import router as api_router
+from .rating import router as rating_router
 
 
 def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
@@ -47,6 +48,7 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     require_schema(db.local(), "the collector's API")  # accounts, tokens and alerts live in migrated tables
     access.install(app)
     app.include_router(api_router)
+    app.include_router(rating_router)
     app.add_exception_handler(RequestValidationError, _bad_parameter)
     app.add_middleware(SecurityHeaders)
 
