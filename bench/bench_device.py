@@ -57,6 +57,7 @@ def config(state: Path, frames: Path, port: int, burst: int, confirm: str = "bro
     return DeviceConfig.model_validate(
         {
             "device": {"id": "bench", "site": "lab", "state_dir": str(state)},
+            "model": {"allow_synthetic": True},  # the shipped model is synthetic-trained
             "sources": [{"kind": "folder", "name": "replay", "path": str(frames)}],
             "views": [{"name": "box", "source": "replay", "cage_id": "C1", "region": [200, 40, 880, 640]}],
             "schedule": {"interval_s": 0, "burst_frames": burst},

@@ -36,6 +36,7 @@ from amgs.device.sources import (
     SourceIdle,
     make_source,
 )
+from amgs.manifest import Manifest
 from amgs.preprocess import to_model_input
 from amgs.scoring import Scorer
 from amgs.sdnotify import Notifier
@@ -49,6 +50,21 @@ DROP_WARNING_S = 24 * 3600.0
 
 class AgentError(RuntimeError):
     """The agent cannot start (model, detector, state directory); the message says what to fix."""
+
+
+def refuse_unvalidated_model(manifest: Manifest, cfg: DeviceConfig) -> None:
+    """Never score real cages with a synthetic-trained model unless the config says so explicitly.
+
+    The shipped model has never seen a mouse: its pain alerts would be noise that staff learn to
+    ignore, or a sick animal read as fine. It is for demos and tests (``model.allow_synthetic = true``).
+    """
+    if manifest.synthetic and not cfg.model.allow_synthetic:
+        raise AgentError(
+            f"model {manifest.name} {manifest.version} was trained on SYNTHETIC faces only "
+            f"({manifest.training_data}); it has never seen a real mouse and its pain calls mean nothing "
+            "for your animals. Set model.path to a model trained on your lab's scored images (docs/models.md: "
+            "'The lab's own model'), or, for a demo or a test, set model.allow_synthetic = true."
+        )
 
 
 def load_scorer(cfg: DeviceConfig) -> Scorer:
@@ -69,6 +85,8 @@ def load_scorer(cfg: DeviceConfig) -> Scorer:
 class Agent:
     def __init__(self, cfg: DeviceConfig, scorer: Scorer | None = None) -> None:
         self.cfg = cfg
+        self.scorer = scorer or load_scorer(cfg)
+        refuse_unvalidated_model(self.scorer.manifest, cfg)  # before anything is written
         self.state_dir = cfg.state_path()
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +98,6 @@ class Agent:
         self.clock = ClockInfo()
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
-        self.scorer = scorer or load_scorer(cfg)
         manifest = self.scorer.manifest
         self.model_ref = {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256}
         detector = None

@@ -49,8 +49,24 @@ def run(config_path: Path) -> None:
 @cli.command()
 @CONFIG_OPTION
 def check(config_path: Path) -> None:
-    """Validate the config and print what the agent would run (loads nothing, connects to nothing)."""
+    """Validate the config and the model's manifest, and print what the agent would run.
+
+    Loads no interpreter and connects to nothing; refuses (exit 3) what ``run`` would refuse.
+    """
     cfg = _load(config_path)
+    from amgs.device.agent import AgentError, refuse_unvalidated_model
+    from amgs.manifest import ManifestError, manifest_path_for, read_manifest
+    from amgs.models import DEFAULT_MODEL
+
+    model_path = cfg.model.path or DEFAULT_MODEL
+    try:
+        manifest = read_manifest(manifest_path_for(model_path))
+        refuse_unvalidated_model(manifest, cfg)
+    except (ManifestError, AgentError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    synthetic = "SYNTHETIC-trained, allowed by model.allow_synthetic" if manifest.synthetic else "lab-trained"
+    click.echo(f"model {manifest.name} {manifest.version} ({synthetic}): {model_path}")
     click.echo(f"device {cfg.device.id} at site {cfg.device.site}; state in {cfg.state_path()}")
     for s in cfg.sources:
         click.echo(f"  source {s.name}: {s.kind} {getattr(s, 'path', None) or getattr(s, 'uri', '')}")

@@ -40,6 +40,11 @@ class ModelSection(_Strict):
     threads: int = Field(1, ge=1, le=16)
     accelerator: Literal["auto", "cpu", "edgetpu"] = "auto"
     backend: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = "auto"
+    allow_synthetic: bool = Field(
+        False,
+        description="run a model trained on SYNTHETIC faces only (demos, tests): its scores say nothing about "
+        "real mice, so the agent refuses such a model unless this is true",
+    )
 
 
 class DetectorSection(_Strict):

@@ -4,7 +4,7 @@ Every section is a strict pydantic model (``extra="forbid"``): an unknown key or
 before anything starts, and the error names the key, the value given and what is allowed.
 
 Sections owned by this module: ``[mqtt]``, ``[storage]``, ``[ingest]``, ``[http]``, ``[photoperiod]``.
-The dashboard/alerts room adds its own sections (``[alerts]``, ``[notify]``, ``[web]``/``[auth]``) to
+The dashboard and the alert engine add their sections (``[alerts]``, ``[notify]``, ``[web]``/``[auth]``) to
 :class:`ServerConfig` below, in the block marked for it.
 
 Secrets are never written into this file: the MQTT password lives in ``mqtt.password_file``.
@@ -56,6 +56,13 @@ class MqttConfig(Section):
     )
     site: str = Field("+", description="site to collect ('+' = every site on this broker)")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive")
+    reconnect_max_s: float = Field(
+        2,
+        gt=0,
+        le=60,
+        description="longest wait between reconnect attempts: the broker is usually on this host, so a short "
+        "wait costs nothing and the collector is back before devices, which wait for its watermark",
+    )
     protocol: Literal["5", "3.1.1"] = Field(
         "5",
         description="MQTT version; 3.1.1 only for brokers without MQTT 5 (e.g. the demo's embedded amqtt)",
@@ -194,7 +201,7 @@ class ServerConfig(Section):
         "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING or ERROR"
     )
 
-    # ---- sections of the dashboard/alerts room (server/web, server/alerts) go below this line ----
+    # ---- sections owned by the dashboard and the alert engine (server/web, server/alerts) ----
     alerts: AlertsConfig = AlertsConfig()
     notify: NotifyConfig = NotifyConfig()
     web: WebConfig = WebConfig()

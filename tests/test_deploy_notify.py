@@ -60,6 +60,7 @@ def test_device_agent_speaks_sd_notify(tmp_path, synth_set):
     config = tmp_path / "device.toml"
     config.write_text(
         f'[device]\nid = "box-01"\nsite = "lab1"\nstate_dir = "{tmp_path / "state"}"\n\n'
+        "[model]\nallow_synthetic = true\n\n"
         f'[[sources]]\nkind = "folder"\nname = "replay"\npath = "{frames[0].parent}"\nfollow = true\n\n'
         '[[views]]\nname = "v1"\nsource = "replay"\ncage_id = "C1"\n\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n'  # nothing listens: it keeps retrying

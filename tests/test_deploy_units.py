@@ -117,18 +117,18 @@ def test_collector_unit_state_directory_is_the_configured_state_dir():
     assert "mosquitto.service" in (UNITS["amgs-collector"].read_text())
 
 
-@pytest.mark.parametrize(("room", "command"), [("device", "run"), ("server", "run")])
-def test_execstart_command_exists_with_config_option(room, command):
+@pytest.mark.parametrize(("part", "command"), [("device", "run"), ("server", "run")])
+def test_execstart_command_exists_with_config_option(part, command):
     import click
 
     from amgs.cli import main
 
     ctx = click.Context(main)
-    group = main.get_command(ctx, room)
+    group = main.get_command(ctx, part)
     if group is None:
-        pytest.skip(f"`amgs {room}` is not in this checkout yet")
+        pytest.skip(f"`amgs {part}` is not in this checkout yet")
     cmd = group.get_command(ctx, command)
-    assert cmd is not None, f"`amgs {room} {command}` missing: the unit's ExecStart would fail"
+    assert cmd is not None, f"`amgs {part} {command}` missing: the unit's ExecStart would fail"
     assert "--config" in {o for p in cmd.params for o in p.opts}
 
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_device_helpers import T0, AckingCollector, make_replay, synth_faces, write_config
+from device_helpers import T0, AckingCollector, make_replay, synth_faces, write_config
 
 from amgs.contract import validate
 from amgs.device.agent import Agent
@@ -230,6 +230,8 @@ def test_video_file_source_via_opencv(tmp_path, broker, scorer):
 id = "dev1"
 site = "lab"
 state_dir = "{tmp_path / "state"}"
+[model]
+allow_synthetic = true
 [[sources]]
 name = "video"
 kind = "opencv"
@@ -416,6 +418,8 @@ def test_several_cameras_and_several_boxes_in_one_frame(tmp_path, broker, scorer
 id = "dev1"
 site = "lab"
 state_dir = "{tmp_path / "state"}"
+[model]
+allow_synthetic = true
 [[sources]]
 name = "camA"
 kind = "folder"

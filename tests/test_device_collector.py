@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from test_device_helpers import make_replay, synth_faces, write_config
+from device_helpers import make_replay, synth_faces, write_config
 
 from amgs.device.agent import Agent
 from amgs.device.config import load_config

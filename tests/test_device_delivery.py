@@ -10,8 +10,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from device_helpers import AckingCollector, make_replay, synth_faces, write_config
 from paho.mqtt.enums import CallbackAPIVersion
-from test_device_helpers import AckingCollector, make_replay, synth_faces, write_config
 
 from amgs.broker import LocalBroker, free_port
 from amgs.contract import encode, score_topic

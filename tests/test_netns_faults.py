@@ -240,6 +240,7 @@ def rig_factory(synth_set):
         cfg["delivery"] = {"resend_after_s": 5}
         cfg["storage"] = {"keep_crops_h": 0}
         cfg["agent"] = {"exit_when_done": True, "done_timeout_s": 300}
+        cfg["model"] = {"allow_synthetic": True}  # the shipped model is synthetic-trained
         (bundle / "device.toml").write_text(to_toml(cfg))
         collector = Proc(
             [AMGS, "server", "run", "--config", str(site.amgs_etc / "server.toml")],

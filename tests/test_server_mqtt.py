@@ -429,7 +429,7 @@ def test_crops_are_requested_from_devices_stored_and_served(collector, broker):
         assert {c["msg_id"] for c in listed} == wanted
         with urllib.request.urlopen(base + listed[0]["url"]) as r:
             assert r.read() == jpeg and r.headers["Content-Type"] == "image/jpeg"
-        collector.app.dependency_overrides.clear()  # the API alone (the web room tests its login)
+        collector.app.dependency_overrides.clear()  # the API alone (tests/test_web_auth.py tests the login)
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "reboot"}', "POST")
         assert code == 400 and "command" in body["detail"]
         code, body = http_error(base + "/api/devices/d1/commands", b'{"command": "publish_status"}', "POST")

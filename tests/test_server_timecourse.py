@@ -106,7 +106,7 @@ def study(tmp_path_factory):
 def api(study):
     config, db = study
     app = create_app(config, db)
-    app.dependency_overrides.clear()  # the API alone: the web room's login is tested by the web room
+    app.dependency_overrides.clear()  # the API alone: the dashboard's login is tested in tests/test_web_auth.py
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )

@@ -70,6 +70,7 @@ class SimDevice:
         self.cfg = DeviceConfig.model_validate(
             {
                 "device": {"id": device_id, "site": site, "state_dir": str(state_dir)},
+                "model": {"allow_synthetic": True},  # the demo is a SYNTHETIC study
                 "sources": [{"kind": "folder", "name": "simulated", "path": str(state_dir)}],
                 "views": [
                     {

@@ -457,7 +457,7 @@ def check_device_config(doc: dict[str, Any], bundle: Path) -> None:
     """Validate against the device's own schema (file paths swapped for the bundle's copies)."""
     try:
         from amgs.device.config import DeviceConfig
-    except ModuleNotFoundError:  # pragma: no cover - the device room ships with the package
+    except ModuleNotFoundError:  # pragma: no cover - the device part ships with the package
         return
     local = json.loads(json.dumps(doc))
     local["mqtt"]["password_file"] = str(bundle / "mqtt-password")

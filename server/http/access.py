@@ -1,4 +1,4 @@
-"""Access-control hooks for the JSON API. Open by default; the web room (server/web) replaces them.
+"""Access-control hooks for the JSON API. Open by default; the dashboard (server/web) replaces them.
 
 Every read endpoint depends on :func:`require_viewer` and every state-changing one on
 :func:`require_editor`. To protect them, override the dependency on the app::
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 
 def require_viewer() -> None:
-    """Reading data: allowed unless the web room's auth says otherwise."""
+    """Reading data: allowed unless the dashboard's login rules say otherwise."""
 
 
 def require_editor() -> None:
-    """Changing metadata: allowed unless the web room's auth says otherwise."""
+    """Changing metadata: allowed unless the dashboard's login rules say otherwise."""

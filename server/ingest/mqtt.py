@@ -65,7 +65,7 @@ class MqttIngest:
                 files = ", ".join(str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
                 raise ConfigError(f"mqtt.tls: cannot load {files}: {e}") from None
             c.tls_insecure_set(tls.insecure)
-        c.reconnect_delay_set(1, 30)
+        c.reconnect_delay_set(min(0.5, self.cfg.reconnect_max_s), self.cfg.reconnect_max_s)
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

@@ -24,7 +24,7 @@ fields are the contract's RFC 3339 strings):
 - ``clock_anchors``     per device boot: wall time - monotonic time, from a synchronized record
 - ``meta``              key/value facts about this database (created, migrations applied)
 
-The dashboard/alerts room keeps its own tables (alerts, users) in the same file, created by its own
+The dashboard and the alert engine keep their own tables (alerts, users) in the same file, created by its own
 code; their names never clash with the ones above.
 """
 

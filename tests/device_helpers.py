@@ -43,6 +43,7 @@ def write_config(path: Path, *, port: int, state: Path, frames: Path, **sections
     """A device config replaying ``frames`` (one frame per burst, every frame scored) to a local broker."""
     base: dict[str, dict[str, Any]] = {
         "device": {"id": "dev1", "site": "lab", "state_dir": str(state)},
+        "model": {"allow_synthetic": True},  # the shipped model is synthetic-trained
         "schedule": {"interval_s": 0, "burst_frames": 1},
         "selection": {"min_sharpness": 0, "min_face_px": 16},
         "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
