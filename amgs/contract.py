@@ -239,6 +239,21 @@ SCORE = {
             "type": "boolean",
             "description": "a JPEG crop is kept on the device / sent on crop/{msg_id}",
         },
+        "shadow": {
+            "type": ["object", "null"],
+            "description": "a candidate model's score of the same face (shadow mode): stored apart by the "
+            "collector, never used for time courses or alerts",
+            "required": ["model", "p_pain", "label", "confidence"],
+            "additionalProperties": False,
+            "properties": {
+                "model": MODEL_REF,
+                "p_pain": _PROB,
+                "label": {"enum": list(LABELS)},
+                "confidence": {"type": "number", "minimum": 0.5, "maximum": 1},
+                "mgs_au": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+                "inference_ms": {"type": "number", "minimum": 0},
+            },
+        },
     },
 }
 
@@ -267,6 +282,19 @@ STATUS = {
         "disk_free_bytes": {"type": ["integer", "null"], "minimum": 0},
         "cpu_temp_c": {"type": ["number", "null"]},
         "model": {"oneOf": [MODEL_REF, {"type": "null"}]},
+        "model_previous": {"oneOf": [MODEL_REF, {"type": "null"}], "description": "kept for a roll-back"},
+        "model_candidate": {"oneOf": [MODEL_REF, {"type": "null"}], "description": "scoring in shadow"},
+        "model_update": {
+            "type": ["object", "null"],
+            "description": "the last model change the collector asked for and how it went",
+            "additionalProperties": False,
+            "properties": {
+                "state": {"enum": ["downloading", "active", "shadow", "failed", "rolled_back", "idle"]},
+                "sha256": {"type": ["string", "null"], "pattern": r"^[0-9a-f]{64}$"},
+                "error": {"type": ["string", "null"], "maxLength": 500},
+                "at": _TIME,
+            },
+        },
         "clock": {"oneOf": [CLOCK, {"type": "null"}]},
         "views": {
             "type": "array",
@@ -311,7 +339,7 @@ COMMAND = {
     "additionalProperties": False,
     "properties": {
         "schema": {"const": "amgs.command/1"},
-        "command": {"enum": ["send_crops", "publish_status", "resend_from"]},
+        "command": {"enum": ["send_crops", "publish_status", "resend_from", "model_assign"]},
         "msg_ids": {
             "type": "array",
             "maxItems": 500,

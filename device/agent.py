@@ -67,7 +67,7 @@ def refuse_unvalidated_model(manifest: Manifest, cfg: DeviceConfig) -> None:
         )
 
 
-def load_scorer(cfg: DeviceConfig) -> Scorer:
+def load_scorer(cfg: DeviceConfig, path=None) -> Scorer:
     from amgs.manifest import ManifestError
     from amgs.models import DEFAULT_MODEL
     from amgs.runtime import Model, RuntimeUnavailable
@@ -75,7 +75,10 @@ def load_scorer(cfg: DeviceConfig) -> Scorer:
     m = cfg.model
     try:
         model = Model(
-            m.path or DEFAULT_MODEL, num_threads=m.threads, accelerator=m.accelerator, backend=m.backend
+            path or m.path or DEFAULT_MODEL,
+            num_threads=m.threads,
+            accelerator=m.accelerator,
+            backend=m.backend,
         )
     except (ManifestError, RuntimeUnavailable) as e:
         raise AgentError(f"model: {e}") from None
@@ -108,6 +111,13 @@ class Agent:
                 detector = Detector(cfg.detector, cfg.model.backend)
             except DetectorError as e:
                 raise AgentError(f"detector: {e}") from None
+        self._detector = detector
+        self._configured = self.scorer
+        from amgs.device.model_update import ModelUpdater
+
+        self.models = ModelUpdater(
+            cfg, self.state_dir, lambda p: load_scorer(cfg, p), lambda m: refuse_unvalidated_model(m, cfg)
+        )
         self.sources = {s.name: RetryingSource(s.name, make_source(s, self.sleep)) for s in cfg.sources}
         for name, src in self.sources.items():
             src.seek(self.outbox.cursor(name))
@@ -120,8 +130,32 @@ class Agent:
         self._dropped = self.outbox.dropped()
         self._dropped_at: float | None = None  # when the outbox cap last dropped scores
         self._last_warning: tuple[str | None, int] = (None, self._dropped)
-        self.delivery = Delivery(cfg, self.state_dir / OUTBOX_FILE, self.status, self.crops.read)
+        self.delivery = Delivery(
+            cfg,
+            self.state_dir / OUTBOX_FILE,
+            self.status,
+            self.crops.read,
+            model_assign=self.models.assign if cfg.model_update.collector_url else None,
+        )
         self._last_housekeeping = 0.0
+        self.models.restore(self)
+
+    # ------------------------------------------------------------------ models
+
+    def configured_scorer(self) -> Scorer:
+        return self._configured
+
+    def use_scorer(self, scorer: Scorer) -> None:
+        """Switch models (called between bursts only): later records carry the new model."""
+        old_size = self.scorer.model.input_size
+        self.scorer = scorer
+        m = scorer.manifest
+        self.model_ref = {"name": m.name, "version": m.version, "sha256": m.sha256}
+        if scorer.model.input_size != old_size:
+            self.selectors = {
+                v.name: ViewSelector(v, self.cfg.selection, scorer.model.input_size, self._detector)
+                for v in self.cfg.views
+            }
 
     # ------------------------------------------------------------------ status
 
@@ -144,7 +178,7 @@ class Agent:
                 f"; {warning}" if warning else ""
             )
         delivery = getattr(self, "delivery", None)  # None while Delivery() builds its last will
-        return status_message(
+        message = status_message(
             device_id=self.cfg.device.id,
             site=self.cfg.device.site,
             state=state,
@@ -157,6 +191,10 @@ class Agent:
             storage_warning=warning,
             state_dir=self.state_dir,
         )
+        models = getattr(self, "models", None)
+        if models is not None:
+            message.update(models.status_fields())
+        return message
 
     # ------------------------------------------------------------------ waiting
 
@@ -203,6 +241,7 @@ class Agent:
         c = sel.chosen
         s = self.scorer.score_input(to_model_input(c.pixels, self.scorer.manifest.input))
         self.health.inference_ms = s.inference_ms
+        shadow = self._shadow(c.pixels)
         msg_id = new_msg_id()
         has_crop = self.crops.save(msg_id, c.pixels)
         v = sel.view
@@ -234,6 +273,33 @@ class Agent:
             "face_box": [int(v) for v in c.box],
             "inference_ms": s.inference_ms,
             "has_crop": has_crop,
+            **({"shadow": shadow} if shadow else {}),
+        }
+
+    def _shadow(self, pixels: Any) -> dict[str, Any] | None:
+        """The candidate model's score of the same face (never drives anything on the collector)."""
+        cand = self.models.candidate
+        if cand is None:
+            return None
+        spec = cand.manifest.input
+        if (spec.width, spec.height) != pixels.shape[1::-1]:
+            import numpy as np
+            from PIL import Image
+
+            pixels = np.asarray(Image.fromarray(pixels).resize((spec.width, spec.height), Image.BILINEAR))
+        try:
+            s = cand.score_input(to_model_input(pixels, spec))
+        except Exception as e:  # noqa: BLE001 - a failing candidate never costs an active score
+            log.error("candidate model failed: %s", e)
+            self.health.error(f"candidate model failed: {e}")
+            return None
+        return {
+            "model": self.models.candidate_ref,
+            "p_pain": s.p_pain,
+            "label": s.label,
+            "confidence": s.confidence,
+            "mgs_au": s.mgs_au,
+            "inference_ms": s.inference_ms,
         }
 
     def run_burst(self, name: str) -> int:
@@ -249,7 +315,12 @@ class Agent:
                 outcome = self.selectors[view.name].select(frames)
                 self.health.reject(outcome.rejected)
                 if outcome.selection is not None:
-                    records.append(self.score_selection(outcome.selection))
+                    try:
+                        records.append(self.score_selection(outcome.selection))
+                    except Exception as e:
+                        if not self.models.on_scoring_error(self, e):
+                            raise
+                        records.append(self.score_selection(outcome.selection))
         cursors = {name: src.position} if src.position is not None else {}
         if not records and not cursors:
             return 0
@@ -308,6 +379,7 @@ class Agent:
         self._install_signals()
         self.crops.prune()
         self.delivery.start()
+        self.models.start()
         self.notifier.ready(f"scoring {len(self.cfg.views)} view(s)")
         log.info(
             "device %s running: %d source(s), %d view(s)",
@@ -331,6 +403,7 @@ class Agent:
                 self.run_burst(name)
                 worked = worked or not src.idle_until > time.monotonic()
             self._housekeeping()
+            self.models.apply(self)  # between bursts: a new model or candidate takes over here
             if not self.delivery.alive():
                 log.error(
                     "the delivery thread stopped: %s; exiting for a restart",
@@ -344,6 +417,7 @@ class Agent:
             if not worked:
                 self.sleep(self._idle_wait())
         self.notifier.stopping()
+        self.models.close()
         self.delivery.stop()
         self.outbox.close()
         self.notifier.close()
