@@ -30,7 +30,7 @@ def rollback(db: Any) -> None:
 def write_transaction(db: Any) -> Iterator[Any]:
     """Run the block in one write transaction on ``db`` (a connection or a sqlite-utils Database).
 
-    Commits when the block ends, rolls back (and re-raises) when it raises, including
+    Commits when the block ends, rolls back (and re-raises) when it or the commit raises, including
     ``KeyboardInterrupt``. Nested use becomes a savepoint released or rolled back with the block.
     """
     conn = _connection(db)
@@ -48,7 +48,7 @@ def write_transaction(db: Any) -> Iterator[Any]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        conn.execute("COMMIT")  # a COMMIT that fails (disk full, I/O error) rolls back too
     except BaseException:
         rollback(conn)
         raise
-    conn.execute("COMMIT")

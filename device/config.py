@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amgs.config_errors import problems
 from amgs.contract import ID_PATTERN
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -258,19 +259,6 @@ class DeviceConfig(_Strict):
         return Path(env.split(":")[0]) if env else Path("state")
 
 
-def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid device config:"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; see examples/device.toml)")
-            continue
-        value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r:.80})"
-        lines.append(f"  {key}: {e['msg']}{shown}")
-    return "\n".join(lines)
-
-
 def load_config(path: str | Path) -> DeviceConfig:
     """Read and validate a device config, or raise :class:`ConfigError` naming the key and value."""
     path = Path(path)
@@ -283,4 +271,7 @@ def load_config(path: str | Path) -> DeviceConfig:
     try:
         return DeviceConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(path, e)) from None
+        lines = problems(e, DeviceConfig)
+        raise ConfigError(
+            f"{path}: invalid device config (see examples/device.toml):\n  " + "\n  ".join(lines)
+        ) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from amgs.contract import decode, encode
+from amgs.sqlite_tx import write_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -73,26 +74,24 @@ class Outbox:
         """Give each record the next ``seq``, validate and store it, and save cursors, atomically."""
         seqs = []
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            seq = self.last_seq()
-            for record in records:
-                seq += 1
-                record["seq"] = seq
-                self.db.execute(
-                    "INSERT INTO outbox(seq, msg_id, payload, created_at) VALUES(?, ?, ?, ?)",
-                    (seq, record["msg_id"], encode(record), now),
-                )
-                seqs.append(seq)
-            if records:
-                self._set_meta("last_seq", seq)
-            for name, position in (cursors or {}).items():
-                self._set_meta(f"cursor:{name}", position)
-            self._enforce_cap()
-            self.db.execute("COMMIT")
+            with write_transaction(self.db):
+                seq = self.last_seq()
+                for record in records:
+                    seq += 1
+                    record["seq"] = seq
+                    self.db.execute(
+                        "INSERT INTO outbox(seq, msg_id, payload, created_at) VALUES(?, ?, ?, ?)",
+                        (seq, record["msg_id"], encode(record), now),
+                    )
+                    seqs.append(seq)
+                if records:
+                    self._set_meta("last_seq", seq)
+                for name, position in (cursors or {}).items():
+                    self._set_meta(f"cursor:{name}", position)
+                self._enforce_cap()
         except BaseException:
-            self.db.execute("ROLLBACK")
-            for record in records:
+            for record in records:  # nothing was stored: the numbers are given out again next time
                 record.pop("seq", None)
             raise
         return seqs
@@ -108,8 +107,7 @@ class Outbox:
     def renumber_after(self, seq: int) -> int:
         """Continue numbering after ``seq``: the collector has seen higher numbers than this outbox ever
         gave out, so the state directory was reset; re-used numbers would be taken for duplicates."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.db):
             rows = self.db.execute("SELECT seq, payload FROM outbox ORDER BY seq").fetchall()
             for i, (old, payload) in enumerate(rows, start=1):
                 record = decode(bytes(payload))
@@ -118,21 +116,12 @@ class Outbox:
                     "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, encode(record), old)
                 )
             self._set_meta("last_seq", seq + len(rows))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return len(rows)
 
     def delete_upto(self, seq: int) -> int:
         """Collector watermark: everything at or below ``seq`` is stored end to end."""
-        self.db.execute("BEGIN IMMEDIATE")  # take the write lock up front: waits instead of BUSY_SNAPSHOT
-        try:
+        with write_transaction(self.db):  # takes the write lock up front: waits instead of BUSY_SNAPSHOT
             n = self.db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return n
 
     def delete(self, seqs: Iterable[int]) -> int:
@@ -140,18 +129,13 @@ class Outbox:
         seqs = list(seqs)
         if not seqs:
             return 0
-        self.db.execute("BEGIN IMMEDIATE")
         n = 0
-        try:
+        with write_transaction(self.db):
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i : i + 500]
                 n += self.db.execute(
                     f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk
                 ).rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return n
 
     # ------------------------------------------------------------------ reading

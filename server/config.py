@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amgs.config_errors import format_errors
 from amgs.contract import ID_PATTERN
 
 from .alerts.config import AlertsConfig, NotifyConfig
@@ -207,32 +208,12 @@ class ServerConfig(Section):
     web: WebConfig = WebConfig()
 
 
-def _format_errors(err: ValidationError, data: dict[str, Any]) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            parent = ServerConfig
-            for part in e["loc"][:-1]:
-                field = parent.model_fields.get(str(part))
-                ann = getattr(field, "annotation", None)
-                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-                if parent is None:
-                    break
-            allowed = ", ".join(parent.model_fields) if parent else "see docs/server.md"
-            lines.append(f"unknown key {key!r} (allowed here: {allowed})")
-        else:
-            value = e.get("input")
-            lines.append(f"{key} = {value!r:.80}: {e['msg']}")
-    return "; ".join(lines)
-
-
 def parse_config(data: dict[str, Any], source: str = "config") -> ServerConfig:
     """Validate a config mapping (as read from TOML)."""
     try:
         return ServerConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {_format_errors(e, data)}") from None
+        raise ConfigError(f"{source}: {format_errors(e, ServerConfig)}") from None
 
 
 def load_config(path: Path | str | None) -> ServerConfig:

@@ -16,6 +16,7 @@ from amgs.server.alerts.engine import AlertEngine
 from amgs.server.alerts.outbox import Deliverer
 from amgs.server.alerts.rules import Condition
 from amgs.server.alerts.store import alert_events
+from amgs.server.storage.db import CollectorDB
 from tests.alert_helpers import SmtpReceiver, WebhookReceiver
 
 
@@ -44,6 +45,7 @@ def receivers():
 
 
 def make(tmp_path, hook, smtp, **alerts):
+    CollectorDB(tmp_path / "collector.db").migrate()  # the alert tables come from the collector's migrations
     db = sqlite_utils.Database(tmp_path / "collector.db")
     notify = NotifyConfig(
         mqtt={"enabled": False},

@@ -15,6 +15,7 @@ from amgs.server.alerts.config import AlertsConfig, NotifyConfig
 from amgs.server.alerts.engine import AlertEngine
 from amgs.server.alerts.outbox import Deliverer
 from amgs.server.alerts.rules import Condition
+from amgs.server.storage.db import CollectorDB
 
 
 def retained(port: int, topic: str, timeout: float = 5.0) -> dict:
@@ -37,6 +38,7 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> dict:
 def test_retained_cage_state_and_broker_outage(tmp_path, broker):
     now = [datetime(2026, 5, 1, 8, 0, tzinfo=UTC)]
     clock = lambda: now[0]  # noqa: E731
+    CollectorDB(tmp_path / "c.db").migrate()  # the alert tables come from the collector's migrations
     db = sqlite_utils.Database(tmp_path / "c.db")
     notify = NotifyConfig(retry_initial_s=1, mqtt={"publish_timeout_s": 2})
     engine = AlertEngine(db, AlertsConfig(resolve_after_min=0), notify, clock, clock)

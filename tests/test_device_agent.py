@@ -284,7 +284,7 @@ def test_wrong_config_exits_non_zero_naming_the_key(tmp_path):
     r = subprocess.run(_agent_cmd(cfg), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "mqtt.port" in r.stderr and "70000" in r.stderr
-    assert "mqtt.hots: unknown key" in r.stderr
+    assert "unknown key 'mqtt.hots'" in r.stderr
     out = json.dumps(r.stderr)
     assert "Traceback" not in out
 

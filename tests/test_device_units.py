@@ -38,17 +38,21 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "device.toml"
 # --------------------------------------------------------------------------- config
 
 
-def test_example_config_is_valid_and_check_prints_it():
+def test_example_config_is_valid_and_check_prints_it(tmp_path):
     cfg = load_config(EXAMPLE)
     assert [v.name for v in cfg.views] == ["left", "right"] and cfg.views[0].source == "cam0"
     r = CliRunner().invoke(main, ["device", "check", "--config", str(EXAMPLE)])
+    assert r.exit_code == 3 and "SYNTHETIC faces only" in r.output  # the shipped model is not for real cages
+    allowed = tmp_path / "device.toml"
+    allowed.write_text(EXAMPLE.read_text().replace("# allow_synthetic = false", "allow_synthetic = true"))
+    r = CliRunner().invoke(main, ["device", "check", "--config", str(allowed)])
     assert r.exit_code == 0 and "view right: source cam0, cage C102" in r.output
 
 
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        (("[schedule]", "[schedule]\nburst_frame = 3"), "schedule.burst_frame: unknown key"),
+        (("[schedule]", "[schedule]\nburst_frame = 3"), "unknown key 'schedule.burst_frame'"),
         (("burst_frames = 5", "burst_frames = 0"), "schedule.burst_frames"),
         (('confirm = "collector"', 'confirm = "maybe"'), "'maybe'"),
         (('source = "cam0"\ncage_id = "C101"', 'source = "cam9"\ncage_id = "C101"'), "uses source 'cam9'"),
@@ -127,6 +131,17 @@ def test_outbox_refuses_invalid_records_atomically(tmp_path):
     with pytest.raises(ValueError, match="p_pain"):
         box.commit([_record(1), bad], {"cam": "x"})
     assert box.count() == 0 and box.last_seq() == 0 and box.cursor("cam") is None
+
+
+def test_outbox_failed_commit_gives_the_numbers_back(tmp_path):
+    """A commit that fails leaves the records without a ``seq`` (the agent retries them) and reuses none."""
+    box = Outbox(tmp_path / "o.sqlite3")
+    good, bad = _record(1), _record(2)
+    bad["p_pain"] = 7
+    with pytest.raises(ValueError):
+        box.commit([good, bad])
+    assert "seq" not in good and "seq" not in bad and not box.db.in_transaction
+    assert box.commit([good]) == [1] and good["seq"] == 1
 
 
 def test_outbox_is_wal_and_readable_by_a_second_connection(tmp_path):

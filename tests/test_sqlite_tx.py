@@ -39,3 +39,15 @@ def test_where_builder_skips_missing_filters():
     )
     sql, params = where(None, ("cage_id = ? OR animal_id = ?", ["C1", "A1"]), ("t < ?", [9]))
     assert sql == "WHERE (cage_id = ? OR animal_id = ?) AND t < ?" and params == ["C1", "A1", 9]
+
+
+def test_failed_commit_rolls_back(tmp_path):
+    """A COMMIT that fails (here a deferred foreign key) leaves no transaction open and nothing written."""
+    conn = sqlite3.connect(tmp_path / "fk.db", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE parent(id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE child(pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sqlite3.IntegrityError), write_transaction(conn):
+        conn.execute("INSERT INTO child VALUES (7)")
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0

@@ -20,11 +20,13 @@ from typing import Any
 import sqlite_utils
 
 from amgs.contract import format_time, parse_time
+from amgs.server.storage.db import require_schema
+from amgs.sqlite_tx import write_transaction
 
 from .config import AlertsConfig, NotifyConfig
 from .outbox import enqueue_notifications
 from .rules import Condition, more_severe
-from .store import ALERTS, OPEN_STATES, add_event, create_alert_tables, open_alerts, write_transaction
+from .store import ALERTS, OPEN_STATES, add_event, open_alerts
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class AlertEngine:
         self.clock = clock
         self.outbox_clock = outbox_clock
         self._lock = threading.RLock()
-        create_alert_tables(self.db)
+        require_schema(self.db, "the alert engine")
 
     @property
     def db(self) -> sqlite_utils.Database:

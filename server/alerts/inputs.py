@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 
 from amgs.server.query.timecourse import Source, baseline, first_event
+from amgs.server.storage.sql import database
 
 from .config import AlertsConfig
 from .rules import CageSnapshot, DeviceSnapshot, WindowStats
@@ -45,28 +46,33 @@ def device_snapshots(conn, cfg: AlertsConfig, now: datetime) -> list[DeviceSnaps
     ):
         assigned.setdefault(device_id, set()).add(cage_id)
     out = []
-    for row in conn.execute(
+    for row in database(conn).query(
         "SELECT device_id, site, state, state_since, last_seen, errors_json, views_json FROM devices"
     ):
-        device_id, site, state, state_since, last_seen, errors_json, views_json = row
+        device_id, state, last_seen = row["device_id"], row["state"], row["last_seen"]
         cages = set(assigned.get(device_id, ()))
         errors: list[str] = []
-        for view in _views(views_json):
+        for view in _views(row["views_json"]):
             if view.get("cage_id"):
                 cages.add(view["cage_id"])
             if view.get("error"):
                 errors.append(f"view {view.get('view')}: {view['error']}")
         try:
-            errors = [str(e) for e in json.loads(errors_json or "[]")] + errors
+            errors = [str(e) for e in json.loads(row["errors_json"] or "[]")] + errors
         except ValueError:
             pass
-        since = _dt(state_since)
+        since = _dt(row["state_since"])
         silent_for = (now.timestamp() - last_seen) / 60 if last_seen else None
         if state != "offline" and silent_for is not None and silent_for >= cfg.device_offline.after_min:
             state, since = "offline", _dt(last_seen)
         out.append(
             DeviceSnapshot(
-                site or "unknown", device_id, state or "unknown", since, tuple(sorted(cages)), tuple(errors)
+                row["site"] or "unknown",
+                device_id,
+                state or "unknown",
+                since,
+                tuple(sorted(cages)),
+                tuple(errors),
             )
         )
     return out

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from amgs.contract import alert_topic, format_time
+from amgs.sqlite_tx import write_transaction
 
 from .config import SEVERITY_RANK, AlertsConfig, NotifyConfig
-from .store import ALERTS, OUTBOX, alert_message, write_transaction
+from .store import ALERTS, OUTBOX, alert_message
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,10 @@ def users() -> None:
 @db_option
 def user_add(username, role, password, config_path, db_path) -> None:
     """Create a user or set a new password (which ends that user's sessions)."""
-    from amgs.server.web.auth import AuthError, add_user, create_auth_tables
+    from amgs.server.web.auth import AuthError, add_user
 
     _, db = load(config_path, db_path)
     conn = db.local()
-    create_auth_tables(conn)
     try:
         add_user(conn, username, password, role)
     except AuthError as e:
@@ -38,14 +37,11 @@ def user_add(username, role, password, config_path, db_path) -> None:
 @db_option
 def user_disable(username, config_path, db_path) -> None:
     """Refuse this user's log-ins, sessions and tokens from now on."""
-    from amgs.server.web.auth import SESSIONS, USERS, create_auth_tables
+    from amgs.server.web.auth import disable_user
 
     _, db = load(config_path, db_path)
-    conn = db.local()
-    create_auth_tables(conn)
-    if conn.execute(f"UPDATE {USERS} SET disabled = 1 WHERE username = ?", [username]).rowcount == 0:
+    if not disable_user(db.local(), username):
         raise click.ClickException(f"no user {username!r}")
-    conn.execute(f"DELETE FROM {SESSIONS} WHERE username = ?", [username])
     click.echo(f"user {username} disabled")
 
 
@@ -53,11 +49,10 @@ def user_disable(username, config_path, db_path) -> None:
 @config_option
 @db_option
 def user_list(config_path, db_path) -> None:
-    from amgs.server.web.auth import USERS, create_auth_tables
+    from amgs.server.web.auth import USERS
 
     _, db = load(config_path, db_path)
     conn = db.local()
-    create_auth_tables(conn)
     for name, role, disabled in conn.execute(
         f"SELECT username, role, disabled FROM {USERS} ORDER BY username"
     ):
@@ -73,11 +68,10 @@ def user_token(username, name, config_path, db_path) -> None:
     """Print a new API token for USERNAME (shown once; only its SHA-256 is stored)."""
     import sqlite_utils
 
-    from amgs.server.web.auth import create_auth_tables, create_token
+    from amgs.server.web.auth import create_token
 
     _, db = load(config_path, db_path)
     conn = db.local()
-    create_auth_tables(conn)
     try:
         click.echo(create_token(conn, username, name))
     except sqlite_utils.db.NotFoundError:

@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from amgs.config_errors import format_errors
 from amgs.contract import ID_PATTERN, format_time
-from amgs.sqlite_tx import rollback
+from amgs.server.storage import sql
+from amgs.sqlite_tx import write_transaction
 
 EVENT_KINDS = ("surgery", "analgesic", "anaesthesia", "handling", "weight", "other")
 """What an event can be (surgery, analgesic, ...): the study timeline the time courses align to."""
@@ -118,17 +120,6 @@ KINDS: dict[str, tuple[type[_Record], str, str | None]] = {
 }
 
 
-def _error_text(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "record"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown column {key!r}")
-        else:
-            parts.append(f"{key} = {err.get('input')!r:.60}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def validate(kind: str, data: dict[str, Any]) -> _Record:
     if kind not in KINDS:
         raise MetadataError(f"unknown metadata kind {kind!r}; use one of {sorted(KINDS)}")
@@ -136,7 +127,7 @@ def validate(kind: str, data: dict[str, Any]) -> _Record:
     try:
         return model.model_validate({k: v for k, v in data.items() if v not in ("", None)})
     except ValidationError as e:
-        raise MetadataError(_error_text(e)) from None
+        raise MetadataError(format_errors(e, model, noun="column")) from None
 
 
 def _epoch(t: dt.datetime, tz: dt.tzinfo) -> float:
@@ -206,14 +197,10 @@ def list_rows(
     if kind not in KINDS:
         raise MetadataError(f"unknown metadata kind {kind!r}; use one of {sorted(KINDS)}")
     _, table, pk = KINDS[kind]
-    clauses = [f"{k} = ?" for k in (where or {})]
-    sql = f"SELECT {LIST_COLUMNS.get(kind, '*')} FROM {table}"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    sql += f" ORDER BY {pk or 'id'} LIMIT ?"
-    cur = conn.execute(sql, [*(where or {}).values(), limit])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    clause, params = sql.where(where)
+    columns = LIST_COLUMNS.get(kind, "*")
+    query = f"SELECT {columns} FROM {table} {clause} ORDER BY {pk or 'id'} LIMIT ?"
+    return list(sql.database(conn).query(query, [*params, limit]))
 
 
 def import_csv(conn, kind: str, text: str, source: str = "CSV", tz: dt.tzinfo = dt.UTC) -> int:
@@ -242,12 +229,7 @@ def import_csv(conn, kind: str, text: str, source: str = "CSV", tz: dt.tzinfo = 
         raise MetadataError(
             "; ".join(errors[:20]) + (f"; ... {len(errors) - 20} more" if len(errors) > 20 else "")
         )
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         for record in records:
             save(conn, kind, record, tz)
-        conn.execute("COMMIT")
-    except BaseException:
-        rollback(conn)
-        raise
     return len(records)

@@ -6,12 +6,20 @@ through ``?`` parameters only.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import sqlite_utils
+
 from amgs.sqlite_tx import rollback, write_transaction
 
-__all__ = ["where", "rollback", "write_transaction"]
+__all__ = ["database", "where", "rollback", "write_transaction"]
+
+
+def database(db: sqlite3.Connection | sqlite_utils.Database) -> sqlite_utils.Database:
+    """The sqlite-utils view of a connection, for dict rows: ``database(conn).query(sql, params)``."""
+    return db if isinstance(db, sqlite_utils.Database) else sqlite_utils.Database(db, execute_plugins=False)
 
 
 def where(

@@ -24,7 +24,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 
-USERS, SESSIONS, TOKENS = "web_users", "web_sessions", "web_tokens"
+from amgs.server.storage.schema import SESSIONS, TOKENS, USERS  # tables made by the collector's migrations
+from amgs.sqlite_tx import write_transaction
+
 SESSION_COOKIE = "amgs_session"
 LOGIN_CSRF_COOKIE = "amgs_login_csrf"
 ROLES = ("viewer", "staff", "admin")
@@ -35,24 +37,8 @@ class AuthError(ValueError):
     pass
 
 
-def create_auth_tables(db: sqlite_utils.Database) -> None:
-    names = db.table_names()
-    if USERS not in names:
-        db[USERS].create(
-            {"username": str, "password_hash": str, "role": str, "created_at": float, "disabled": int},
-            pk="username",
-            not_null={"password_hash", "role"},
-        )
-    if SESSIONS not in names:
-        db[SESSIONS].create(
-            {"token_sha256": str, "username": str, "csrf": str, "created_at": float, "expires_at": float},
-            pk="token_sha256",
-        )
-    if TOKENS not in names:
-        db[TOKENS].create(
-            {"token_sha256": str, "name": str, "username": str, "created_at": float, "last_used_at": float},
-            pk="token_sha256",
-        )
+def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    return next(db.query(sql, params), None)
 
 
 def _sha(token: str) -> str:
@@ -66,17 +52,30 @@ def add_user(db: sqlite_utils.Database, username: str, password: str, role: str 
         raise AuthError(f"user name {username!r}: use 1-64 letters, digits, '_' or '.'")
     if len(password) < 8:
         raise AuthError("password too short: use at least 8 characters")
-    db[USERS].upsert(
-        {
-            "username": username,
-            "password_hash": _hasher.hash(password),
-            "role": role,
-            "created_at": time.time(),
-            "disabled": 0,
-        },
-        pk="username",
-    )
-    db.execute(f"DELETE FROM {SESSIONS} WHERE username = ?", [username])  # a new password ends old sessions
+    password_hash = _hasher.hash(password)  # slow: before the write lock is taken
+    with write_transaction(db):
+        db[USERS].upsert(
+            {
+                "username": username,
+                "password_hash": password_hash,
+                "role": role,
+                "created_at": time.time(),
+                "disabled": 0,
+            },
+            pk="username",
+        )
+        db.execute(
+            f"DELETE FROM {SESSIONS} WHERE username = ?", [username]
+        )  # a new password ends old sessions
+
+
+def disable_user(db: sqlite_utils.Database, username: str) -> bool:
+    """Refuse the user's log-ins, sessions and tokens from now on; False if there is no such user."""
+    with write_transaction(db):
+        if db.execute(f"UPDATE {USERS} SET disabled = 1 WHERE username = ?", [username]).rowcount == 0:
+            return False
+        db.execute(f"DELETE FROM {SESSIONS} WHERE username = ?", [username])
+    return True
 
 
 def check_password(db: sqlite_utils.Database, username: str, password: str) -> dict[str, Any] | None:
@@ -142,29 +141,29 @@ def principal(db: sqlite_utils.Database, request: Request) -> Principal | None:
     """Who is making this request (None = anonymous)."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        row = db.execute(
+        token_sha = _sha(auth[7:].strip())
+        row = _one(
+            db,
             f"SELECT t.username, u.role, u.disabled FROM {TOKENS} t JOIN {USERS} u USING (username) "
             "WHERE t.token_sha256 = ?",
-            [_sha(auth[7:].strip())],
-        ).fetchone()
-        if row is None or row[2]:
-            raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
-        db.execute(
-            f"UPDATE {TOKENS} SET last_used_at = ? WHERE token_sha256 = ?",
-            [time.time(), _sha(auth[7:].strip())],
+            [token_sha],
         )
-        return Principal(row[0], row[1], "token")
+        if row is None or row["disabled"]:
+            raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
+        db.execute(f"UPDATE {TOKENS} SET last_used_at = ? WHERE token_sha256 = ?", [time.time(), token_sha])
+        return Principal(row["username"], row["role"], "token")
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
-    row = db.execute(
+    row = _one(
+        db,
         f"SELECT s.username, u.role, s.csrf, s.expires_at, u.disabled FROM {SESSIONS} s JOIN {USERS} u "
         "USING (username) WHERE s.token_sha256 = ?",
         [_sha(cookie)],
-    ).fetchone()
-    if row is None or row[3] < time.time() or row[4]:
+    )
+    if row is None or row["expires_at"] < time.time() or row["disabled"]:
         return None
-    return Principal(row[0], row[1], "session", row[2])
+    return Principal(row["username"], row["role"], "session", row["csrf"])
 
 
 def check_csrf(request: Request, who: Principal, form_token: str | None = None) -> None:

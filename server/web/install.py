@@ -11,8 +11,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..alerts.engine import AlertEngine, wall_clock
+from ..storage.db import require_schema
 from . import api, pages
-from .auth import create_auth_tables
 from .config import WebConfig
 from .context import STATIC_DIR, LoginRequired, WebContext, api_actor, api_viewer
 
@@ -27,7 +27,7 @@ def install(
     """Add the pages, the ``/api/web`` endpoints and ``/static``; put the collector's API behind the same
     access rules (viewing open or login-only by config; changes need a staff login or token + CSRF)."""
     web: WebConfig = getattr(config, "web", None) or WebConfig()
-    create_auth_tables(db())
+    require_schema(db(), "the dashboard")  # its accounts and the alerts live in migrated tables
     ctx = WebContext(config=config, web=web, db=db, engine=engine, clock=clock)
     app.state.amgs_web = ctx
     app.include_router(api.router)

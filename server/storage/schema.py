@@ -1,0 +1,274 @@
+"""The collector's tables: names, columns and DDL, one definition each (migrations.py creates them).
+
+Tables (one line each; times ending in ``_t``/``t``/``_at`` REAL are Unix seconds UTC, text ``*_at``
+fields are the contract's RFC 3339 strings):
+
+- ``scores``            one row per stored score record (``msg_id`` primary key = idempotency key)
+- ``devices``           one row per device: status / last will, counters, committed watermark
+- ``seq_gaps``          ranges of per-device sequence numbers found missing (open, filled or lost)
+- ``quarantine``        messages that failed validation: topic, reason, raw payload (size-capped), repeats
+- ``status_log``        device status history: every state/reason change, else one row per 10 min
+- ``crops``             JPEG face crops received (file under ``state_dir/crops``), by score ``msg_id``
+- ``sites``, ``rooms``, ``cages``   where cages are
+- ``device_assignments`` which device watches which cage (and view) over which period
+- ``animals``           animal id, strain, sex, coat, cage, housing (single/group), group
+- ``groups``            treatment groups / cohorts (e.g. laparotomy, sham, laparotomy + analgesic)
+- ``events``            timestamped events: surgery, analgesic, anaesthesia, handling, weight, other
+- ``rollup_5m``, ``rollup_1h``  pre-aggregated score sums per (cage, animal, bucket) for fast time courses
+- ``rejects_5m``, ``rejects_1h`` frames rejected per (device, bucket, reason), from status counter deltas
+- ``clock_anchors``     per device boot: wall time - monotonic time, from a synchronized record
+- ``meta``              key/value facts about this database (created, migrations applied)
+- ``web_users``, ``web_sessions``, ``web_tokens``  dashboard accounts (Argon2id hashes), log-in sessions and
+  API tokens (SHA-256 only; see ``server/web/auth.py``)
+- ``alerts``, ``alert_events``, ``alert_outbox``  one row per alert (current state), its history, and the
+  durable notification outbox (text times are RFC 3339; see ``server/alerts/``)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from amgs.contract import AU_KEYS
+
+SCORE_COLUMNS = (
+    "msg_id",
+    "device_id",
+    "site",
+    "cage_id",
+    "animal_id",
+    "view",
+    "seq",
+    "captured_at",
+    "t",
+    "received_at",
+    "clock_synced",
+    "boot_id",
+    "monotonic_s",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "p_pain",
+    "label",
+    "is_pain",
+    "amgs",
+    "confidence",
+    "needs_review",
+    *(f"au_{k}" for k in AU_KEYS),
+    "mgs_au",
+    "sharpness",
+    "exposure",
+    "face_px",
+    "motion",
+    "asleep",
+    "inference_ms",
+    "has_crop",
+    "face_box",
+)
+
+ROLLUP_TABLES = {300: "rollup_5m", 3600: "rollup_1h"}
+"""Rollup bucket width in seconds -> table."""
+
+ROLLUP_SUMS = (
+    "n",
+    "sum_amgs",
+    "sumsq_amgs",
+    "n_pain",
+    "n_review",
+    "n_unsynced",
+    "n_au",
+    *(f"sum_{k}" for k in AU_KEYS),
+    "sum_mgs_au",
+    "n_motion",
+    "sum_motion",
+    "n_asleep",
+)
+
+
+V1_DDL = f"""
+CREATE TABLE scores (
+    msg_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, site TEXT NOT NULL, cage_id TEXT NOT NULL,
+    animal_id TEXT, view TEXT, seq INTEGER NOT NULL, captured_at TEXT NOT NULL, t REAL NOT NULL,
+    received_at REAL NOT NULL, clock_synced INTEGER NOT NULL, boot_id TEXT, monotonic_s REAL,
+    model_name TEXT, model_version TEXT, model_sha256 TEXT,
+    p_pain REAL NOT NULL, label TEXT NOT NULL, is_pain INTEGER NOT NULL, amgs REAL NOT NULL,
+    confidence REAL, needs_review INTEGER,
+    {", ".join(f"au_{k} REAL" for k in AU_KEYS)}, mgs_au REAL,
+    sharpness REAL, exposure REAL, face_px INTEGER, motion REAL, asleep INTEGER,
+    inference_ms REAL, has_crop INTEGER, face_box TEXT
+);
+CREATE INDEX scores_cage_t ON scores (cage_id, t);
+CREATE INDEX scores_animal_t ON scores (animal_id, t) WHERE animal_id IS NOT NULL;
+CREATE INDEX scores_device_seq ON scores (device_id, seq);
+CREATE INDEX scores_t ON scores (t);
+
+CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY, site TEXT, registered INTEGER NOT NULL DEFAULT 0, notes TEXT,
+    state TEXT, state_since REAL, reason TEXT, status_at TEXT, status_received_at REAL,
+    last_seen REAL, last_score_t REAL, queue_depth INTEGER, unconfirmed INTEGER, reported_last_seq INTEGER,
+    software TEXT, model_name TEXT, model_version TEXT, model_sha256 TEXT, last_capture_at TEXT,
+    inference_ms REAL, disk_free_bytes INTEGER, cpu_temp_c REAL, clock_synced INTEGER,
+    frames_json TEXT, rejected_json TEXT, errors_json TEXT, views_json TEXT, storage_warning TEXT,
+    committed_seq INTEGER NOT NULL DEFAULT 0, max_seq INTEGER NOT NULL DEFAULT 0,
+    scores_total INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0,
+    gaps_total INTEGER NOT NULL DEFAULT 0, missing_open INTEGER NOT NULL DEFAULT 0,
+    lost_total INTEGER NOT NULL DEFAULT 0, unsynced_total INTEGER NOT NULL DEFAULT 0,
+    seq_resets INTEGER NOT NULL DEFAULT 0, seq_anomalies INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE seq_gaps (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    size INTEGER NOT NULL, filled INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'open',
+    detected_at REAL NOT NULL, closed_at REAL
+);
+CREATE INDEX seq_gaps_device ON seq_gaps (device_id, state);
+
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY, received_at REAL NOT NULL, last_received_at REAL NOT NULL,
+    topic TEXT NOT NULL, device_id TEXT, reason TEXT NOT NULL, payload BLOB, payload_size INTEGER NOT NULL,
+    payload_sha1 TEXT NOT NULL, count INTEGER NOT NULL DEFAULT 1, UNIQUE (topic, payload_sha1)
+);
+CREATE INDEX quarantine_received ON quarantine (received_at);
+
+CREATE TABLE status_log (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, at TEXT NOT NULL, t REAL NOT NULL, received_at REAL NOT NULL,
+    state TEXT NOT NULL, reason TEXT, queue_depth INTEGER, frames_json TEXT, rejected_json TEXT
+);
+CREATE INDEX status_log_device_t ON status_log (device_id, t);
+
+CREATE TABLE crops (
+    msg_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, received_at REAL NOT NULL, size INTEGER NOT NULL,
+    path TEXT NOT NULL
+);
+CREATE INDEX crops_received ON crops (received_at);
+
+CREATE TABLE sites (site_id TEXT PRIMARY KEY, name TEXT, notes TEXT);
+CREATE TABLE rooms (room_id TEXT PRIMARY KEY, site_id TEXT, name TEXT, notes TEXT);
+CREATE TABLE cages (cage_id TEXT PRIMARY KEY, site_id TEXT, room_id TEXT, name TEXT, notes TEXT);
+CREATE TABLE device_assignments (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, cage_id TEXT NOT NULL, view TEXT,
+    start_t REAL NOT NULL, end_t REAL, notes TEXT
+);
+CREATE INDEX device_assignments_device ON device_assignments (device_id);
+CREATE TABLE groups (group_id TEXT PRIMARY KEY, name TEXT, description TEXT, study TEXT);
+CREATE TABLE animals (
+    animal_id TEXT PRIMARY KEY, cage_id TEXT, group_id TEXT, strain TEXT, sex TEXT, coat TEXT,
+    housing TEXT, born TEXT, notes TEXT
+);
+CREATE INDEX animals_cage ON animals (cage_id);
+CREATE INDEX animals_group ON animals (group_id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, t REAL NOT NULL, at TEXT NOT NULL,
+    animal_id TEXT, cage_id TEXT, value REAL, unit TEXT, notes TEXT, created_at REAL
+);
+CREATE INDEX events_animal ON events (animal_id, t);
+CREATE INDEX events_cage ON events (cage_id, t);
+
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+def rollup_ddl(table: str) -> str:
+    sums = ", ".join(
+        f"{c} {'INTEGER' if c.startswith('n') else 'REAL'} NOT NULL DEFAULT 0" for c in ROLLUP_SUMS
+    )
+    return (
+        f"CREATE TABLE {table} (cage_id TEXT NOT NULL, animal_id TEXT NOT NULL DEFAULT '', "
+        f"bucket INTEGER NOT NULL, {sums}, PRIMARY KEY (cage_id, bucket, animal_id)) WITHOUT ROWID;"
+        f"CREATE INDEX {table}_bucket ON {table} (bucket);"
+        f"CREATE INDEX {table}_animal ON {table} (animal_id, bucket) WHERE animal_id != '';"
+    )
+
+
+def rollup_select(width: int, where: str = "1", sign: str = "") -> str:
+    """SQL aggregating ``scores`` rows into rollup sums: the one definition. The migration backfills with
+    it, the writer adds each batch with it, and re-anchoring moves scores with it (``sign="-"`` removes)."""
+    exprs = {
+        "n": "count(*)",
+        "sum_amgs": "total(amgs)",
+        "sumsq_amgs": "total(amgs * amgs)",
+        "n_pain": "total(is_pain)",
+        "n_review": "total(needs_review)",
+        "n_unsynced": "total(1 - clock_synced)",
+        "n_au": "count(au_ot)",
+        **{f"sum_{k}": f"total(au_{k})" for k in AU_KEYS},
+        "sum_mgs_au": "total(mgs_au)",
+        "n_motion": "count(motion)",
+        "sum_motion": "total(motion)",
+        "n_asleep": "total(asleep)",
+    }
+    sums = ", ".join(f"{sign}{exprs[c]} AS {c}" for c in ROLLUP_SUMS)
+    return (
+        f"SELECT cage_id, coalesce(animal_id, '') AS animal_id, CAST(t / {width} AS INTEGER) * {width} AS bucket, "
+        f"{sums} FROM scores WHERE {where} GROUP BY 1, 2, 3"
+    )
+
+
+REJECT_TABLES = {300: "rejects_5m", 3600: "rejects_1h"}
+"""Frames rejected per device, reason and bucket (deltas of the devices' cumulative status counters)."""
+
+
+def reject_deltas(previous: dict | None, current: dict | None) -> dict[str, int]:
+    """Frames rejected between two cumulative counter snapshots (a counter that went down restarted)."""
+    if not previous or not current:
+        return {}
+    out = {}
+    for reason, value in current.items():
+        try:
+            value = int(value)
+            delta = value - int(previous.get(reason, 0))
+        except (TypeError, ValueError):
+            continue
+        delta = value if delta < 0 else delta
+        if delta > 0:
+            out[str(reason)] = delta
+    return out
+
+
+def add_rejects(conn: sqlite3.Connection, device_id: str, t: float, deltas: dict[str, int]) -> None:
+    for width, table in REJECT_TABLES.items():
+        conn.executemany(
+            f"INSERT INTO {table} (device_id, bucket, reason, n) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device_id, bucket, reason) DO UPDATE SET n = n + excluded.n",
+            [(device_id, int(t // width) * width, reason, n) for reason, n in deltas.items()],
+        )
+
+
+USERS, SESSIONS, TOKENS = "web_users", "web_sessions", "web_tokens"
+ALERTS, ALERT_EVENTS, ALERT_OUTBOX = "alerts", "alert_events", "alert_outbox"
+
+AUTH_TABLES_DDL = {
+    USERS: f"""CREATE TABLE {USERS} (
+        username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, created_at REAL,
+        disabled INTEGER)""",
+    SESSIONS: f"""CREATE TABLE {SESSIONS} (
+        token_sha256 TEXT PRIMARY KEY, username TEXT, csrf TEXT, created_at REAL, expires_at REAL)""",
+    TOKENS: f"""CREATE TABLE {TOKENS} (
+        token_sha256 TEXT PRIMARY KEY, name TEXT, username TEXT, created_at REAL, last_used_at REAL)""",
+}
+AUTH_INDEXES = (
+    f"CREATE INDEX {SESSIONS}_username ON {SESSIONS} (username)",
+    f"CREATE INDEX {SESSIONS}_expires ON {SESSIONS} (expires_at)",
+    f"CREATE INDEX {TOKENS}_username ON {TOKENS} (username)",
+)
+
+ALERT_TABLES_DDL = {
+    ALERTS: f"""CREATE TABLE {ALERTS} (
+        alert_id TEXT PRIMARY KEY, dedupe_key TEXT NOT NULL, rule TEXT NOT NULL, site TEXT NOT NULL,
+        cage_id TEXT NOT NULL, animal_id TEXT, device_id TEXT, severity TEXT NOT NULL, state TEXT NOT NULL,
+        opened_at TEXT NOT NULL, updated_at TEXT, last_active_at TEXT, last_notified_at TEXT,
+        notify_count INTEGER, message TEXT, value REAL, threshold REAL, acknowledged_by TEXT,
+        acknowledged_at TEXT, ack_comment TEXT, resolved_by TEXT, resolved_at TEXT, resolve_comment TEXT)""",
+    ALERT_EVENTS: f"""CREATE TABLE {ALERT_EVENTS} (
+        id INTEGER PRIMARY KEY, alert_id TEXT REFERENCES {ALERTS} (alert_id), at TEXT, kind TEXT, actor TEXT,
+        detail TEXT)""",
+    ALERT_OUTBOX: f"""CREATE TABLE {ALERT_OUTBOX} (
+        id INTEGER PRIMARY KEY, alert_id TEXT, channel TEXT, target TEXT, payload TEXT, created_at TEXT,
+        attempts INTEGER, next_attempt_at TEXT, delivered_at TEXT, last_error TEXT)""",
+}
+ALERT_INDEXES = (
+    f"CREATE INDEX {ALERTS}_state_dedupe_key ON {ALERTS} (state, dedupe_key)",
+    f"CREATE INDEX {ALERTS}_site_cage_state ON {ALERTS} (site, cage_id, state)",
+    f"CREATE INDEX {ALERTS}_opened_at ON {ALERTS} (opened_at)",
+    f"CREATE INDEX {ALERT_EVENTS}_alert_id ON {ALERT_EVENTS} (alert_id, id)",
+    f"CREATE INDEX {ALERT_OUTBOX}_due ON {ALERT_OUTBOX} (delivered_at, next_attempt_at)",
+)
