@@ -226,7 +226,7 @@ def test_upgrade_from_version_5_keeps_accounts_sessions_tokens_and_alerts(tmp_pa
     before = build_version_5_with_legacy_tables(config)
 
     db = open_database(config)  # what `amgs server run` and `amgs server migrate` do
-    assert db.version() == SCHEMA_VERSION == 6
+    assert db.version() == SCHEMA_VERSION == 7
 
     # Backup first: the copy taken before the step holds the old tables and their rows.
     (copy,) = config.storage.backups_dir.glob("collector-*-pre-v6-from-v5.db")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from .models import model
 from .options import config_option, db_option, load
 from .users import users
 
@@ -312,3 +313,4 @@ def serve_api(config_path, db_path) -> None:
 
 
 cli.add_command(users)
+cli.add_command(model)

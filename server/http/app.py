@@ -21,6 +21,8 @@ from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB
 from amgs.server.web.install import install_app
 
 from .api import router as api_router
+from .models_api import device_router as models_device_router
+from .models_api import router as models_router
 
 
 def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
@@ -36,6 +38,8 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     app.state.db = db
     app.state.runtime = runtime
     app.include_router(api_router)
+    app.include_router(models_router)
+    app.include_router(models_device_router)
 
     @app.get("/healthz", summary="Liveness and readiness: database, writer, MQTT")
     def healthz() -> JSONResponse:

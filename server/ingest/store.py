@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from amgs.contract import parse_time
+from amgs.server.models.registry import store_device_models, store_shadow
 from amgs.server.storage.db import (
     ROLLUP_SUMS,
     ROLLUP_TABLES,
@@ -234,6 +235,8 @@ class Ingestor:
         self._apply_anchors(rows, now)
         last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
         self.conn.executemany(_SCORE_INSERT, [_insert_values(r) for r in rows])
+        # a candidate model's score of the same face (shadow mode) is kept apart: never in scores/rollups
+        store_shadow(self.conn, [(c.message, c.row) for c in new if c.message and c.message.get("shadow")])
         for sql in _ROLLUP_ADD_NEW:
             self.conn.execute(sql, [last_rowid])
         per_device: dict[str, list[dict]] = defaultdict(list)
@@ -407,6 +410,7 @@ class Ingestor:
         msg = c.message
         device_id = c.device_id
         self._ensure_device(device_id, c.site)
+        store_device_models(self.conn, device_id, msg)
         t = parse_time(msg["at"]).timestamp()
         clock = msg.get("clock")
         if clock and clock["synced"]:

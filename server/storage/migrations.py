@@ -114,6 +114,13 @@ def _v6(db: sqlite_utils.Database) -> None:
     _adopt(db, ALERT_TABLES_DDL, ALERT_INDEXES)
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """The model registry: models, their evaluations, per-device assignments, events, shadow scores."""
+    from .model_schema import MODEL_TABLES_DDL
+
+    run_script(db.conn, MODEL_TABLES_DDL)
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -123,5 +130,6 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (4, "clock re-anchoring: scores.clock_corrected, clock_anchors", _v4),
     (5, "rejects_5m and rejects_1h (backfilled from status_log), devices.status_t", _v5),
     (6, "web_users, web_sessions, web_tokens, alerts, alert_events, alert_outbox (existing rows kept)", _v6),
+    (7, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v7),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

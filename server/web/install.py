@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..alerts.engine import AlertEngine, wall_clock
 from ..storage.db import require_schema
-from . import api, pages
+from . import api, models_page, pages
 from .config import WebConfig
 from .context import STATIC_DIR, LoginRequired, WebContext, api_actor, api_viewer
 
@@ -32,6 +32,7 @@ def install(
     app.state.amgs_web = ctx
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(models_page.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     from amgs.server.http import access
