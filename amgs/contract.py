@@ -346,6 +346,14 @@ COMMAND = {
             "items": {"type": "string", "pattern": r"^[0-9a-f]{32}$"},
         },
         "seq": {"type": "integer", "minimum": 0},
+        "active": {
+            "oneOf": [MODEL_REF, {"type": "null"}],
+            "description": "model_assign (retained): the model the device scores with (null: its configured one)",
+        },
+        "candidate": {
+            "oneOf": [MODEL_REF, {"type": "null"}],
+            "description": "model_assign: a model scored in shadow beside the active one (null: none)",
+        },
         "at": _TIME,
     },
 }

@@ -48,7 +48,7 @@ def add(file, evaluations, notes, config_path, db_path) -> None:
         evals.append((p / "figures.json" if p.is_dir() else p, name))
     try:
         m = registry.add_model(
-            db.local().conn, config.storage.state_dir / "models", file, evaluations=evals, notes=notes
+            db.local().conn, db.path.parent / "models", file, evaluations=evals, notes=notes
         )
     except registry.RegistryError as e:
         raise _fail(e) from None
