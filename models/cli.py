@@ -419,9 +419,17 @@ _HEADLINE = ("accuracy", "roc_auc", "pearson_r_au_vs_human_mgs", "float_int8_ide
     default=None,
     help="AU-only labels: pain at mean human MGS >= this (default: the model's manifest, else 1.0).",
 )
+@click.option(
+    "--images",
+    "images_list",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Only these images of DATA (one path per line, relative to DATA), e.g. RUN/test_images.txt: the "
+    "held-out test part a training run kept.",
+)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 def evaluate(
-    model, data, out_dir, float_model, dataset_name, record, no_manifest, pain_cutoff, threads
+    model, data, out_dir, float_model, dataset_name, record, no_manifest, pain_cutoff, images_list, threads
 ) -> None:
     """Accuracy, sensitivity, specificity, ROC AUC, calibration, r/ICC vs human MGS, per animal, float vs int8."""
     from amgs.datasets import DatasetError
@@ -439,6 +447,9 @@ def evaluate(
             progress=sys.stderr.isatty(),
             threads=threads,
             pain_cutoff=pain_cutoff,
+            only={ln.strip() for ln in images_list.read_text().splitlines() if ln.strip()}
+            if images_list
+            else None,
         )
     except (DatasetError, ManifestError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -93,6 +93,7 @@ def predict(
     progress: bool = False,
     threads: int = 1,
     pain_cutoff: float | None = None,
+    only: set[str] | None = None,
 ) -> Predictions:
     model = Model(model_path, num_threads=threads)
     scorer = Scorer(model)
@@ -102,6 +103,10 @@ def predict(
     # AU-only labels: the cut-off the model was trained with (manifest), unless given
     cutoff = pain_cutoff if pain_cutoff is not None else (model.manifest.pain_cutoff or 1.0)
     items = labelled_items(Path(data_root), cutoff)
+    if only is not None:  # e.g. the test part a training run kept (RUN/test_images.txt)
+        items = [it for it in items if str(it.path.relative_to(data_root)) in only]
+        if not items:
+            raise ValueError(f"{data_root}: none of the listed images is there")
     iterator: Any = items
     if progress:
         from tqdm import tqdm
@@ -252,6 +257,7 @@ def evaluate(
     progress: bool = False,
     threads: int = 1,
     pain_cutoff: float | None = None,
+    only: set[str] | None = None,
 ) -> EvaluationResult:
     from amgs.models.report import write_report
 
@@ -259,7 +265,7 @@ def evaluate(
     manifest = read_manifest(manifest_path_for(model_path))
     if write_manifest:
         check_recordable(manifest_path_for(model_path))
-    pred = predict(model_path, data_root, float_model, progress, threads, pain_cutoff)
+    pred = predict(model_path, data_root, float_model, progress, threads, pain_cutoff, only)
     figs = figures(pred, manifest.threshold)
     animals = metrics.per_animal(pred.animals, pred.p_int8, pred.labels, pred.human_mgs, manifest.threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
