@@ -4,6 +4,8 @@ from per-rater action units only (au_scores.csv), no animals.csv: what many labs
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -28,3 +30,22 @@ def make_lab_folder(dst: Path, n: int, *, seed: int = 5, size: int = 96, n_anima
         for row in rows[1:]:
             w.writerow([rename[row[0]], *row[1:]])
     return dst
+
+
+def variant_of(model_path, out_dir, version: str):
+    """The shipped model with bytes appended (the interpreter ignores them): another file, another sha256,
+    the same scores. A quick stand-in for a retrained model when training is not what is tested."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = model_path.read_bytes() + f"amgs-test-variant {version}".encode()
+    target = out_dir / f"variant-{version}.tflite"
+    target.write_bytes(data)
+    m = json.loads(model_path.with_suffix(".manifest.json").read_text())
+    m.update(
+        file=target.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        name="lab-mgs",
+        version=version,
+        evaluation=[],
+    )
+    target.with_suffix(".manifest.json").write_text(json.dumps(m))
+    return target

@@ -16,7 +16,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 from device_helpers import make_replay, write_config
-from lab_helpers import make_lab_folder
+from lab_helpers import make_lab_folder, variant_of
 from server_support import get_json, get_text, wait_for
 
 from amgs.cli import main
@@ -51,27 +51,6 @@ def lab_model(tmp_path_factory):
         "--synthetic", "--size", "75", "--calibration-count", "8", "--no-edgetpu",
     )  # fmt: skip
     return tflite, run
-
-
-def variant_of(model_path, out_dir, version: str):
-    """The shipped model with bytes appended (the interpreter ignores them): another file, another sha256,
-    the same scores. A quick stand-in for a retrained model when training is not what is tested."""
-    import hashlib
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = model_path.read_bytes() + f"amgs-test-variant {version}".encode()
-    target = out_dir / f"variant-{version}.tflite"
-    target.write_bytes(data)
-    m = json.loads(model_path.with_suffix(".manifest.json").read_text())
-    m.update(
-        file=target.name,
-        sha256=hashlib.sha256(data).hexdigest(),
-        name="lab-mgs",
-        version=version,
-        evaluation=[],
-    )
-    target.with_suffix(".manifest.json").write_text(json.dumps(m))
-    return target
 
 
 def test_roll_out_refuse_corrupt_shadow_promote_with_a_variant(tmp_path, broker, synth_set, model_path):
