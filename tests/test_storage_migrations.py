@@ -229,7 +229,7 @@ def test_upgrade_from_version_5_keeps_accounts_sessions_tokens_and_alerts(tmp_pa
     assert db.version() == SCHEMA_VERSION == 7
 
     # Backup first: the copy taken before the step holds the old tables and their rows.
-    (copy,) = config.storage.backups_dir.glob("collector-*-pre-v6-from-v5.db")
+    (copy,) = config.storage.backups_dir.glob(f"collector-*-pre-v{SCHEMA_VERSION}-from-v5.db")
     with sqlite3.connect(copy) as old:
         assert old.execute("PRAGMA user_version").fetchone()[0] == 5
         assert old.execute("SELECT count(*) FROM alert_outbox").fetchone()[0] == 2
@@ -273,7 +273,8 @@ def test_unmigrated_database_is_refused_with_advice(tmp_path):
     CollectorDB(path).migrate(target=5)
     db = sqlite_utils.Database(path)
     with pytest.raises(
-        DatabaseError, match=r"schema version 5, the alert engine needs 6: run `amgs server migrate`"
+        DatabaseError,
+        match=rf"schema version 5, the alert engine needs {SCHEMA_VERSION}: run `amgs server migrate`",
     ):
         AlertEngine(db, AlertsConfig(), NotifyConfig(mqtt={"enabled": False}))
     with pytest.raises(DatabaseError, match="schema version 0"):
