@@ -153,6 +153,11 @@ username = "collector"
 password_file = "$ETC/collector-mqtt-password"
 site = "$SITE"
 
+[notify.mqtt]
+# the alert publisher's own account: the broker binds every client id to its account
+username = "collector-alerts"
+password_file = "$ETC/collector-alerts-mqtt-password"
+
 [storage]
 state_dir = "$STATE_DIR"
 backup_before_migrate = true

@@ -31,6 +31,16 @@ class ConfigError(ValueError):
     """The collector configuration is missing, unreadable or invalid; the message says what to fix."""
 
 
+def read_secret(path: Path | None, key: str) -> str | None:
+    """A password from its own file (stripped), or None when no file is set; never logged."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{key} {str(path)!r} cannot be read: {e}") from None
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are refused."""
 
@@ -52,8 +62,11 @@ class MqttConfig(Section):
     username: str | None = Field(None, description="the collector's broker account")
     password_file: Path | None = Field(None, description="file holding the collector's MQTT password")
     tls: TlsConfig | None = None
-    client_id: str = Field(
-        "amgs-collector", pattern=ID_PATTERN, description="fixed: the broker keeps the session under it"
+    client_id: str | None = Field(
+        None,
+        pattern=ID_PATTERN,
+        description="the broker keeps the collector's persistent session under it; default: the username "
+        "(the shipped broker config makes every client id its account name), else amgs-collector",
     )
     site: str = Field("+", description="site to collect ('+' = every site on this broker)")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive")
@@ -86,14 +99,14 @@ class MqttConfig(Section):
             raise ValueError("must be '+' or a site id (letters, digits, '_', '.', '-')")
         return v
 
+    @property
+    def session_id(self) -> str:
+        """The client id of the collector's ingest session."""
+        return self.client_id or self.username or "amgs-collector"
+
     def password(self) -> str | None:
         """Read the password file (stripped); never logged."""
-        if self.password_file is None:
-            return None
-        try:
-            return self.password_file.read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"mqtt.password_file {str(self.password_file)!r} cannot be read: {e}") from None
+        return read_secret(self.password_file, "mqtt.password_file")
 
 
 class StorageConfig(Section):

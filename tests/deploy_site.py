@@ -107,6 +107,7 @@ class Site:
             f'password_file = "{self.etc}/passwd"\nacl_file = "{self.etc}/acl"\n'
             f'ca_cert = "{self.certs}/ca.crt"\nstate_dir = "{self.state}"\n'
             f'collector_password_file = "{self.amgs_etc}/collector-mqtt-password"\n'
+            f'alerts_password_file = "{self.amgs_etc}/collector-alerts-mqtt-password"\n'
             f'server_config = "{self.amgs_etc}/server.toml"\n'
             f'reload_command = ["sh", "-c", "{hup}"]\n'
             f'broker_group = "{"mosquitto" if user else ""}"\ncollector_group = ""\n'
@@ -258,6 +259,8 @@ def write_server_toml(site: Site, state_dir: Path, http_port: int, extra: str = 
     path.write_text(
         f'[mqtt]\nhost = "127.0.0.1"\nport = {site.plain_port}\nusername = "collector"\n'
         f'password_file = "{site.amgs_etc}/collector-mqtt-password"\nsite = "{site.site}"\n\n'
+        f'[notify.mqtt]\nusername = "collector-alerts"\n'
+        f'password_file = "{site.amgs_etc}/collector-alerts-mqtt-password"\n\n'
         f'[storage]\nstate_dir = "{state_dir}"\n\n[http]\nbind = "127.0.0.1"\nport = {http_port}\n\n{extra}'
     )
     return path

@@ -74,3 +74,26 @@ def test_alert_job_on_ingested_data(tmp_path):
     store.process([status("dev2", now - 20 * 60, state="offline", cages=["C3"])])
     kinds = {(c.kind, c.alert["rule"], c.alert["cage_id"]) for c in runner.evaluate_once()}
     assert ("opened", "device_offline", "C3") in kinds and ("resolved", "device_error", "C3") not in kinds
+
+
+def test_a_revoked_device_raises_no_offline_alert(tmp_path):
+    """`amgs provision revoke` marks the device revoked: its silence is intended, not an outage."""
+    config = parse_config(
+        {"storage": {"state_dir": str(tmp_path / "state")}, "notify": {"mqtt": {"enabled": False}}}
+    )
+    db = open_database(config)
+    store = Ingestor(db, config)
+    now = time.time()
+    for cage in ("C1", "C2"):
+        save(db.local().conn, "cages", {"cage_id": cage, "site_id": SITE})
+    store.process([status(d, now - 3 * 3600, cages=[c]) for d, c in (("dev1", "C1"), ("dev2", "C2"))])
+    store.process(
+        [status(d, now - 20 * 60, "offline", cages=[c]) for d, c in (("dev1", "C1"), ("dev2", "C2"))]
+    )
+    db.local().conn.execute(
+        "UPDATE devices SET state = 'revoked', registered = 0, last_seen = ? WHERE device_id = 'dev2'",
+        [now - 20 * 60],  # silent since: would count as offline
+    )
+    runner = AlertRunner(db.local, config.alerts, config.notify, mqtt=None)
+    opened = {(c.alert["rule"], c.alert["cage_id"]) for c in runner.evaluate_once() if c.kind == "opened"}
+    assert ("device_offline", "C1") in opened and ("device_offline", "C2") not in opened

@@ -85,3 +85,28 @@ def test_demo_runs_alerts_and_stops_cleanly_on_ctrl_c(tmp_path):
         socket.create_connection(("127.0.0.1", broker_port), timeout=1).close()
     with pytest.raises(OSError):  # and so did the dashboard
         urllib.request.urlopen(url, timeout=2)
+
+
+def _demo_run(workdir, *extra: str) -> str:
+    cmd = [sys.executable, "-m", "amgs.cli", "-v", "demo", "--workdir", str(workdir), "--port", "0"]
+    cmd += ["--replay-seconds", "10", "--variants", "1", "--duration", "20", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=workdir.parent)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+def test_a_second_demo_run_starts_clean_and_every_score_is_confirmed(tmp_path):
+    """Outside test: a second `bash scripts/demo.sh` kept the broker's retained watermarks but not the
+    collector's database, so devices renumbered after a stale watermark and were never confirmed."""
+    import sqlite3
+
+    workdir = tmp_path / "demo"
+    _demo_run(workdir)
+    out = _demo_run(workdir)
+    assert "state directory reset" not in out and "watermark went back" not in out, out[-3000:]
+    db = sqlite3.connect(workdir / "collector" / "collector.db")
+    rows = db.execute("SELECT device_id, committed_seq, max_seq FROM devices WHERE max_seq > 0").fetchall()
+    assert rows and all(committed == top for _, committed, top in rows), rows
+    assert db.execute("SELECT min(seq) FROM scores").fetchone()[0] == 1  # numbering started afresh
+    kept = _demo_run(workdir, "--keep")  # --keep keeps all three: database, devices and broker
+    assert "state directory reset" not in kept and "watermark went back" not in kept, kept[-3000:]

@@ -69,7 +69,8 @@ def test_passwords_are_never_printed_logged_or_stored_in_clear(site, caplog):
     outputs = [ok(site.provision("collector")).output]
     outputs.append(ok(site.provision("device", "box-01", "--cage", "C1")).output)
     outputs.append(ok(site.provision("device", "box-01", "--cage", "C1", "--rotate")).output)
-    secrets = [site.password("box-01"), site.collector_password()]
+    alerts_password = (site.amgs_etc / "collector-alerts-mqtt-password").read_text().strip()
+    secrets = [site.password("box-01"), site.collector_password(), alerts_password]
     assert all(len(s) >= 40 for s in secrets)
     clear_text = [
         *outputs,
@@ -82,7 +83,7 @@ def test_passwords_are_never_printed_logged_or_stored_in_clear(site, caplog):
     for secret in secrets:
         assert not any(secret in text for text in clear_text)
     hashes = dict(line.split(":", 1) for line in (site.etc / "passwd").read_text().splitlines())
-    assert set(hashes) == {"collector", "box-01"}
+    assert set(hashes) == {"collector", "collector-alerts", "box-01"}
     assert all(h.startswith("$7$") for h in hashes.values())  # PBKDF2-SHA512, mosquitto 2.0
 
 
@@ -140,8 +141,13 @@ def test_collector_registration_and_revocation(site):
     )
     assert [(c, e) for c, e in rows] == [("C1", None), ("C2", None)]
     assert {r[0] for r in db.execute("SELECT cage_id FROM cages")} == {"C1", "C2"}
+    db.execute("UPDATE devices SET state = 'online' WHERE device_id = 'box-01'")  # as its last status said
+    db.commit()
     ok(site.provision("revoke", "box-01"))
-    assert db.execute("SELECT registered FROM devices WHERE device_id = 'box-01'").fetchone() == (0,)
+    assert db.execute("SELECT registered, state FROM devices WHERE device_id = 'box-01'").fetchone() == (
+        0,
+        "revoked",
+    )
     assert db.execute("SELECT count(*) FROM device_assignments WHERE end_t IS NULL").fetchone() == (0,)
 
 
@@ -151,7 +157,7 @@ def test_revoke_removes_password_acl_and_bundle(site):
     ok(site.provision("device", "box-02", "--cage", "C2"))
     ok(site.provision("revoke", "box-01"))
     users = [line.split(":")[0] for line in (site.etc / "passwd").read_text().splitlines()]
-    assert users == ["collector", "box-02"]
+    assert users == ["collector", "collector-alerts", "box-02"]
     acl = (site.etc / "acl").read_text()
     assert "box-01" not in acl and "user box-02" in acl
     assert not (site.state / "bundles" / "box-01").exists()

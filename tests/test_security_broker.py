@@ -222,3 +222,88 @@ def test_viewer_reads_alerts_and_nothing_else(site, clients):
     assert got == {alert}
     for topic in (alert, contract.score_topic(SITE, "cage-a"), contract.ack_topic(SITE, "cage-a")):
         assert v.publish(topic, b"{}").is_failure
+
+
+def test_alert_publisher_account_writes_alert_state_and_nothing_else(site, clients):
+    """The collector's second connection has its own account: alert topics only."""
+    password = (site.amgs_etc / "collector-alerts-mqtt-password").read_text().strip()
+    pub = Client(site.plain_port, "collector-alerts", password)
+    clients.append(pub)
+    assert not pub.connect().is_failure
+    col = collector(site, clients)  # both of the collector's connections at once: neither kicks the other
+    alert = contract.alert_topic(SITE, "c2")
+    assert not pub.publish(alert, b'{"state": "open"}', retain=True).is_failure
+    for topic in (contract.ack_topic(SITE, "cage-a"), contract.command_topic(SITE, "cage-a")):
+        assert pub.publish(topic, b"{}").is_failure
+    pub.subscribe(f"{contract.TOPIC_ROOT}/{SITE}/+/score")
+    a = device(site, clients, "cage-a")
+    a.publish(contract.score_topic(SITE, "cage-a"), score_payload("cage-a", "c1"))
+    assert [t for t, _, _ in pub.drain(1.0) if t.endswith("/score")] == []
+    assert pub.disconnects.empty() and col.disconnects.empty()
+
+
+def _session_client(port: int, user: str, password: str, client_id: str, clean: bool):
+    """A raw paho v5 client with a persistent (or clean) session, as the collector's receiver uses."""
+    import queue
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, password)
+    got: queue.Queue = queue.Queue()
+    acks: queue.Queue = queue.Queue()
+    c.on_connect = lambda c_, u, f, rc, p: acks.put(rc)
+    c.on_message = lambda c_, u, m: got.put(m.payload)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0 if clean else 3600
+    c.connect("127.0.0.1", port, keepalive=30, clean_start=clean, properties=props)
+    c.loop_start()
+    assert not acks.get(timeout=10).is_failure
+    return c, got
+
+
+def test_no_account_can_take_the_collectors_session_on_any_listener(site, clients):
+    """The collector's queued backlog survives any other account connecting with the collector's client id,
+    on the loopback listener too (outside test: 0 of 20 queued scores survived a 3 s takeover)."""
+    import queue
+    import time
+
+    collector_id = "collector"  # its account name: the broker binds client ids to accounts
+    col, got = _session_client(site.plain_port, "collector", site.collector_password(), collector_id, False)
+    col.subscribe(f"{contract.TOPIC_ROOT}/{SITE}/+/score", qos=1)
+    time.sleep(0.5)
+    col.loop_stop()
+    col.disconnect()
+    time.sleep(0.5)
+    a = device(site, clients, "cage-a")
+    for seq in range(1, 21):
+        assert not a.publish(
+            contract.score_topic(SITE, "cage-a"), score_payload("cage-a", "c1", seq)
+        ).is_failure
+    for stolen_id in (collector_id, "amgs-collector"):
+        for port in (site.plain_port, site.tls_port):
+            if port == site.tls_port:
+                thief = Client(port, "cage-b", site.password("cage-b"), ca=site.ca, client_id=stolen_id)
+                clients.append(thief)
+                assert not thief.connect().is_failure
+                time.sleep(1.0)
+                thief.close()
+            else:
+                t, _ = _session_client(port, "cage-b", site.password("cage-b"), stolen_id, True)
+                time.sleep(1.0)
+                t.loop_stop()
+                t.disconnect()
+    col, got = _session_client(site.plain_port, "collector", site.collector_password(), collector_id, False)
+    received = []
+    deadline = time.monotonic() + 10
+    while len(received) < 20 and time.monotonic() < deadline:
+        try:
+            received.append(json.loads(got.get(timeout=0.5))["seq"])
+        except queue.Empty:
+            pass
+    col.loop_stop()
+    col.disconnect()
+    assert sorted(received) == list(range(1, 21)), f"the collector's queue lost {20 - len(received)} scores"

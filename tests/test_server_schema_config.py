@@ -102,7 +102,7 @@ def test_newer_schema_is_refused_with_advice(tmp_path):
 
 def test_example_config_is_valid():
     config = load_config(ROOT / "examples" / "server.toml")
-    assert config.mqtt.client_id and config.storage.wal
+    assert config.mqtt.session_id == "amgs-collector" and config.storage.wal
 
 
 @pytest.mark.parametrize(

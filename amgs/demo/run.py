@@ -191,7 +191,9 @@ class Demo:
         from .devices import SimDevice
         from .study import build_bank, study_animals
 
-        for old in ("collector", "devices"):
+        # A fresh demo resets all three together: the broker's retained watermarks describe the old database,
+        # and devices that met them would take themselves for reset and renumber (never confirmed after).
+        for old in ("collector", "devices", "broker"):
             if self.fresh and (self.workdir / old).exists():
                 shutil.rmtree(self.workdir / old)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -325,7 +327,11 @@ class Demo:
     help="auto: the model's scores if it responds to grimace, else scores drawn from the study curve.",
 )
 @click.option("--variants", default=3, show_default=True, help="Rendered faces per coat and grimace level.")
-@click.option("--keep", is_flag=True, help="Keep the previous demo database instead of starting fresh.")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the previous demo (database, devices, broker) instead of starting fresh.",
+)
 @click.option(
     "--broker",
     type=click.Choice(["mosquitto", "amqtt"]),

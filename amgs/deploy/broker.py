@@ -58,6 +58,11 @@ def collector_acl() -> list[str]:
     return lines
 
 
+def alerts_acl() -> list[str]:
+    """The collector's alert publisher: the retained alert state of every cage, nothing else."""
+    return [f"topic readwrite {_wildcard(contract.alert_topic(_ANY_SITE, _ANY_ITEM), _ANY_SITE, _ANY_ITEM)}"]
+
+
 def viewer_acl() -> list[str]:
     """A display or pager gateway: reads the current alert state of every cage, nothing else."""
     return [f"topic read {_wildcard(contract.alert_topic(_ANY_SITE, _ANY_ITEM), _ANY_SITE, _ANY_ITEM)}"]
@@ -70,6 +75,9 @@ def render_acl(collector_user: str, devices: dict[str, dict[str, Any]]) -> str:
         "",
         f"user {collector_user}",
         *collector_acl(),
+        "",
+        f"user {collector_user}-alerts",
+        *alerts_acl(),
     ]
     for name in sorted(devices):
         rec = devices[name]

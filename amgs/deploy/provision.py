@@ -90,22 +90,34 @@ def _cfg(ctx: click.Context) -> ProvisionConfig:
 @click.option("--rotate", is_flag=True, help="Replace the collector's existing password.")
 @click.pass_context
 def collector(ctx: click.Context, rotate: bool) -> None:
-    """Create the collector's broker account; its password goes to collector_password_file."""
+    """Create the collector's two broker accounts (ingest session, alert publisher) with their passwords.
+
+    The broker binds each client id to its account, so each of the collector's connections has its own.
+    Run again after an upgrade: an account that is missing is created, existing ones are kept.
+    """
     cfg = _cfg(ctx)
+    accounts = (
+        (cfg.collector_user, cfg.collector_password_file),
+        (cfg.alerts_user, cfg.alerts_password_file),
+    )
     with locked_registry(cfg) as reg:
-        if reg.collector_created and cfg.collector_password_file.exists() and not rotate:
-            click.echo(
-                f"collector account {cfg.collector_user} exists (use --rotate to replace its password)"
-            )
+        made = []
+        for user, password_file in accounts:
+            if reg.collector_created and password_file.exists() and not rotate:
+                click.echo(f"collector account {user} exists (use --rotate to replace its password)")
+                continue
+            password = new_password()
+            set_password(cfg, user, password)
+            write_private(password_file, password + "\n", 0o640, cfg.collector_group)
+            made.append((user, password_file))
+        if not made:
             return
-        password = new_password()
-        set_password(cfg, cfg.collector_user, password)
-        write_private(cfg.collector_password_file, password + "\n", 0o640, cfg.collector_group)
         reg.collector_created = True
         reg.save()
         write_acl(cfg, reg)
         reload_broker(cfg)
-    click.echo(f"collector account {cfg.collector_user}: password in {cfg.collector_password_file}")
+    for user, password_file in made:
+        click.echo(f"collector account {user}: password in {password_file}")
 
 
 @cli.command()
@@ -146,8 +158,8 @@ def device(
             contract.check_id(cage, "cage")
     except contract.ContractError as e:
         raise click.BadParameter(str(e)) from None
-    if name == cfg.collector_user:
-        raise click.BadParameter(f"{name!r} is the collector's account name")
+    if name in (cfg.collector_user, cfg.alerts_user):
+        raise click.BadParameter(f"{name!r} is one of the collector's account names")
     doc = device_config(cfg, name, list(cages), source, [parse_region(r) for r in regions])
     with locked_registry(cfg) as reg:
         rec = reg.devices.get(name, {})
@@ -183,8 +195,8 @@ def viewer(ctx: click.Context, name: str, rotate: bool) -> None:
         contract.check_id(name, "account name")
     except contract.ContractError as e:
         raise click.BadParameter(str(e)) from None
-    if name == cfg.collector_user:
-        raise click.BadParameter(f"{name!r} is the collector's account name")
+    if name in (cfg.collector_user, cfg.alerts_user):
+        raise click.BadParameter(f"{name!r} is one of the collector's account names")
     with locked_registry(cfg) as reg:
         rec = reg.devices.get(name, {})
         if reg.active(name) and (rec.get("kind") != "viewer" or not rotate):

@@ -35,8 +35,12 @@ class ProvisionConfig(BaseModel):
         "mosquitto", description="group the broker reads passwd/acl as; '' = leave the group alone"
     )
     state_dir: Path = Field(Path("/var/lib/amgs-provision"), description="registry and device bundles")
-    collector_user: Id = "collector"
+    collector_user: Id = Field("collector", description="the collector's broker account (its ingest session)")
     collector_password_file: Path = Path("/etc/amgs/collector-mqtt-password")
+    alerts_password_file: Path = Field(
+        Path("/etc/amgs/collector-alerts-mqtt-password"),
+        description="password of the collector's alert publisher, account '<collector_user>-alerts'",
+    )
     collector_group: str | None = Field(
         "amgs", description="group the collector service runs as; '' = leave the group alone"
     )
@@ -49,6 +53,11 @@ class ProvisionConfig(BaseModel):
     )
     device_etc: Path = Field(Path("/etc/amgs"), description="where the bundle is installed on the device")
     mosquitto_passwd: str = "mosquitto_passwd"
+
+    @property
+    def alerts_user(self) -> str:
+        """The alert publisher's account: the broker binds client ids to accounts, one per connection."""
+        return f"{self.collector_user}-alerts"
 
     @property
     def registry_path(self) -> Path:

@@ -61,7 +61,12 @@ def _record_device(storage, site: str, name: str, cages: list[str], active: bool
                         {"device_id": name, "cage_id": cage, "view": cage, "start": start},
                     )
             else:
-                conn.execute("UPDATE devices SET registered = 0 WHERE device_id = ?", [name])
+                # The broker's ACL now refuses the device's last will too, so no "offline" will ever come:
+                # the collector shows what provisioning knows (and the offline rule leaves it alone).
+                conn.execute(
+                    "UPDATE devices SET registered = 0, state = 'revoked', state_since = ? WHERE device_id = ?",
+                    [now, name],
+                )
     finally:
         conn.close()
 

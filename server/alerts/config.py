@@ -114,6 +114,12 @@ class MqttNotify(_Strict):
     """Publish each cage's current alert state, retained, on ``amgs.contract.alert_topic`` (QoS 1)."""
 
     enabled: bool = Field(True, description="publish alert states over MQTT")
+    username: str | None = Field(
+        None,
+        description="the alert publisher's own broker account (provisioned as '<mqtt.username>-alerts'); "
+        "default: the collector's [mqtt] account",
+    )
+    password_file: Path | None = Field(None, description="file holding that account's password")
     publish_timeout_s: float = Field(10, gt=0, description="a publish not acknowledged by then is retried")
 
 

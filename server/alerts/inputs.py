@@ -50,6 +50,8 @@ def device_snapshots(conn, cfg: AlertsConfig, now: datetime) -> list[DeviceSnaps
         "SELECT device_id, site, state, state_since, last_seen, errors_json, views_json FROM devices"
     ):
         device_id, state, last_seen = row["device_id"], row["state"], row["last_seen"]
+        if state == "revoked":
+            continue  # taken off the broker on purpose (amgs provision revoke): nothing to alert about
         cages = set(assigned.get(device_id, ()))
         errors: list[str] = []
         for view in _views(row["views_json"]):

@@ -19,7 +19,7 @@ def periodic_jobs(config) -> list[PeriodicJob]:
         if "r" not in holder:
             state = getattr(ctx.app, "state", None)
             engine = getattr(state, "alert_engine", None)
-            mqtt = mqtt_params(config.mqtt) if config.notify.mqtt.enabled else None
+            mqtt = mqtt_params(config.mqtt, config.notify.mqtt) if config.notify.mqtt.enabled else None
             holder["r"] = AlertRunner(ctx.db.local, config.alerts, config.notify, mqtt, engine=engine)
             if state is not None:
                 state.alert_runner = holder["r"]

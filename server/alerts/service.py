@@ -22,14 +22,22 @@ from .rules import evaluate
 log = logging.getLogger(__name__)
 
 
-def mqtt_params(mqtt_cfg: Any) -> dict[str, Any]:
-    """Connection settings for the alert publisher from the collector's ``[mqtt]`` section."""
+def mqtt_params(mqtt_cfg: Any, notify_mqtt: Any) -> dict[str, Any]:
+    """Connection settings for the alert publisher: the collector's broker (``[mqtt]``) with the publisher's
+    own account (``[notify.mqtt]``) when it has one; its client id is that account's name."""
+    from amgs.server.config import read_secret
+
+    if notify_mqtt.username:
+        user = notify_mqtt.username
+        password = read_secret(notify_mqtt.password_file, "notify.mqtt.password_file")
+    else:
+        user, password = mqtt_cfg.username, mqtt_cfg.password()
     return {
         "host": mqtt_cfg.host,
         "port": mqtt_cfg.port,
-        "client_id": f"{mqtt_cfg.client_id}-alerts",
-        "username": mqtt_cfg.username,
-        "password": mqtt_cfg.password(),
+        "client_id": notify_mqtt.username or f"{mqtt_cfg.session_id}-alerts",
+        "username": user,
+        "password": password,
         "tls": mqtt_cfg.tls,
     }
 

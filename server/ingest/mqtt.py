@@ -45,7 +45,7 @@ class MqttIngest:
         self.v5 = self.cfg.protocol == "5"
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=self.cfg.client_id,
+            client_id=self.cfg.session_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
             clean_session=None if self.v5 else False,  # 3.1.1: a persistent session the old way
             manual_ack=True,

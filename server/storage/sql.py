@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from amgs.sqlite_tx import rollback, write_transaction
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 __all__ = ["database", "where", "rollback", "write_transaction"]
 
 
 def database(db: sqlite3.Connection | sqlite_utils.Database) -> sqlite_utils.Database:
     """The sqlite-utils view of a connection, for dict rows: ``database(conn).query(sql, params)``."""
+    import sqlite_utils  # here, not at the top: the `amgs server` command group loads on a Pi without it
+
     return db if isinstance(db, sqlite_utils.Database) else sqlite_utils.Database(db, execute_plugins=False)
 
 
