@@ -50,6 +50,15 @@ def lab_model(tmp_path_factory):
         "--name", "lab-mgs", "--version", "1.0.0", "--training-data", "pytest lab folder (synthetic faces)",
         "--synthetic", "--size", "75", "--calibration-count", "8", "--no-edgetpu",
     )  # fmt: skip
+    # the int8 model on exactly the test part the run kept
+    report = root / "int8-heldout"
+    _cli(
+        "model", "evaluate", str(tflite), str(lab), "--images", str(run / "test_images.txt"), "-o", str(report),
+        "--float-model", str(run / "model.keras"), "--dataset-name", "lab held-out animals",
+    )  # fmt: skip
+    n_test = len((run / "test_images.txt").read_text().split())
+    assert json.loads((report / "figures.json").read_text())["tp"] is not None
+    assert f"images: {n_test} scored" in (report / "report.md").read_text()
     return tflite, run
 
 

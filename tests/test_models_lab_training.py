@@ -154,6 +154,25 @@ def test_evaluate_leaves_the_manifest_alone_unless_asked(synth_set, tmp_path, mo
     )
     assert r.exit_code == 0, r.output
     assert json.loads(copy.with_suffix(".manifest.json").read_text())["evaluation"][-1]["dataset"] == "lab-x"
+    # only the listed images (a training run's test_images.txt)
+    some = sorted(str(p.relative_to(synth_set)) for p in (synth_set / "pain").glob("*.jpg"))[:3]
+    (tmp_path / "list.txt").write_text("\n".join(some) + "\n")
+    r = CliRunner().invoke(
+        main,
+        [
+            "model",
+            "evaluate",
+            str(model_path),
+            str(synth_set),
+            "-o",
+            str(tmp_path / "d"),
+            "--images",
+            str(tmp_path / "list.txt"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    figs = json.loads((tmp_path / "d" / "figures.json").read_text())
+    assert figs["tp"] + figs["fp"] + figs["tn"] + figs["fn"] == 3
 
 
 @pytest.mark.slow
