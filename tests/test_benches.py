@@ -67,3 +67,14 @@ def test_bench_scoring():
     out = run_bench("bench_scoring.py", "--n", "2", "--rounds", "1", timeout=600)
     assert re.search(rf"^litert\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
     assert out.count("overhead ratio") == 3, out
+
+
+def test_bench_shadow():
+    out = run_bench("bench_shadow.py", "--n", "2")
+    assert re.search(rf"active \+ candidate:\s+{NUMBER} ms per face \(median\)\s+ratio {NUMBER}", out), out
+
+
+def test_bench_lab_training():
+    out = run_bench("bench_lab_training.py", "--n", "16", "--size", "75", "--batch-size", "4", timeout=900)
+    for line in ("decode + preprocess", "head: one epoch", "finetune: whole run"):
+        assert line in out, out
