@@ -239,7 +239,7 @@ class Agent:
 
     def score_selection(self, sel: Selection) -> dict[str, Any]:
         c = sel.chosen
-        s = self.scorer.score_input(to_model_input(c.pixels, self.scorer.manifest.input))
+        s = self._score_active(c.pixels)
         self.health.inference_ms = s.inference_ms
         shadow = self._shadow(c.pixels)
         msg_id = new_msg_id()
@@ -275,6 +275,16 @@ class Agent:
             "has_crop": has_crop,
             **({"shadow": shadow} if shadow else {}),
         }
+
+    def _score_active(self, pixels: Any) -> Any:
+        """The active model's score; a model that fails here is rolled back and the face scored again."""
+        try:
+            return self.scorer.score_input(to_model_input(pixels, self.scorer.manifest.input))
+        except Exception as e:
+            if not self.models.on_scoring_error(self, e):
+                raise
+        spec = self.scorer.manifest.input
+        return self.scorer.score_input(to_model_input(_fit(pixels, spec.width, spec.height), spec))
 
     def _shadow(self, pixels: Any) -> dict[str, Any] | None:
         """The candidate model's score of the same face (never drives anything on the collector)."""
@@ -315,12 +325,7 @@ class Agent:
                 outcome = self.selectors[view.name].select(frames)
                 self.health.reject(outcome.rejected)
                 if outcome.selection is not None:
-                    try:
-                        records.append(self.score_selection(outcome.selection))
-                    except Exception as e:
-                        if not self.models.on_scoring_error(self, e):
-                            raise
-                        records.append(self.score_selection(outcome.selection))
+                    records.append(self.score_selection(outcome.selection))
         cursors = {name: src.position} if src.position is not None else {}
         if not records and not cursors:
             return 0
@@ -443,6 +448,16 @@ class Agent:
         left = self.outbox.count()
         if left:
             log.warning("replay done; %d score(s) still wait for confirmation and stay in the outbox", left)
+
+
+def _fit(pixels: Any, width: int, height: int) -> Any:
+    """A face crop at another model's input size (bilinear), for a candidate or after a roll-back."""
+    if (width, height) == pixels.shape[1::-1]:
+        return pixels
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
 
 
 def run_agent(cfg: DeviceConfig) -> int:

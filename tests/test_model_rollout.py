@@ -72,6 +72,7 @@ def test_roll_out_refuse_corrupt_shadow_promote_with_a_variant(tmp_path, broker,
     rollout_flow(tmp_path, broker, synth_set, model_path, new, tmp_path / "eval", n=200)
 
 
+@pytest.mark.timeout(1800)  # training + int8 conversion on a shared 2-core machine take most of it
 def test_train_add_roll_out_refuse_corrupt_shadow_promote(lab_model, tmp_path, broker, synth_set, model_path):
     from amgs.manifest import read_manifest
 
