@@ -4,6 +4,7 @@ and time-course query latency on a synthetic 100 cages x 90 days database, print
     .venv/bin/python bench/bench_server.py                 # full run (a few minutes)
     .venv/bin/python bench/bench_server.py --quick         # smaller, for a smoke check
     .venv/bin/python bench/bench_server.py --ingest-only   # the ingest part alone (~30 s)
+    .venv/bin/python bench/bench_server.py --query-only    # the query part alone (~4 min, most of it the build)
 
 Ingest is measured as a backlog drain, the collector's hardest realistic load (a broker holding a day of
 scores after an outage): the collector's persistent session is created, the collector stopped, N scores
@@ -36,6 +37,7 @@ from amgs.demo import loadgen
 from amgs.server.config import parse_config
 from amgs.server.ingest.classify import score_row
 from amgs.server.query import timecourse as tc
+from amgs.server.query.overview import overview
 from amgs.server.service import Collector
 from amgs.server.storage.db import ROLLUP_SUMS, SCORE_COLUMNS, open_database
 
@@ -224,33 +226,11 @@ def queries(config, db, end: float, repeats: int) -> dict:
             ),
             repeats,
         ),
-        "facility overview, 100 cages, 24 h": timed(lambda: tc.overview(conn, now, 24), repeats),
+        "facility overview, 100 cages, 24 h": timed(lambda: overview(conn, now, 24), repeats),
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
-    ap.add_argument("--messages", type=int, default=None, help="scores for the batched drain (default 50000)")
-    ap.add_argument(
-        "--per-message", type=int, default=None, help="scores for the one-commit-per-message drain"
-    )
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument(
-        "--ingest-only", action="store_true", help="skip the query part (no 90-day database build)"
-    )
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
-    n_batched = args.messages or (5000 if args.quick else 50000)
-    n_single = args.per_message or (1000 if args.quick else 5000)
-    days = 10 if args.quick else 90
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="amgs-bench-server-"))
-    work.mkdir(parents=True, exist_ok=True)
-
-    print(
-        f"# collector benchmark - {platform.node()} {platform.machine()} Python {platform.python_version()}"
-    )
-    print(f"# workdir {work}; synchronous=FULL (each commit is on disk before its PUBACK)")
+def ingest(work: Path, n_single: int, n_batched: int) -> None:
     with LocalBroker(workdir=work / "broker") as broker:
         print(f"# broker: {broker.kind} on port {broker.port}")
         single = drain(work, broker, n_single, batch_max=1)
@@ -272,6 +252,33 @@ def main() -> None:
         " process (writer), recv CPU = its MQTT receiver process, msg/CPU-s = scores per CPU-second of both"
     )
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
+    ap.add_argument("--messages", type=int, default=None, help="scores for the batched drain (default 50000)")
+    ap.add_argument(
+        "--per-message", type=int, default=None, help="scores for the one-commit-per-message drain"
+    )
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument(
+        "--ingest-only", action="store_true", help="skip the query part (no 90-day database build)"
+    )
+    ap.add_argument("--query-only", action="store_true", help="skip the ingest part (no broker)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    n_batched = args.messages or (5000 if args.quick else 50000)
+    n_single = args.per_message or (1000 if args.quick else 5000)
+    days = 10 if args.quick else 90
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="amgs-bench-server-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    print(
+        f"# collector benchmark - {platform.node()} {platform.machine()} Python {platform.python_version()}"
+    )
+    print(f"# workdir {work}; synchronous=FULL (each commit is on disk before its PUBACK)")
+    if not args.query_only:
+        ingest(work, n_single, n_batched)
     if args.ingest_only:
         return
     print(f"\n## time-course queries (synthetic 100 cages x {days} days; {args.repeats} runs each)")

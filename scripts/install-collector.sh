@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install or upgrade the aMGS collector host (Debian 12 / Ubuntu 22.04+): Mosquitto with the aMGS
-# config, the collector in /opt/amgs/venv, its systemd unit, the site CA. See docs/deployment.md.
+# config, the collector in /opt/amgs/venv, its systemd unit, the site CA; the dashboard and API over
+# HTTPS with the site certificate (port 8443). See docs/deployment.md.
 #
 # Usage: sudo scripts/install-collector.sh --site SITE --host NAME [options]
 #   --site SITE        site id devices publish under (letters, digits, _ . -)
@@ -93,6 +94,18 @@ sys.exit(0 if ok == "ok" else "backup failed its integrity check")' "$DB" "$dest
   fi
 }
 
+upgrade_plain_http() {
+  # An existing server.toml that serves plain HTTP on the network (what this script wrote before HTTPS was
+  # the default) gets the site certificate; loopback binds (a TLS reverse proxy in front) and an explicit
+  # allow_plain_http are left alone.
+  local f=$1 bind
+  grep -Eq '^[[:space:]]*(tls_cert_file|allow_plain_http)[[:space:]]*=' "$f" && return 0
+  bind=$(sed -n 's/^[[:space:]]*bind[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$f" | head -n 1)
+  [[ -n "$bind" && ! "$bind" =~ ^(127\.|::1$|localhost$) ]] || return 0
+  say "    $f serves plain HTTP on $bind: switching it to HTTPS with the site certificate"
+  run sed -i "/^\[http\]/a tls_cert_file = \"$ETC/tls/server.crt\"\ntls_key_file = \"$ETC/tls/server.key\"" "$f"
+}
+
 if ((BACKUP_ONLY)); then
   backup_database
   exit 0
@@ -163,13 +176,18 @@ state_dir = "$STATE_DIR"
 backup_before_migrate = true
 
 [http]
+# HTTPS with the site certificate (a copy of the broker's, made in step 6): https://$HOST:8443/
 bind = "0.0.0.0"
-port = 8080
+port = 8443
+tls_cert_file = "$ETC/tls/server.crt"
+tls_key_file = "$ETC/tls/server.key"
 
 [web]
 # Scores are study data: on a shared network, viewing needs a login too (docs/deployment.md).
 view_requires_login = true
 EOF
+else
+  upgrade_plain_http "$ETC/server.toml"
 fi
 if [[ ! -f "$ETC/provision.toml" ]]; then
   write_file "$ETC/provision.toml" 0600 root:root <<EOF
@@ -190,6 +208,11 @@ elif ((!MAKE_CA)); then
     ((DRY)) || [[ -f "$MOSQ_ETC/amgs/certs/$f" ]] || die "--no-ca: put the institution's $f in $MOSQ_ETC/amgs/certs/ first"
   done
 fi
+# The collector serves HTTPS with the same certificate (same host, same names, the CA devices and staff
+# already trust); Mosquitto's copy is readable by its group only, so the collector gets its own.
+run install -d -m 0750 -o root -g "$USER_NAME" "$ETC/tls"
+run install -m 0644 -o root -g "$USER_NAME" "$MOSQ_ETC/amgs/certs/server.crt" "$ETC/tls/server.crt"
+run install -m 0640 -o root -g "$USER_NAME" "$MOSQ_ETC/amgs/certs/server.key" "$ETC/tls/server.key"
 run install -m 0644 "$SRC/systemd/mosquitto/amgs.conf" "$MOSQ_ETC/conf.d/amgs.conf"
 if ! grep -qs "^include_dir $MOSQ_ETC/conf.d" "$MOSQ_ETC/mosquitto.conf"; then
   echo "include_dir $MOSQ_ETC/conf.d" | write_file "$MOSQ_ETC/mosquitto.conf.amgs-include" 0644 root:root
@@ -206,6 +229,7 @@ run systemctl enable mosquitto.service amgs-collector.service
 run systemctl restart mosquitto.service
 run systemctl restart amgs-collector.service
 
-say "done. Next:"
+say "done. Dashboard and API: https://$HOST:8443/ (browsers trust it once $MOSQ_ETC/amgs/certs/ca.crt is"
+echo "    installed as a trusted root; docs/deployment.md). Next:"
 echo "    sudo -u $USER_NAME amgs server user add admin --role admin   # first dashboard account (asks for a password)"
 echo "    sudo amgs provision device NAME --cage CAGE                  # one per device (docs/deployment.md)"

@@ -13,6 +13,7 @@ Secrets are never written into this file: the MQTT password lives in ``mqtt.pass
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -172,10 +173,52 @@ class IngestConfig(Section):
     crops_per_cage: int = Field(12, ge=0, le=200, description="most recent crops to keep fetched per cage")
 
 
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpConfig(Section):
-    bind: str = Field("127.0.0.1", description="address the API and dashboard listen on")
+    bind: str = Field(
+        "127.0.0.1", description="address the API and dashboard listen on; anything but loopback needs HTTPS"
+    )
     port: int = Field(8080, ge=0, le=65535, description="0 = any free port (tests)")
     root_path: str = Field("", description="set when served behind a reverse proxy under a prefix")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="serve HTTPS with this certificate (PEM, chain after it); install-collector.sh copies the "
+        "site's broker certificate to /etc/amgs/tls/server.crt",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="its private key (PEM, unencrypted, not readable by other users)"
+    )
+    allow_plain_http: bool = Field(
+        False,
+        description="serve plain HTTP on a non-loopback address anyway: log-ins and study data can then be "
+        "read on the network (only for a TLS proxy on another host over a trusted link)",
+    )
+
+    @model_validator(mode="after")
+    def _https_off_loopback(self) -> HttpConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(f"http.{given} is set but http.{missing} is not: HTTPS needs both")
+        if self.tls_cert_file is None and not self.allow_plain_http and not _is_loopback(self.bind):
+            raise ValueError(
+                f"http.bind = {self.bind!r} would serve log-ins and study data as plain HTTP on the network: "
+                "set http.tls_cert_file and http.tls_key_file (install-collector.sh uses the site certificate), "
+                "or bind to 127.0.0.1 behind a TLS reverse proxy, or set http.allow_plain_http = true to accept "
+                "plain HTTP"
+            )
+        return self
 
 
 class PhotoperiodConfig(Section):

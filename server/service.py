@@ -24,6 +24,7 @@ import uvicorn
 
 from amgs.sdnotify import Notifier
 from amgs.server.http.app import create_app
+from amgs.server.http.tls import check_https, scheme, uvicorn_config
 from amgs.server.ingest.crops import CropRequester
 from amgs.server.ingest.receiver import ReceiverProcess
 from amgs.server.ingest.writer import IngestStats, Writer
@@ -82,6 +83,8 @@ class Collector:
         self, config: ServerConfig, jobs: list[PeriodicJob] | None = None, with_http: bool = True
     ) -> None:
         self.config = config
+        if with_http:
+            check_https(config.http)  # a certificate problem stops the start here, naming the file
         self.db = open_database(config)
         self.stats = IngestStats()
         self.inbox: queue.Queue = queue.Queue()
@@ -117,18 +120,15 @@ class Collector:
             self.db.path,
             self.config.mqtt.host,
             self.config.mqtt.port,
-            f"{self.config.http.bind}:{self.http_port}" if self.with_http else "off",
+            f"{scheme(self.config.http)}://{self.config.http.bind}:{self.http_port}"
+            if self.with_http
+            else "off",
         )
         return self
 
     def _start_http(self) -> None:
-        cfg = uvicorn.Config(
-            self.app,
-            host=self.config.http.bind,
-            port=self.config.http.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
+        cfg = uvicorn_config(
+            self.app, self.config.http, log_level="warning", access_log=False, lifespan="off"
         )
         self.http = uvicorn.Server(cfg)
         self.http.install_signal_handlers = lambda: None  # signals belong to the main thread's run loop

@@ -62,8 +62,8 @@ def test_demo_runs_alerts_and_stops_cleanly_on_ctrl_c(tmp_path):
             ):
                 alert = line
         assert url and alert, "no dashboard URL or pain alert:\n" + "".join(seen)
-        with urllib.request.urlopen(url + "api/web/overview", timeout=10) as r:
-            states = {t["cage_id"]: t["state"] for t in json.load(r)["tiles"]}
+        with urllib.request.urlopen(url + "api/overview", timeout=10) as r:
+            states = {t["cage_id"]: t["state"] for t in json.load(r)["cages"]}
         assert len(states) == 7 and "alert" in states.values()
         assert "SYNTHETIC" in "".join(seen)
         proc.send_signal(signal.SIGINT)

@@ -31,7 +31,7 @@ def test_cage_and_animal_series(tmp_path):
     Ingestor(db, config).process(batch)
     served = Served(create_app(config, db))
     try:
-        url = f"{served.base}/api/web/cages/C1/timecourse?hours=6&bin=6h"
+        url = f"{served.base}/api/timecourse/cage/C1?hours=6&bin=6h&baseline_h=24"
         means = {}
         for who in ("", "&animal=A", "&animal=B"):
             status, _, body = http("GET", url + who)
@@ -42,11 +42,11 @@ def test_cage_and_animal_series(tmp_path):
             assert body["baseline"]["n"] > 0
         assert abs(means["&animal=A"] - 0.8) < 1e-9 and abs(means["&animal=B"] - 0.2) < 1e-9
         assert abs(means[""] - 0.5) < 1e-9
-        status, _, body = http("GET", f"{served.base}/api/web/cages/C2/timecourse?animal=A")
+        status, _, body = http("GET", f"{served.base}/api/timecourse/cage/C2?animal=A")
         assert status == 400 and "not in cage 'C2'" in body["detail"]
         status, _, page = http("GET", f"{served.base}/cages/C1")
         assert status == 200 and 'id="c-animal"' in page
-        status, _, body = http("GET", url + "&align=surgery&animal=A")
+        status, _, body = http("GET", url + "&event=surgery&hours_before=6&hours_after=6&animal=A")
         assert status == 200 and body["event"]["kind"] == "surgery" and body["bins"][0]["hours"] < 0
     finally:
         served.stop()

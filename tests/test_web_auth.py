@@ -79,9 +79,9 @@ def test_passwords_are_argon2_hashes_and_bad_input_is_refused(site):
 
 def test_viewing_is_open_but_acting_needs_staff_login_and_csrf(site):
     base, udb, alert_id, _ = site
-    assert http("GET", f"{base}/api/web/overview")[0] == 200
+    assert http("GET", f"{base}/api/overview")[0] == 200
     assert http("GET", f"{base}/alerts")[0] == 200
-    ack = f"{base}/api/web/alerts/{alert_id}/acknowledge"
+    ack = f"{base}/api/alerts/{alert_id}/acknowledge"
     assert http("POST", ack, {"comment": "x"})[0] == 401
 
     status, session, location = login(base, "vet", "wrong password")
@@ -107,13 +107,13 @@ def test_viewing_is_open_but_acting_needs_staff_login_and_csrf(site):
     # Logging out ends the session on the server, not only in the browser.
     status, _, _ = http("POST", f"{base}/logout", form={"csrf_token": token}, headers={"Cookie": session})
     assert status == 303
-    resolve = f"{base}/api/web/alerts/{alert_id}/resolve"
+    resolve = f"{base}/api/alerts/{alert_id}/resolve"
     assert http("POST", resolve, {}, headers={"Cookie": session, "X-CSRF-Token": token})[0] == 401
 
 
 def test_tokens_roles_and_expiry(site):
     base, udb, alert_id, _ = site
-    resolve = f"{base}/api/web/alerts/{alert_id}/resolve"
+    resolve = f"{base}/api/alerts/{alert_id}/resolve"
     viewer = auth.create_token(udb, "guest", "wallboard")
     assert http("POST", resolve, {}, headers={"Authorization": f"Bearer {viewer}"})[0] == 403
     assert http("POST", resolve, {}, headers={"Authorization": "Bearer amgs_forged"})[0] == 401
@@ -151,10 +151,10 @@ def test_login_required_for_viewing_when_configured(site):
     base, _, _, _ = site
     status, headers, _ = http("GET", f"{base}/alerts")
     assert status == 303 and headers["Location"] == "/login?next=/alerts"
-    assert http("GET", f"{base}/api/web/overview")[0] == 401
+    assert http("GET", f"{base}/api/overview")[0] == 401
     assert http("GET", f"{base}/api/overview")[0] == 401  # the collector's own API follows the same rule
     _, session, _ = login(base, "guest", "viewer password 1")
-    assert http("GET", f"{base}/api/web/overview", headers={"Cookie": session})[0] == 200
+    assert http("GET", f"{base}/api/overview", headers={"Cookie": session})[0] == 200
 
 
 def test_login_form_refuses_a_forged_post(site):
@@ -191,14 +191,50 @@ def test_user_cli_adds_lists_tokens_and_disables(tmp_path):
 
 def test_bad_dashboard_queries_get_clear_answers(site):
     base, _, _, _ = site
-    status, _, body = http("GET", f"{base}/api/web/groups/timecourse")
+    status, _, body = http("GET", f"{base}/api/timecourse/groups")
     assert status == 400 and "at least one group" in body["detail"]
-    status, _, body = http("GET", f"{base}/api/web/groups/timecourse?group=nobody")
+    status, _, body = http("GET", f"{base}/api/timecourse/groups?group=nobody")
     assert status == 400 and "does not exist" in body["detail"]
-    status, _, body = http("GET", f"{base}/api/web/cages/C01/timecourse?bin=7m")
+    status, _, body = http("GET", f"{base}/api/timecourse/cage/C01?bin=7m")
     assert status == 400 and "multiple of 5 min" in body["detail"]
-    status, _, body = http("GET", f"{base}/api/web/cages/C01/timecourse?align=surgery")
+    status, _, body = http("GET", f"{base}/api/timecourse/cage/C01?event=surgery")
     assert status == 400 and "no 'surgery' event" in body["detail"]
     assert http("GET", f"{base}/cages/nowhere")[0] == 404
-    assert http("GET", f"{base}/api/web/crops/{'0' * 32}.jpg")[0] == 404
-    assert http("POST", f"{base}/api/web/alerts/nope/acknowledge", {}, headers={})[0] == 401
+    assert http("GET", f"{base}/api/crops/{'0' * 32}")[0] == 404
+    assert http("POST", f"{base}/api/alerts/nope/acknowledge", {}, headers={})[0] == 401
+
+
+@pytest.mark.parametrize("site", [{"enabled": False}], indirect=True)
+def test_dashboard_off_leaves_the_api_with_its_access_rules(site):
+    """[web] enabled = false: no pages, log-in or static files; the API answers, tokens still act."""
+    base, udb, alert_id, _ = site
+    for path in ("/", "/alerts", "/login", "/static/js/common.js"):
+        assert http("GET", f"{base}{path}")[0] == 404, path
+    assert (
+        http("POST", f"{base}/login", form={"username": "vet", "password": "x", "login_csrf": "x"})[0] == 404
+    )
+    assert http("GET", f"{base}/api/overview")[0] == 200
+    status, _, spec = http("GET", f"{base}/openapi.json")
+    assert status == 200 and "/api/alerts/{alert_id}/acknowledge" in spec["paths"]
+    ack = f"{base}/api/alerts/{alert_id}/acknowledge"
+    assert http("POST", ack, {"comment": "x"})[0] == 401
+    staff = auth.create_token(udb, "vet", "script")
+    status, _, body = http("POST", ack, {"comment": "seen"}, headers={"Authorization": f"Bearer {staff}"})
+    assert status == 200 and body["acknowledged_by"] == "vet"
+
+
+def test_api_validation_errors_name_the_parameter(site):
+    base, _, _, _ = site
+    status, _, body = http("GET", f"{base}/api/overview?hours=zero")
+    assert status == 400 and body["detail"].startswith("hours:")
+    status, _, body = http("GET", f"{base}/api/alerts?state=lost")
+    assert status == 400 and body["detail"].startswith("state:")
+
+
+def test_every_response_carries_the_security_headers(site):
+    base, _, _, _ = site
+    for path in ("/", "/login", "/api/overview", "/api/nowhere", "/static/js/common.js"):
+        _, headers, _ = http("GET", f"{base}{path}")
+        assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff", path
+        csp = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "form-action 'self'" in csp, path

@@ -36,7 +36,7 @@ def demo(tmp_path_factory, scorer, request):
     base = d.url.rstrip("/")
 
     def c03_alert():
-        _, _, alerts = http("GET", f"{base}/api/web/alerts?state=open")
+        _, _, alerts = http("GET", f"{base}/api/alerts?state=open")
         return d.clock.caught_up and any(
             a["cage_id"] == "C03" and a["rule"] == "sustained_pain" for a in alerts
         )
@@ -101,10 +101,10 @@ def log_in(page, password: str, back_to: str) -> None:
 
 def test_overview_tiles_states_and_filters(demo, page):
     d, base, _ = demo
-    _, _, api = http("GET", f"{base}/api/web/overview")
+    _, _, api = http("GET", f"{base}/api/overview")
     open_page(page, base + "/")
     tiles = page.locator("a.tile")
-    assert tiles.count() == len(api["tiles"]) == 7
+    assert tiles.count() == len(api["cages"]) == 7
     assert page.locator('a.tile[data-cage="C03"]').get_attribute("data-state") == "alert"
     assert page.locator('a.tile[data-cage="C04"]').get_attribute("data-state") == "ok"
     assert page.locator('a.tile[data-cage="C03"] svg path').get_attribute("d").count("L") >= 10  # sparkline
@@ -122,7 +122,7 @@ def test_overview_tiles_states_and_filters(demo, page):
 
 def test_cage_page_charts_hold_and_draw_the_api_data(demo, page):
     d, base, _ = demo
-    _, _, api = http("GET", f"{base}/api/web/cages/C03/timecourse?hours=72&bin=1h&align=wall")
+    _, _, api = http("GET", f"{base}/api/timecourse/cage/C03?hours=72&bin=1h")
     open_page(page, base + "/cages/C03", ready=2)
     chart = page.evaluate("AMGS.charts.amgs.data[1]")
     expected = [b["mean_amgs"] for b in api["bins"]]
@@ -155,12 +155,14 @@ def test_group_page_curves_and_downloads(demo, page, tmp_path):
         "({n: AMGS.charts.groups.series.length, labels: AMGS.charts.groups.series.map(s => s.label)})"
     )
     assert sum(1 for s in u["labels"] if s and not s.endswith("SEM") and "(n=" in s) == 3
-    _, _, api = http("GET", f"{base}/api/web/groups/timecourse?group=laparotomy&bin=2h&before=12&after=48")
+    _, _, api = http(
+        "GET", f"{base}/api/timecourse/groups?group=laparotomy&bin=2h&hours_before=12&hours_after=48"
+    )
     lap = [b["mean_amgs"] for b in api["groups"]["laparotomy"]["bins"]]
     peak = max(v for v in lap if v is not None)
     sham = [
         b["mean_amgs"]
-        for b in http("GET", f"{base}/api/web/groups/timecourse?group=sham")[2]["groups"]["sham"]["bins"]
+        for b in http("GET", f"{base}/api/timecourse/groups?group=sham")[2]["groups"]["sham"]["bins"]
     ]
     assert peak > max(v for v in sham if v is not None) + 0.2  # laparotomy rises well above sham
     for button, suffix in (("#dl-png", ".png"), ("#dl-svg", ".svg")):
@@ -200,7 +202,7 @@ def test_acknowledge_an_alert_in_the_browser(demo, page):
     card.locator("input[name=comment]").fill("buprenorphine given, vet informed")
     card.locator("button[value=acknowledge]").click()
     page.wait_for_selector(f'.alert-card[data-alert="{alert_id}"]', state="detached")
-    _, _, alerts = http("GET", f"{base}/api/web/alerts?state=acknowledged")
+    _, _, alerts = http("GET", f"{base}/api/alerts?state=acknowledged")
     mine = next(a for a in alerts if a["alert_id"] == alert_id)
     assert (mine["acknowledged_by"], mine["ack_comment"]) == ("demo", "buprenorphine given, vet informed")
     page.click('#tabs button[data-state="acknowledged"]')

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amgs.server.alerts.config import AlertsConfig
-from amgs.server.web.data import tile_state
+from amgs.server.http.views import tile_state
 
 NOW = 1_800_000_000.0
 CFG = AlertsConfig()

@@ -228,7 +228,7 @@ class Demo:
         self.collector = Collector(config, jobs=alert_jobs(config))
         state = self.collector.app.state
         state.alert_engine.clock = self.clock
-        state.amgs_web.clock = self.clock
+        state.clock = self.clock
         db = self.collector.db.local()
         register_study(db.conn, animals, surgery_t, start_t)
         add_user(db, "demo", self.password, "staff")

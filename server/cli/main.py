@@ -67,12 +67,14 @@ def run(config_path) -> None:
 def check_config(path) -> None:
     """Validate a collector TOML and print the effective settings (secrets are not printed)."""
     from amgs.server.config import ConfigError, load_config
+    from amgs.server.http.tls import check_https
     from amgs.server.ingest.mqtt import check_settings
 
     _collector_service()  # every part the collector runs loads (the alert engine included)
     try:
         config = load_config(path)
         check_settings(config)  # the password and certificate files load
+        check_https(config.http)  # and the HTTPS certificate and key
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(config.model_dump(mode="json"), indent=2))
@@ -219,11 +221,11 @@ def import_(kind, csv_file, config_path, db_path) -> None:
 # ---------------------------------------------------------------- exports
 
 
-def _when(value: str | None, default: float) -> float:
-    from amgs.server.query.timecourse import QueryError, parse_when
+def _when(value: str | None, default: float | None, name: str) -> float | None:
+    from amgs.server.query.params import QueryError, parse_when
 
     try:
-        return parse_when(value, default)
+        return parse_when(value, default, name)
     except QueryError as e:
         raise click.BadParameter(str(e)) from None
 
@@ -246,7 +248,9 @@ def export_scores(config_path, db_path, start, end, cage, animal, output) -> Non
     from amgs.server.query.export import scores_csv
 
     _, db = load(config_path, db_path)
-    for chunk in scores_csv(db.local().conn, _when(start, 0), _when(end, time.time() + 1), cage, animal):
+    for chunk in scores_csv(
+        db.local().conn, _when(start, 0, "--start"), _when(end, time.time() + 1, "--end"), cage, animal
+    ):
         output.write(chunk)
 
 
@@ -270,6 +274,7 @@ def export_timecourse(
     """One row per series x bin x metric (mean_amgs with sem, frac_pain, AU means, activity, rejects)."""
     from amgs.server.query import timecourse as tc
     from amgs.server.query.export import timecourse_csv
+    from amgs.server.query.params import QueryError, parse_bin
 
     if sum(x is not None for x in (cage, animal, group)) != 1:
         raise click.UsageError("give exactly one of --cage, --animal, --group")
@@ -277,14 +282,14 @@ def export_timecourse(
     conn = db.local().conn
     now = time.time()
     common = dict(
-        start=_when(start, None) if start else None,
-        end=_when(end, None) if end else None,
+        start=_when(start, None, "--start"),
+        end=_when(end, None, "--end"),
         now=now,
         photoperiod=config.photoperiod,
         baseline_hours=baseline_h,
     )
     try:
-        bin_s = tc.parse_bin(bin_)
+        bin_s = parse_bin(bin_, "--bin")
         if cage:
             result = tc.cage_timecourse(conn, cage, bin_s=bin_s, event_kind=event, **common)
         elif animal:
@@ -292,7 +297,7 @@ def export_timecourse(
         else:
             common.pop("photoperiod")
             result = tc.group_timecourse(conn, group, bin_s=bin_s, event_kind=event or "surgery", **common)
-    except tc.QueryError as e:
+    except QueryError as e:
         raise click.ClickException(str(e)) from None
     for chunk in timecourse_csv(result):
         output.write(chunk)
@@ -305,11 +310,19 @@ def serve_api(config_path, db_path) -> None:
     """Serve only the HTTP API over a database (no MQTT ingest): for analysis copies of the database."""
     import uvicorn
 
+    from amgs.server.config import ConfigError
     from amgs.server.http.app import create_app
+    from amgs.server.http.tls import scheme, uvicorn_config
 
     config, db = load(config_path, db_path)
-    click.echo(f"serving {db.path} on http://{config.http.bind}:{config.http.port}", err=True)
-    uvicorn.run(create_app(config, db), host=config.http.bind, port=config.http.port, log_level="warning")
+    try:
+        server = uvicorn.Server(uvicorn_config(create_app(config, db), config.http, log_level="warning"))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(
+        f"serving {db.path} on {scheme(config.http)}://{config.http.bind}:{config.http.port}", err=True
+    )
+    server.run()
 
 
 cli.add_command(users)

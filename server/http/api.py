@@ -1,13 +1,18 @@
-"""The JSON API under ``/api``: time courses, overview, devices, gaps, quarantine, metadata, crops, exports.
+"""The collector's one JSON API, under ``/api`` (OpenAPI at ``/openapi.json``): the dashboard's pages
+draw from it, and so can scripts, R or pandas.
 
-Times in query strings are RFC 3339 (``2026-03-01T08:00:00Z``) or Unix seconds; bins are ``5m`` .. ``1d``.
-Read endpoints depend on ``access.require_viewer``, writes on ``access.require_editor``.
+Time courses, overview, raw scores, crops, exports, devices, gaps, quarantine, study metadata, alerts.
+Times in query strings are RFC 3339 (``2026-03-01T08:00:00Z``) or Unix seconds within 1970 .. 2100;
+bins are ``5m`` .. ``1d``. A parameter that cannot be used is answered with 400 and a ``detail`` that
+starts with its name. Read endpoints depend on ``access.require_viewer``, writes on
+``access.require_editor`` (see :mod:`amgs.server.http.access`). "Now" is ``app.state.clock`` (the wall
+clock; the demo's accelerated clock in the demo).
 """
 
 from __future__ import annotations
 
-import json
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
@@ -15,83 +20,187 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from amgs.contract import ContractError, command_topic, encode, utc_now
 from amgs.server.query import export, metadata, timecourse
-from amgs.server.query.timecourse import QueryError, iso, parse_bin, parse_when
+from amgs.server.query.params import QueryError, parse_bin, parse_when
+from amgs.server.query.timecourse import iso
+from amgs.server.storage.sql import where
 
+from ..alerts.engine import AlertNotFound
+from ..web.auth import Principal
+from . import views
 from .access import require_editor, require_viewer
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_viewer)])
+Viewer = Annotated[Principal | None, Depends(require_viewer)]
+Editor = Annotated[Principal | None, Depends(require_editor)]
+
+
+def _db(request: Request):
+    """This thread's sqlite-utils Database."""
+    return request.app.state.db.local()
 
 
 def _conn(request: Request):
-    return request.app.state.db.local().conn
+    return _db(request).conn
 
 
-def _photoperiod(request: Request):
-    return request.app.state.config.photoperiod
+def _now(request: Request) -> float:
+    return request.app.state.clock().timestamp()
 
 
-def _fail(e: Exception) -> HTTPException:
+def _config(request: Request):
+    return request.app.state.config
+
+
+def _fail(e: Exception | str) -> HTTPException:
     return HTTPException(status_code=400, detail=str(e))
 
 
-def _rows(cur) -> list[dict[str, Any]]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+def _finite(**constraints) -> Any:
+    return Query(allow_inf_nan=False, **constraints)
 
 
-TimeQ = Annotated[str | None, Query(description="RFC 3339 time or Unix seconds")]
+TimeQ = Annotated[str | None, Query(description="RFC 3339 time or Unix seconds (1970 .. 2100)")]
 BinQ = Annotated[str, Query(description="bin width: 5m .. 1d (multiple of 5 min)")]
-EventQ = Annotated[str | None, Query(description="align to hours since this event kind (e.g. surgery)")]
-RecordBody = Body(..., description="the record's fields (see docs/server.md)")
-BaselineQ = Annotated[
-    float | None, Query(ge=0, le=24 * 30, description="hours before the event forming the baseline")
+EventQ = Annotated[
+    str | None, Query(description="align to hours since the first event of this kind (e.g. surgery)")
 ]
+HoursQ = Annotated[
+    float | None,
+    _finite(gt=0, le=24 * 400, description="wall clock: the last this many hours up to `end` (default now)"),
+]
+BeforeQ = Annotated[
+    float, _finite(ge=0, le=24 * 30, description="event-aligned: hours before the event (without start)")
+]
+AfterQ = Annotated[
+    float, _finite(gt=0, le=24 * 90, description="event-aligned: hours after the event (without end)")
+]
+BaselineQ = Annotated[
+    float | None,
+    _finite(
+        ge=0,
+        le=24 * 30,
+        description="hours before the event forming each animal's baseline (delta_amgs); wall clock: the "
+        "baseline before the first surgery, for reference",
+    ),
+]
+FormatQ = Annotated[str, Query(pattern="^(json|csv)$", description="json, or csv (tidy long format)")]
+RecordBody = Body(..., description="the record's fields (see docs/server.md)")
+CommentBody = Annotated[str, Body(embed=True, max_length=2000)]
+
+
+def _times(start: str | None, end: str | None) -> tuple[float | None, float | None]:
+    return parse_when(start, None, "start"), parse_when(end, None, "end")
+
+
+def _maybe_csv(result: dict[str, Any], fmt: str, name: str):
+    if fmt == "csv":
+        return _csv(export.timecourse_csv(result), f"{name}.csv")
+    return result
+
+
+def _csv(chunks, filename: str) -> StreamingResponse:
+    return StreamingResponse(
+        chunks,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# ------------------------------------------------------------------ who, overview
+
+
+@router.get("/me", summary="Who is asking: user name and role (both null when anonymous)")
+def get_me(who: Viewer) -> dict[str, Any]:
+    return {"user": who.username if who else None, "role": who.role if who else None}
+
+
+@router.get("/overview", summary="Every cage: state, open alerts, current figures, hourly sparkline, devices")
+def get_overview(request: Request, hours: Annotated[int, Query(ge=1, le=24 * 14)] = 24) -> dict[str, Any]:
+    return views.facility_overview(_conn(request), _config(request).alerts, _now(request), hours)
 
 
 # ------------------------------------------------------------------ time courses
 
 
-@router.get("/overview", summary="Every cage: current figures, hourly sparkline, devices")
-def get_overview(request: Request, hours: int = Query(24, ge=1, le=24 * 14)) -> dict[str, Any]:
-    now = time.time()
-    return {"now": iso(now), "cages": timecourse.overview(_conn(request), now, hours)}
+def _subject_series(
+    request: Request,
+    *,
+    cage_id: str | None,
+    animal_id: str | None,
+    start,
+    end,
+    hours,
+    bin,
+    event,
+    baseline_h,
+    hours_before,
+    hours_after,
+) -> dict[str, Any]:
+    """A cage's or an animal's time course with the cage's thresholds and recent alerts."""
+    conn, now = _conn(request), _now(request)
+    t0, t1 = _times(start, end)
+    if hours is not None and not event and t0 is None:
+        t0 = (t1 if t1 is not None else now) - hours * 3600
+    common = dict(
+        start=t0,
+        end=t1,
+        bin_s=parse_bin(bin),
+        now=now,
+        photoperiod=_config(request).photoperiod,
+        event_kind=event or None,
+        baseline_hours=baseline_h or None,
+        hours_before=hours_before,
+        hours_after=hours_after,
+    )
+    if animal_id is not None:
+        animal = timecourse.animal_row(conn, animal_id)
+        if cage_id is not None and animal["cage_id"] != cage_id:
+            raise QueryError(
+                f"animal: {animal_id!r} is not in cage {cage_id!r} (it is in {animal['cage_id']!r})"
+            )
+        out = timecourse.animal_timecourse(conn, animal_id, **common)
+        cage_id = animal["cage_id"]
+    else:
+        out = timecourse.cage_timecourse(conn, cage_id, **common)
+    out["thresholds"] = views.thresholds(_config(request).alerts)
+    out["alerts"] = views.alerts_with_history(_db(request), None, 20, cage_id=cage_id) if cage_id else []
+    return out
 
 
-def _subject_timecourse(
-    request: Request, query, subject_id: str, start, end, bin, event, baseline_h, format, name
-):
-    """One cage's or one animal's time course (the two endpoints differ only in the query they run)."""
-    try:
-        result = query(
-            _conn(request),
-            subject_id,
-            start=parse_when(start, None) if start else None,
-            end=parse_when(end, None) if end else None,
-            bin_s=parse_bin(bin),
-            now=time.time(),
-            photoperiod=_photoperiod(request),
-            event_kind=event,
-            baseline_hours=baseline_h,
-        )
-    except QueryError as e:
-        raise _fail(e) from None
-    return _maybe_csv(result, format, f"{name}-{subject_id}")
-
-
-@router.get("/timecourse/cage/{cage_id}", summary="Time course of one cage")
+@router.get("/timecourse/cage/{cage_id}", summary="Time course of one cage (or one of its animals)")
 def get_cage_timecourse(
     request: Request,
     cage_id: str,
     start: TimeQ = None,
     end: TimeQ = None,
+    hours: HoursQ = None,
     bin: BinQ = "1h",
     event: EventQ = None,
     baseline_h: BaselineQ = None,
-    format: str = Query("json", pattern="^(json|csv)$"),
+    hours_before: BeforeQ = 24.0,
+    hours_after: AfterQ = 72.0,
+    animal: Annotated[
+        str | None, Query(description="one animal of this cage instead of the whole cage")
+    ] = None,
+    format: FormatQ = "json",
 ):
-    return _subject_timecourse(
-        request, timecourse.cage_timecourse, cage_id, start, end, bin, event, baseline_h, format, "cage"
-    )
+    try:
+        out = _subject_series(
+            request,
+            cage_id=cage_id,
+            animal_id=animal,
+            start=start,
+            end=end,
+            hours=hours,
+            bin=bin,
+            event=event,
+            baseline_h=baseline_h,
+            hours_before=hours_before,
+            hours_after=hours_after,
+        )
+    except QueryError as e:
+        raise _fail(e) from None
+    return _maybe_csv(out, format, f"cage-{cage_id}" + (f"-{animal}" if animal else ""))
 
 
 @router.get("/timecourse/animal/{animal_id}", summary="Time course of one animal")
@@ -100,55 +209,123 @@ def get_animal_timecourse(
     animal_id: str,
     start: TimeQ = None,
     end: TimeQ = None,
+    hours: HoursQ = None,
     bin: BinQ = "1h",
     event: EventQ = None,
     baseline_h: BaselineQ = None,
-    format: str = Query("json", pattern="^(json|csv)$"),
-):
-    return _subject_timecourse(
-        request, timecourse.animal_timecourse, animal_id, start, end, bin, event, baseline_h, format, "animal"
-    )
-
-
-@router.get("/timecourse/group/{group_id}", summary="Group mean +/- SEM over animals")
-def get_group_timecourse(
-    request: Request,
-    group_id: str,
-    bin: BinQ = "1h",
-    event: str | None = Query("surgery", description="align each animal to its own event ('' = wall clock)"),
-    baseline_h: BaselineQ = None,
-    hours_before: float = Query(24, ge=0, le=24 * 30),
-    hours_after: float = Query(72, gt=0, le=24 * 90),
-    start: TimeQ = None,
-    end: TimeQ = None,
-    format: str = Query("json", pattern="^(json|csv)$"),
+    hours_before: BeforeQ = 24.0,
+    hours_after: AfterQ = 72.0,
+    format: FormatQ = "json",
 ):
     try:
-        result = timecourse.group_timecourse(
-            _conn(request),
-            group_id,
-            bin_s=parse_bin(bin),
-            now=time.time(),
-            start=parse_when(start, None) if start else None,
-            end=parse_when(end, None) if end else None,
-            event_kind=event or None,
-            baseline_hours=baseline_h,
+        out = _subject_series(
+            request,
+            cage_id=None,
+            animal_id=animal_id,
+            start=start,
+            end=end,
+            hours=hours,
+            bin=bin,
+            event=event,
+            baseline_h=baseline_h,
             hours_before=hours_before,
             hours_after=hours_after,
         )
     except QueryError as e:
         raise _fail(e) from None
+    return _maybe_csv(out, format, f"animal-{animal_id}")
+
+
+GroupEventQ = Annotated[
+    str | None, Query(description="align each animal to its own first event of this kind ('' = wall clock)")
+]
+
+
+def _group_curves(
+    request: Request, groups: list[str], bin, event, baseline_h, hours_before, hours_after, start, end
+) -> dict[str, dict[str, Any]]:
+    bin_s = parse_bin(bin)
+    t0, t1 = _times(start, end)
+    return {
+        g: timecourse.group_timecourse(
+            _conn(request),
+            g,
+            bin_s=bin_s,
+            now=_now(request),
+            start=t0,
+            end=t1,
+            event_kind=event or None,
+            baseline_hours=baseline_h or None,
+            hours_before=hours_before,
+            hours_after=hours_after,
+        )
+        for g in groups
+    }
+
+
+@router.get(
+    "/timecourse/group/{group_id}", summary="Group mean +/- SEM over animals, with each animal's series"
+)
+def get_group_timecourse(
+    request: Request,
+    group_id: str,
+    bin: BinQ = "1h",
+    event: GroupEventQ = "surgery",
+    baseline_h: BaselineQ = None,
+    hours_before: BeforeQ = 24.0,
+    hours_after: AfterQ = 72.0,
+    start: TimeQ = None,
+    end: TimeQ = None,
+    format: FormatQ = "json",
+):
+    try:
+        result = _group_curves(
+            request, [group_id], bin, event, baseline_h, hours_before, hours_after, start, end
+        )[group_id]
+    except QueryError as e:
+        raise _fail(e) from None
     return _maybe_csv(result, format, f"group-{group_id}")
 
 
-def _maybe_csv(result: dict[str, Any], fmt: str, name: str):
-    if fmt == "csv":
-        return StreamingResponse(
-            export.timecourse_csv(result),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-        )
-    return result
+@router.get(
+    "/timecourse/groups",
+    summary="Several groups side by side: mean +/- SEM over animals (the laparotomy vs sham vs analgesic figure)",
+)
+def get_groups_timecourse(
+    request: Request,
+    group: Annotated[list[str], Query(description="group ids; repeat for several")] = [],  # noqa: B006
+    bin: BinQ = "1h",
+    event: GroupEventQ = "surgery",
+    baseline_h: BaselineQ = None,
+    hours_before: BeforeQ = 24.0,
+    hours_after: AfterQ = 72.0,
+    start: TimeQ = None,
+    end: TimeQ = None,
+    per_animal: Annotated[bool, Query(description="include each animal's series")] = False,
+    format: Annotated[
+        str,
+        Query(
+            pattern="^(json|csv|table)$",
+            description="json; csv (tidy long: one row per series, bin and metric); table (CSV, one row per "
+            "group and bin with mean and SEM columns)",
+        ),
+    ] = "json",
+):
+    if not group:
+        raise _fail("group: name at least one group: ?group=laparotomy&group=sham")
+    try:
+        curves = _group_curves(request, group, bin, event, baseline_h, hours_before, hours_after, start, end)
+    except QueryError as e:
+        raise _fail(e) from None
+    name = "amgs-groups-" + "-".join(group)
+    if format == "table":
+        return _csv(export.group_table_csv(curves), f"{name}.csv")
+    if format == "csv":
+        return _csv(export.groups_csv(curves), f"{name}.csv")
+    if not per_animal:
+        for c in curves.values():
+            c.pop("per_animal", None)
+    return {"groups": curves}
 
 
 # ------------------------------------------------------------------ raw scores, crops, exports
@@ -162,57 +339,59 @@ def get_scores(
     device_id: str | None = None,
     start: TimeQ = None,
     end: TimeQ = None,
-    limit: int = Query(100, ge=1, le=10000),
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[dict[str, Any]]:
     try:
-        t1 = parse_when(end, time.time() + 1)
-        t0 = parse_when(start, 0.0)
+        t0, t1 = _times(start, end)
     except QueryError as e:
         raise _fail(e) from None
-    where, params = ["s.t >= ?", "s.t < ?"], [t0, t1]
-    for col, value in (("cage_id", cage_id), ("animal_id", animal_id), ("device_id", device_id)):
-        if value:
-            where.append(f"s.{col} = ?")
-            params.append(value)
-    cur = _conn(request).execute(
-        "SELECT s.*, c.msg_id IS NOT NULL AS crop_stored FROM scores s LEFT JOIN crops c ON c.msg_id = s.msg_id "
-        f"WHERE {' AND '.join(where)} ORDER BY s.t DESC LIMIT ?",
-        [*params, limit],
+    clause, params = where(
+        {"s.cage_id": cage_id or None, "s.animal_id": animal_id or None, "s.device_id": device_id or None},
+        ("s.t >= ?", [0.0 if t0 is None else t0]),
+        ("s.t < ?", [time.time() + 1 if t1 is None else t1]),
     )
-    return _rows(cur)
+    return list(
+        _db(request).query(
+            "SELECT s.*, c.msg_id IS NOT NULL AS crop_stored FROM scores s "
+            f"LEFT JOIN crops c ON c.msg_id = s.msg_id {clause} ORDER BY s.t DESC LIMIT ?",
+            [*params, limit],
+        )
+    )
 
 
 @router.get("/crops/{msg_id}", summary="The JPEG face crop of a score", response_class=FileResponse)
 def get_crop(request: Request, msg_id: str):
-    row = _conn(request).execute("SELECT path FROM crops WHERE msg_id = ?", [msg_id]).fetchone()
+    row = next(_db(request).query("SELECT path FROM crops WHERE msg_id = ?", [msg_id]), None)
     if row is None:
         raise HTTPException(404, f"no crop stored for score {msg_id}")
-    path = request.app.state.config.storage.state_dir / row[0]
+    state_dir = Path(_config(request).storage.state_dir).resolve()
+    path = (state_dir / row["path"]).resolve()
+    if state_dir not in path.parents:  # a stored path never leaves the state directory
+        raise HTTPException(404, f"no crop stored for score {msg_id}")
     if not path.is_file():
         raise HTTPException(404, f"crop file of {msg_id} is gone (trimmed by storage.crops_max_total_mb)")
-    return FileResponse(path, media_type="image/jpeg")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
-@router.get("/crops", summary="Most recent stored crops with their scores")
+@router.get("/crops", summary="Most recent stored crops with their scores (newest first)")
 def get_recent_crops(
     request: Request,
     cage_id: str | None = None,
     animal_id: str | None = None,
-    limit: int = Query(24, ge=1, le=500),
+    limit: Annotated[int, Query(ge=1, le=500)] = 24,
 ) -> list[dict[str, Any]]:
-    where, params = [], []
-    for col, value in (("cage_id", cage_id), ("animal_id", animal_id)):
-        if value:
-            where.append(f"s.{col} = ?")
-            params.append(value)
-    sql = (
-        "SELECT s.msg_id, s.captured_at, s.cage_id, s.animal_id, s.device_id, s.amgs, s.p_pain, s.label, s.mgs_au, "
-        "c.size FROM crops c JOIN scores s ON s.msg_id = c.msg_id "
-        f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY s.t DESC LIMIT ?"
+    clause, params = where({"s.cage_id": cage_id or None, "s.animal_id": animal_id or None})
+    rows = list(
+        _db(request).query(
+            "SELECT s.msg_id, s.captured_at, s.cage_id, s.animal_id, s.device_id, s.amgs, s.p_pain, s.label, "
+            "s.needs_review, s.mgs_au, c.size FROM crops c JOIN scores s ON s.msg_id = c.msg_id "
+            f"{clause} ORDER BY s.t DESC LIMIT ?",
+            [*params, limit],
+        )
     )
-    rows = _rows(_conn(request).execute(sql, [*params, limit]))
+    root = request.scope.get("root_path", "")
     for r in rows:
-        r["url"] = f"{request.scope.get('root_path', '')}/api/crops/{r['msg_id']}"
+        r["url"] = f"{root}/api/crops/{r['msg_id']}"
     return rows
 
 
@@ -225,51 +404,46 @@ def export_scores(
     animal_id: str | None = None,
 ):
     try:
-        t1 = parse_when(end, time.time() + 1)
-        t0 = parse_when(start, 0.0)
+        t0, t1 = _times(start, end)
     except QueryError as e:
         raise _fail(e) from None
-    return StreamingResponse(
-        export.scores_csv(request.app.state.db.connect().conn, t0, t1, cage_id, animal_id),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="scores.csv"'},
+    return _csv(
+        export.scores_csv(
+            request.app.state.db.connect().conn,
+            0.0 if t0 is None else t0,
+            time.time() + 1 if t1 is None else t1,
+            cage_id,
+            animal_id,
+        ),
+        "scores.csv",
     )
 
 
 # ------------------------------------------------------------------ devices, gaps, quarantine
 
 
-def _device_row(row: dict[str, Any]) -> dict[str, Any]:
-    for key in ("frames_json", "rejected_json", "errors_json", "views_json"):
-        text = row.pop(key, None)
-        row[key[:-5]] = json.loads(text) if text else None
-    for key in ("state_since", "last_seen", "last_score_t", "status_received_at"):
-        row[key] = iso(row[key])
-    return row
-
-
 @router.get("/devices", summary="Devices: status, last will, queue depth, model, watermark, gaps")
 def get_devices(request: Request) -> list[dict[str, Any]]:
-    return [_device_row(r) for r in _rows(_conn(request).execute("SELECT * FROM devices ORDER BY device_id"))]
+    return [views.device_row(r) for r in _db(request).query("SELECT * FROM devices ORDER BY device_id")]
 
 
 @router.get("/devices/{device_id}", summary="One device with its recent status history and open gaps")
 def get_device(request: Request, device_id: str) -> dict[str, Any]:
-    conn = _conn(request)
-    rows = _rows(conn.execute("SELECT * FROM devices WHERE device_id = ?", [device_id]))
-    if not rows:
+    db = _db(request)
+    out = next(db.query("SELECT * FROM devices WHERE device_id = ?", [device_id]), None)
+    if out is None:
         raise HTTPException(404, f"device {device_id!r} has never reported and is not registered")
-    out = _device_row(rows[0])
-    out["status_history"] = _rows(
-        conn.execute(
+    out = views.device_row(out)
+    out["status_history"] = list(
+        db.query(
             "SELECT at, state, reason, queue_depth FROM status_log WHERE device_id = ? ORDER BY t DESC LIMIT 50",
             [device_id],
         )
     )
-    out["gaps"] = _rows(
-        conn.execute("SELECT * FROM seq_gaps WHERE device_id = ? ORDER BY id DESC LIMIT 100", [device_id])
+    out["gaps"] = list(
+        db.query("SELECT * FROM seq_gaps WHERE device_id = ? ORDER BY id DESC LIMIT 100", [device_id])
     )
-    out["assignments"] = metadata.list_rows(conn, "assignments", {"device_id": device_id})
+    out["assignments"] = metadata.list_rows(db.conn, "assignments", {"device_id": device_id})
     return out
 
 
@@ -284,28 +458,32 @@ def post_device_command(
     runtime = request.app.state.runtime
     if runtime is None:
         raise HTTPException(503, "this server runs without MQTT (serve-api): commands need `amgs server run`")
-    row = _conn(request).execute("SELECT site FROM devices WHERE device_id = ?", [device_id]).fetchone()
-    if row is None or not row[0]:
+    row = next(_db(request).query("SELECT site FROM devices WHERE device_id = ?", [device_id]), None)
+    if row is None or not row["site"]:
         raise HTTPException(404, f"device {device_id!r} has never reported: its site is unknown")
     message = {"schema": "amgs.command/1", **body, "at": utc_now()}
     try:
         payload = encode(message)
     except ContractError as e:
         raise _fail(f"not a valid command: {e}") from None
-    runtime.publish(command_topic(row[0], device_id), payload, qos=1, retain=False)
+    runtime.publish(command_topic(row["site"], device_id), payload, qos=1, retain=False)
     return message
 
 
 @router.get("/gaps", summary="Sequence gaps (scores lost or late upstream)")
-def get_gaps(request: Request, state: str | None = Query(None, pattern="^(open|filled|lost)$")) -> list[dict]:
-    sql = "SELECT * FROM seq_gaps" + (" WHERE state = ?" if state else "") + " ORDER BY id DESC LIMIT 1000"
-    return _rows(_conn(request).execute(sql, [state] if state else []))
+def get_gaps(
+    request: Request, state: Annotated[str | None, Query(pattern="^(open|filled|lost)$")] = None
+) -> list[dict]:
+    clause, params = where({"state": state})
+    return list(_db(request).query(f"SELECT * FROM seq_gaps {clause} ORDER BY id DESC LIMIT 1000", params))
 
 
 @router.get("/quarantine", summary="Messages refused, with the reason and the first bytes of the payload")
-def get_quarantine(request: Request, limit: int = Query(100, ge=1, le=5000)) -> list[dict[str, Any]]:
-    rows = _rows(
-        _conn(request).execute(
+def get_quarantine(
+    request: Request, limit: Annotated[int, Query(ge=1, le=5000)] = 100
+) -> list[dict[str, Any]]:
+    rows = list(
+        _db(request).query(
             "SELECT id, received_at, last_received_at, count, topic, device_id, reason, payload_size, payload "
             "FROM quarantine ORDER BY last_received_at DESC LIMIT ?",
             [limit],
@@ -316,6 +494,43 @@ def get_quarantine(request: Request, limit: int = Query(100, ge=1, le=5000)) -> 
         r["payload_preview"] = payload[:512].decode("utf-8", "replace")
         r["received_at"], r["last_received_at"] = iso(r["received_at"]), iso(r["last_received_at"])
     return rows
+
+
+# ------------------------------------------------------------------ alerts
+
+
+@router.get("/alerts", summary="Alerts, newest activity first, each with its full history")
+def get_alerts(
+    request: Request,
+    state: Annotated[str | None, Query(pattern="^(open|acknowledged|resolved)$")] = None,
+    cage_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    return views.alerts_with_history(_db(request), state, limit, cage_id=cage_id)
+
+
+def _act(request: Request, action: str, alert_id: str, who: Principal | None, comment: str) -> dict[str, Any]:
+    engine = request.app.state.alert_engine
+    try:
+        return getattr(engine, action)(alert_id, who.username if who else "api", comment)
+    except AlertNotFound as e:
+        raise HTTPException(404, str(e)) from None
+    except ValueError as e:
+        raise HTTPException(409, str(e)) from None
+
+
+@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert (stops re-notification)")
+def acknowledge_alert(
+    request: Request, who: Editor, alert_id: str, comment: CommentBody = ""
+) -> dict[str, Any]:
+    return _act(request, "acknowledge", alert_id, who, comment)
+
+
+@router.post(
+    "/alerts/{alert_id}/resolve", summary="Resolve an alert by hand (it reopens if the condition holds)"
+)
+def resolve_alert(request: Request, who: Editor, alert_id: str, comment: CommentBody = "") -> dict[str, Any]:
+    return _act(request, "resolve", alert_id, who, comment)
 
 
 # ------------------------------------------------------------------ metadata
@@ -345,7 +560,7 @@ def list_metadata(
 )
 def add_metadata(request: Request, kind: str, record: dict[str, Any] = RecordBody) -> dict[str, Any]:
     try:
-        return metadata.save(_conn(request), kind, record, _photoperiod(request).tz)
+        return metadata.save(_conn(request), kind, record, _config(request).photoperiod.tz)
     except metadata.MetadataError as e:
         raise _fail(e) from None
 
@@ -374,7 +589,7 @@ async def import_metadata(request: Request, kind: str) -> dict[str, Any]:
         raise _fail("the CSV must be UTF-8 text") from None
     try:
         n = metadata.import_csv(
-            request.app.state.db.connect().conn, kind, text, f"{kind}.csv", _photoperiod(request).tz
+            request.app.state.db.connect().conn, kind, text, f"{kind}.csv", _config(request).photoperiod.tz
         )
     except metadata.MetadataError as e:
         raise _fail(e) from None

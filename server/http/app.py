@@ -1,11 +1,12 @@
-"""The collector's HTTP application: JSON API (``/api``, OpenAPI at ``/openapi.json``), ``/healthz``,
-``/metrics`` (Prometheus text format).
+"""The collector's HTTP application: the JSON API (``/api``, OpenAPI at ``/openapi.json``), ``/healthz``,
+``/metrics`` (Prometheus text format), and the dashboard's pages when ``[web] enabled``.
 
 ``create_app(config, db, runtime=None)``: ``runtime`` is the running :class:`~amgs.server.service.Collector`
 (ingest statistics, MQTT state, ``publish``) or ``None`` when the API serves a database without ingest.
-``app.state`` holds ``config``, ``db`` (a :class:`~amgs.server.storage.db.CollectorDB`) and ``runtime`` for
-the dashboard (``amgs.server.web.install``), which adds its pages and alert endpoints and protects reads
-and writes by overriding the hooks in ``access``.
+``app.state`` holds ``config``, ``db`` (a :class:`~amgs.server.storage.db.CollectorDB`), ``runtime``,
+``clock`` (now, as an aware datetime: the wall clock unless the demo sets its own), ``alert_engine`` (one
+per app, shared with the alert jobs) and ``login_throttle``. Access control is installed here, once, for
+every route (:mod:`amgs.server.http.access`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from amgs import __version__
-from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB
-from amgs.server.web.install import install_app
+from amgs.server.storage.db import SCHEMA_VERSION, CollectorDB, require_schema
 
+from ..alerts.engine import AlertEngine, wall_clock
+from ..web.throttle import LoginThrottle
+from . import access
 from .api import router as api_router
 from .models_api import device_router as models_device_router
 from .models_api import router as models_router
@@ -29,7 +33,8 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     app = FastAPI(
         title="aMGS collector",
         version=__version__,
-        description="Automated Mouse Grimace Scale collector: time courses, devices, study metadata, exports.",
+        description="Automated Mouse Grimace Scale collector: time courses, devices, study metadata, alerts, "
+        "exports. A parameter that cannot be used is answered with 400 and a detail naming it.",
         root_path=config.http.root_path,
         docs_url=None,  # Swagger UI and ReDoc pages load their scripts from a CDN: nothing here may
         redoc_url=None,  # need the internet. The OpenAPI document itself is served at /openapi.json.
@@ -37,9 +42,17 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     app.state.config = config
     app.state.db = db
     app.state.runtime = runtime
+    app.state.clock = wall_clock
+    # the engine asks app.state.clock each time, so a clock set after create_app (the demo's) applies to both
+    app.state.alert_engine = AlertEngine(db.local, config.alerts, config.notify, lambda: app.state.clock())
+    app.state.login_throttle = LoginThrottle()
+    require_schema(db.local(), "the collector's API")  # accounts, tokens and alerts live in migrated tables
+    access.install(app)
     app.include_router(api_router)
     app.include_router(models_router)
     app.include_router(models_device_router)
+    app.add_exception_handler(RequestValidationError, _bad_parameter)
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/healthz", summary="Liveness and readiness: database, writer, MQTT")
     def healthz() -> JSONResponse:
@@ -48,10 +61,59 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(prometheus_text(db, runtime), media_type="text/plain; version=0.0.4")
+        text = prometheus_text(db, runtime) + app.state.login_throttle.prometheus_text()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    install_app(app)
+    if config.web.enabled:
+        from amgs.server.web.install import install
+
+        install(app)
     return app
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),  # nobody frames the acknowledge button (clickjacking)
+    (b"referrer-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"frame-ancestors 'none'; object-src 'none'; base-uri 'none'; form-action 'self'",
+    ),
+]
+"""On every response: never framed, no plug-ins, no <base> or form posts elsewhere, no MIME sniffing, no
+referrer leaving the site. (A ``script-src 'self'`` policy would also suit the pages, which load only
+their own vendored scripts, but it blocks the string evaluation the Playwright browser tests use.)"""
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` (pure ASGI: streamed CSV responses stay streamed)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def _bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own checks (types, ranges) answer like the API's: 400, a detail naming the parameter."""
+    parts = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        name = ".".join(loc[1:]) or ".".join(loc) or "request"
+        got = e.get("input")
+        shown = f" (got {str(got)[:40]!r})" if isinstance(got, str | int | float) else ""
+        parts.append(f"{name}: {e.get('msg', 'invalid')}{shown}")
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=400)
 
 
 def health(db: CollectorDB, runtime) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from amgs.contract import ID_PATTERN, format_time
 from amgs.server.storage import sql
 from amgs.sqlite_tx import write_transaction
 
+from .params import MAX_TIME, MIN_TIME
+
 EVENT_KINDS = ("surgery", "analgesic", "anaesthesia", "handling", "weight", "other")
 """What an event can be (surgery, analgesic, ...): the study timeline the time courses align to."""
 
@@ -130,8 +132,13 @@ def validate(kind: str, data: dict[str, Any]) -> _Record:
         raise MetadataError(format_errors(e, model, noun="column")) from None
 
 
-def _epoch(t: dt.datetime, tz: dt.tzinfo) -> float:
-    return (t if t.tzinfo else t.replace(tzinfo=tz)).timestamp()
+def _epoch(t: dt.datetime, tz: dt.tzinfo, name: str) -> float:
+    value = (t if t.tzinfo else t.replace(tzinfo=tz)).timestamp()
+    if not MIN_TIME <= value < MAX_TIME:  # a time course could never be drawn around it
+        raise MetadataError(
+            f"{name} = {t.isoformat()!r}: outside the times the collector holds (1970 .. 2100)"
+        )
+    return value
 
 
 def to_row(record: _Record, tz: dt.tzinfo = dt.UTC) -> dict[str, Any]:
@@ -140,12 +147,12 @@ def to_row(record: _Record, tz: dt.tzinfo = dt.UTC) -> dict[str, Any]:
     if isinstance(record, EventIn):
         if not record.animal_id and not record.cage_id:
             raise MetadataError("an event needs an animal_id or a cage_id")
-        t = _epoch(record.at, tz)
+        t = _epoch(record.at, tz, "at")
         data.update(t=t, at=format_time(dt.datetime.fromtimestamp(t, dt.UTC)), created_at=time.time())
     elif isinstance(record, AssignmentIn):
-        data["start_t"] = _epoch(data.pop("start"), tz)
+        data["start_t"] = _epoch(data.pop("start"), tz, "start")
         end = data.pop("end")
-        data["end_t"] = None if end is None else _epoch(end, tz)
+        data["end_t"] = None if end is None else _epoch(end, tz, "end")
         if data["end_t"] is not None and data["end_t"] <= data["start_t"]:
             raise MetadataError("assignment end must be after its start")
     elif isinstance(record, AnimalIn) and record.born is not None:

@@ -21,53 +21,15 @@ import bisect
 import datetime as dt
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from amgs.contract import AU_KEYS, format_time, parse_time
+from amgs.contract import AU_KEYS, format_time
 from amgs.server.storage.db import REJECT_TABLES, ROLLUP_SUMS, ROLLUP_TABLES
+from amgs.server.storage.sql import database, where
 
-MIN_BIN_S = 300
-MAX_BIN_S = 86400
-
-
-class QueryError(ValueError):
-    """A time-course request cannot be answered as asked (bad bin, unknown cage, no event...)."""
-
-
-def parse_bin(value: str | int | float) -> int:
-    """``"5m"``, ``"1h"``, ``"1d"``, ``"90m"`` or seconds -> seconds (multiple of 300, 300..86400)."""
-    if isinstance(value, int | float):
-        seconds = int(value)
-    else:
-        m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(value))
-        if not m:
-            raise QueryError(f"bin {value!r} is not understood: use e.g. 5m, 15m, 1h, 6h, 1d or seconds")
-        seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    if seconds % MIN_BIN_S or not MIN_BIN_S <= seconds <= MAX_BIN_S:
-        raise QueryError(f"bin of {seconds} s is not allowed: use a multiple of 5 min from 5 min to 1 day")
-    return seconds
-
-
-def parse_when(value: str | float | int | None, default: float) -> float:
-    """RFC 3339 / ISO 8601 text or Unix seconds -> Unix seconds (``None`` -> ``default``)."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        t = parse_time(value)
-    except ValueError:
-        raise QueryError(f"time {value!r} is not understood: use e.g. 2026-03-01T08:00:00Z") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
+from .params import MAX_TIME, MIN_BIN_S, MIN_TIME, QueryError
 
 
 def iso(t: float | None) -> str | None:
@@ -77,6 +39,12 @@ def iso(t: float | None) -> str | None:
     if t == int(t):
         return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(int(t)))
     return format_time(dt.datetime.fromtimestamp(t, dt.UTC))
+
+
+EVENT_COLUMNS = "id, kind, t, at, animal_id, cage_id, value, unit, notes"
+MAX_BINS = 20000
+BASELINE_EVENT = "surgery"
+"""Wall-clock series with a baseline window report the mean over that window before this event (no delta)."""
 
 
 # --------------------------------------------------------------------------- photoperiod
@@ -165,8 +133,8 @@ def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: 
     o = int(round(origin))
     cols = ", ".join(ROLLUP_SUMS)
     selects, params = [], []
-    for where, values in source.parts():
-        selects.append(f"SELECT bucket, {cols} FROM {table} WHERE {where} AND bucket >= ? AND bucket < ?")
+    for condition, values in source.parts():
+        selects.append(f"SELECT bucket, {cols} FROM {table} WHERE {condition} AND bucket >= ? AND bucket < ?")
         params += [*values, t0 - half, t1 - half]
     sums = ", ".join(f"total({c})" for c in ROLLUP_SUMS)
     sql = f"SELECT bucket, {sums} FROM ({' UNION ALL '.join(selects)}) GROUP BY bucket"  # animals of a cage summed
@@ -179,6 +147,7 @@ def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: 
         else:
             for i, v in enumerate(values):
                 acc[i] += v
+    # summed positionally above (the hot loop of every time course), named once per bin here
     return {b: dict(zip(ROLLUP_SUMS, v, strict=True)) for b, v in out.items()}
 
 
@@ -211,7 +180,8 @@ def stats(s: dict | None) -> dict[str, Any]:
     return out
 
 
-def _add(a: dict | None, b: dict) -> dict:
+def add_sums(a: dict | None, b: dict) -> dict:
+    """Rollup sums of two sets of buckets (``a`` may be None: nothing yet)."""
     return dict(b) if a is None else {k: a[k] + b[k] for k in ROLLUP_SUMS}
 
 
@@ -270,20 +240,26 @@ def first_event(conn, kind: str, animal_id: str | None = None, cage_id: str | No
     for column, value in (("animal_id", animal_id), ("cage_id", cage_id)):
         if value is None:
             continue
-        row = conn.execute(
-            f"SELECT id, kind, t, at, animal_id, cage_id, value, unit, notes FROM events "
-            f"WHERE {column} = ? AND kind = ? ORDER BY t LIMIT 1",
-            [value, kind],
-        ).fetchone()
-        if row:
-            return dict(
-                zip(
-                    ("id", "kind", "t", "at", "animal_id", "cage_id", "value", "unit", "notes"),
-                    row,
-                    strict=True,
-                )
-            )
+        clause, params = where({column: value, "kind": kind})
+        for row in database(conn).query(
+            f"SELECT {EVENT_COLUMNS} FROM events {clause} ORDER BY t LIMIT 1", params
+        ):
+            return row
     return None
+
+
+def _alignment_event(
+    conn, kind: str, animal_id: str | None = None, cage_id: str | None = None
+) -> dict | None:
+    """:func:`first_event` for a series to be drawn around: one stored outside 1970 .. 2100 (before the
+    metadata checks refused such times) is a QueryError naming it, not a failure deep in the bins."""
+    event = first_event(conn, kind, animal_id=animal_id, cage_id=cage_id)
+    if event is not None and not MIN_TIME <= event["t"] < MAX_TIME:
+        raise QueryError(
+            f"event: the {kind} event {event['id']} at {event['at']!r} lies outside 1970 .. 2100: "
+            "correct or delete it (amgs server event list / remove)"
+        )
+    return event
 
 
 def baseline(conn, source: Source, event_t: float, hours: float) -> dict[str, Any]:
@@ -291,7 +267,7 @@ def baseline(conn, source: Source, event_t: float, hours: float) -> dict[str, An
     t0 = event_t - hours * 3600
     total = None
     for s in binned_sums(conn, source, t0, event_t, MIN_BIN_S, event_t).values():
-        total = _add(total, s)
+        total = add_sums(total, s)
     st = stats(total)
     return {
         "from": iso(t0),
@@ -319,10 +295,10 @@ def series(
 ) -> dict[str, Any]:
     """One series: bins over [t0, t1), wall-clock aligned or in hours since ``event``."""
     if t1 <= t0:
-        raise QueryError("end must be after start")
-    if (t1 - t0) / bin_s > 20000:
+        raise QueryError("end: must be after start")
+    if (t1 - t0) / bin_s > MAX_BINS:
         raise QueryError(
-            f"{(t1 - t0) / bin_s:.0f} bins requested: use a wider bin or a shorter range (<= 20000)"
+            f"bin: {(t1 - t0) / bin_s:.0f} bins requested: use a wider bin or a shorter range (<= {MAX_BINS})"
         )
     origin = event["t"] if event else local_midnight(t0, photoperiod)
     sums = binned_sums(conn, source, t0, t1, bin_s, origin)
@@ -388,13 +364,17 @@ def cage_timecourse(
     photoperiod=None,
     event_kind: str | None = None,
     baseline_hours: float | None = None,
+    hours_before: float = 24.0,
+    hours_after: float = 72.0,
 ) -> dict[str, Any]:
+    """One cage (all its animals): wall clock over [start, end) (default: the 7 days before ``now``), or
+    aligned to the first ``event_kind`` event, by default from ``hours_before`` to ``hours_after`` around it."""
     event = None
     if event_kind:
-        event = first_event(conn, event_kind, cage_id=cage_id)
+        event = _alignment_event(conn, event_kind, cage_id=cage_id)
         if event is None:
             raise QueryError(f"cage {cage_id!r} has no {event_kind!r} event to align to")
-        start, end = _window(start, end, event)
+        start, end = _window(start, end, event, hours_before, hours_after)
     t0, t1 = _now_window(start, end, now)
     out = series(
         conn,
@@ -407,21 +387,24 @@ def cage_timecourse(
         baseline_hours=baseline_hours,
         devices=cage_devices(conn, cage_id),
     )
+    if event is None and baseline_hours:
+        out["baseline"] = _reference_baseline(conn, Source(cage_id=cage_id), baseline_hours, cage_id=cage_id)
     out["cage_id"] = cage_id
     out["events"] = events_between(conn, t0, t1, cage_id=cage_id)
     return out
 
 
+def _reference_baseline(conn, source: Source, hours: float, **who) -> dict[str, Any] | None:
+    """The baseline before the first :data:`BASELINE_EVENT` (for wall-clock charts), or None without one."""
+    event = _alignment_event(conn, BASELINE_EVENT, **who)
+    return baseline(conn, source, event["t"], hours) if event else None
+
+
 def animal_row(conn, animal_id: str) -> dict[str, Any]:
-    row = conn.execute(
-        "SELECT animal_id, cage_id, group_id, strain, sex, coat, housing FROM animals WHERE animal_id = ?",
-        [animal_id],
-    ).fetchone()
-    if row is None:
-        raise QueryError(f"animal {animal_id!r} is not registered: add it with `amgs server animal add`")
-    return dict(
-        zip(("animal_id", "cage_id", "group_id", "strain", "sex", "coat", "housing"), row, strict=True)
-    )
+    sql = "SELECT animal_id, cage_id, group_id, strain, sex, coat, housing FROM animals WHERE animal_id = ?"
+    for row in database(conn).query(sql, [animal_id]):
+        return row
+    raise QueryError(f"animal {animal_id!r} is not registered: add it with `amgs server animal add`")
 
 
 def animal_source(animal: dict) -> Source:
@@ -443,14 +426,18 @@ def animal_timecourse(
     photoperiod=None,
     event_kind: str | None = None,
     baseline_hours: float | None = None,
+    hours_before: float = 24.0,
+    hours_after: float = 72.0,
 ) -> dict[str, Any]:
+    """One animal: wall clock over [start, end) (default: the 7 days before ``now``), or
+    aligned to the first ``event_kind`` event, by default from ``hours_before`` to ``hours_after`` around it."""
     animal = animal_row(conn, animal_id)
     event = None
     if event_kind:
-        event = first_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+        event = _alignment_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
         if event is None:
             raise QueryError(f"animal {animal_id!r} (and its cage) has no {event_kind!r} event to align to")
-        start, end = _window(start, end, event)
+        start, end = _window(start, end, event, hours_before, hours_after)
     t0, t1 = _now_window(start, end, now)
     devices = cage_devices(conn, animal["cage_id"]) if animal["cage_id"] else []
     out = series(
@@ -464,6 +451,10 @@ def animal_timecourse(
         baseline_hours=baseline_hours,
         devices=devices,
     )
+    if event is None and baseline_hours:
+        out["baseline"] = _reference_baseline(
+            conn, animal_source(animal), baseline_hours, animal_id=animal_id, cage_id=animal["cage_id"]
+        )
     out["animal"] = animal
     out["events"] = events_between(conn, t0, t1, cage_id=animal["cage_id"], animal_id=animal_id)
     return out
@@ -498,10 +489,12 @@ def group_timecourse(
     With ``event_kind`` each animal is aligned to its own event and the window is given in hours
     (``hours_before``/``hours_after``); without it, bins are wall-clock over [start, end).
     """
-    group = conn.execute(
-        "SELECT group_id, name, description, study FROM groups WHERE group_id = ?", [group_id]
+    group = next(
+        database(conn).query(
+            "SELECT group_id, name, description, study FROM groups WHERE group_id = ?", [group_id]
+        ),
+        None,
     )
-    group = group.fetchone()
     if group is None:
         raise QueryError(f"group {group_id!r} does not exist: add it with `amgs server group add`")
     animal_ids = [r[0] for r in conn.execute("SELECT animal_id FROM animals WHERE group_id = ?", [group_id])]
@@ -509,7 +502,11 @@ def group_timecourse(
     for animal_id in animal_ids:
         animal = animal_row(conn, animal_id)
         if event_kind:
-            event = first_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+            try:
+                event = _alignment_event(conn, event_kind, animal_id=animal_id, cage_id=animal["cage_id"])
+            except QueryError as e:
+                skipped.append({"animal_id": animal_id, "reason": str(e).removeprefix("event: ")})
+                continue
             if event is None:
                 skipped.append({"animal_id": animal_id, "reason": f"no {event_kind!r} event"})
                 continue
@@ -553,7 +550,7 @@ def group_timecourse(
             row.update(delta_amgs=delta, sem_delta_amgs=delta_sem)
         bins.append(row)
     return {
-        "group": dict(zip(("group_id", "name", "description", "study"), group, strict=True)),
+        "group": group,
         "align": "event" if event_kind else "wall",
         "event_kind": event_kind,
         "bin_s": bin_s,
@@ -571,77 +568,8 @@ def group_timecourse(
 def events_between(
     conn, t0: float, t1: float, cage_id: str | None = None, animal_id: str | None = None
 ) -> list:
-    clauses, params = [], []
-    if cage_id:
-        clauses.append("cage_id = ?")
-        params.append(cage_id)
-    if animal_id:
-        clauses.append("animal_id = ?")
-        params.append(animal_id)
-    who = f"({' OR '.join(clauses)}) AND" if clauses else ""
-    rows = conn.execute(
-        f"SELECT id, kind, t, at, animal_id, cage_id, value, unit, notes FROM events WHERE {who} t >= ? AND t < ? "
-        "ORDER BY t",
-        [*params, t0, t1],
-    ).fetchall()
-    cols = ("id", "kind", "t", "at", "animal_id", "cage_id", "value", "unit", "notes")
-    return [dict(zip(cols, r, strict=True)) for r in rows]
-
-
-# --------------------------------------------------------------------------- facility overview
-
-
-def overview(conn, now: float, hours: int = 24) -> list[dict[str, Any]]:
-    """Every cage: last score, last-hour and last-``hours`` figures, an hourly sparkline, devices."""
-    t_end = int(now // 3600 + 1) * 3600
-    t_start = t_end - hours * 3600
-    cages = {
-        r[0]: {"cage_id": r[0], "room_id": r[1], "name": r[2]}
-        for r in conn.execute("SELECT cage_id, room_id, name FROM cages")
-    }
-    spark: dict[str, dict[int, dict]] = {}
-    sums = ", ".join(f"total({c})" for c in ROLLUP_SUMS)
-    for row in conn.execute(
-        f"SELECT cage_id, bucket, {sums} FROM rollup_1h WHERE bucket >= ? AND bucket < ? GROUP BY cage_id, bucket",
-        [t_start, t_end],
-    ):
-        spark.setdefault(row[0], {})[row[1]] = dict(zip(ROLLUP_SUMS, row[2:], strict=True))
-    for cage_id in spark:
-        cages.setdefault(cage_id, {"cage_id": cage_id, "room_id": None, "name": None})
-    groups = {}
-    for cage_id, group_id in conn.execute("SELECT cage_id, group_id FROM animals WHERE cage_id IS NOT NULL"):
-        groups.setdefault(cage_id, set()).add(group_id)
-    assigned = {}
-    for cage_id, device_id in conn.execute(
-        "SELECT cage_id, device_id FROM device_assignments WHERE end_t IS NULL OR end_t > ?", [now]
-    ):
-        assigned.setdefault(cage_id, set()).add(device_id)
-    devices = {
-        r[0]: {"device_id": r[0], "state": r[1], "state_since": iso(r[2]), "last_seen": iso(r[3])}
-        for r in conn.execute("SELECT device_id, state, state_since, last_seen FROM devices")
-    }
-    out = []
-    for cage_id in sorted(cages):
-        tile = dict(cages[cage_id])
-        last = conn.execute("SELECT max(t) FROM scores WHERE cage_id = ?", [cage_id]).fetchone()[0]
-        buckets = spark.get(cage_id, {})
-        total = None
-        for s in buckets.values():
-            total = _add(total, s)
-        tile["last_score_at"] = iso(last)
-        tile["groups"] = sorted(g for g in groups.get(cage_id, ()) if g)
-        tile["window_h"] = hours
-        tile["window"] = stats(total)
-        tile["last_hour"] = stats(buckets.get(t_end - 3600))
-        tile["sparkline"] = [
-            {
-                "start": iso(b),
-                **{k: v for k, v in stats(buckets.get(b)).items() if k in ("n", "mean_amgs", "frac_pain")},
-            }
-            for b in range(t_start, t_end, 3600)
-        ]
-        tile["devices"] = [
-            devices.get(d, {"device_id": d, "state": None}) for d in sorted(assigned.get(cage_id, ()))
-        ]
-        out.append(tile)
-    return out
+    """Events in [t0, t1) of the cage or the animal (either matches)."""
+    who = [(f"{col} = ?", value) for col, value in (("cage_id", cage_id), ("animal_id", animal_id)) if value]
+    either = [(" OR ".join(c for c, _ in who), [v for _, v in who])] if who else []
+    clause, params = where(None, *either, ("t >= ?", [t0]), ("t < ?", [t1]))
+    return list(database(conn).query(f"SELECT {EVENT_COLUMNS} FROM events {clause} ORDER BY t", params))

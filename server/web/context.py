@@ -1,38 +1,17 @@
-"""What every dashboard handler needs (config, database, alert engine, clock) and who is asking."""
+"""Who is asking (worked out once per request, for the pages and for the API's access policy in
+``amgs.server.http.access``), and where the templates and static files are."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import sqlite_utils
-from fastapi import HTTPException, Request
+from fastapi import Request
 
-from ..alerts.engine import AlertEngine
-from .auth import Principal, check_csrf, principal
+from .auth import Principal, principal
 from .config import WebConfig
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-
-@dataclass
-class WebContext:
-    config: Any  # ServerConfig
-    web: WebConfig
-    db: Callable[[], sqlite_utils.Database]  # this thread's connection
-    engine: AlertEngine
-    clock: Callable[[], datetime]
-
-    @property
-    def conn(self):
-        return self.db().conn
-
-    def now(self) -> float:
-        return self.clock().timestamp()
 
 
 class LoginRequired(Exception):
@@ -42,35 +21,24 @@ class LoginRequired(Exception):
         self.next_url = next_url
 
 
-def context(request: Request) -> WebContext:
-    return request.app.state.amgs_web
+def web_config(request: Request) -> WebConfig:
+    return request.app.state.config.web
+
+
+_UNSET = object()
 
 
 def who(request: Request) -> Principal | None:
-    return principal(context(request).db(), request)
-
-
-def api_viewer(request: Request) -> Principal | None:
-    """JSON endpoints: anonymous viewing unless the config requires a login."""
-    p = who(request)
-    if p is None and context(request).web.view_requires_login:
-        raise HTTPException(401, "log in (or send an API token) to view this collector")
-    return p
+    """Who is making this request (None = anonymous); a bad API token is refused here with 401."""
+    cached = getattr(request.state, "amgs_principal", _UNSET)
+    if cached is _UNSET:
+        cached = principal(request.app.state.db.local(), request)
+        request.state.amgs_principal = cached
+    return cached
 
 
 def page_viewer(request: Request) -> Principal | None:
     p = who(request)
-    if p is None and context(request).web.view_requires_login:
+    if p is None and web_config(request).view_requires_login:
         raise LoginRequired(str(request.url.path))
-    return p
-
-
-def api_actor(request: Request) -> Principal:
-    """State-changing endpoints: staff login or API token, and the CSRF token for cookie sessions."""
-    p = who(request)
-    if p is None:
-        raise HTTPException(401, "log in (or send an API token) to do this")
-    if not p.can_act:
-        raise HTTPException(403, f"user {p.username!r} has role {p.role!r}: staff or admin needed")
-    check_csrf(request, p)
     return p

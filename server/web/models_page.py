@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from amgs.server.models import registry
 
-from .pages import Ctx, Viewer, _render
+from .pages import Viewer, _conn, _render
 
 router = APIRouter(include_in_schema=False)
 
@@ -20,13 +20,12 @@ def _when(t: float | None) -> str:
 
 
 @router.get("/models", response_class=HTMLResponse)
-def models_page(request: Request, ctx: Ctx, viewer: Viewer):
-    conn = ctx.conn
+def models_page(request: Request, viewer: Viewer):
+    conn = _conn(request)
     models = registry.list_models(conn)
     names = {m["sha256"]: f"{m['name']} {m['version']}" for m in models}
     return _render(
         request,
-        ctx,
         viewer,
         "models.html",
         "models",

@@ -1,7 +1,14 @@
-"""HTML pages (server-rendered shells; the charts fetch their data from ``/api/web``) and login/logout."""
+"""HTML pages (server-rendered shells; their scripts draw every figure from the collector's API, ``/api``),
+and log-in / log-out.
+
+Log-in: the form carries a double-submit CSRF token (cookie and field compared in constant time); each
+attempt passes the log-in throttle (:mod:`amgs.server.web.throttle`) before any password is hashed.
+Cookies are ``HttpOnly`` and ``Secure`` whenever the request came over HTTPS (or ``[web] cookie_secure``).
+"""
 
 from __future__ import annotations
 
+import hmac
 import urllib.parse
 from typing import Annotated
 
@@ -13,27 +20,41 @@ from .auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     Principal,
+    check_csrf,
     check_password,
     create_session,
     end_session,
     new_login_csrf,
 )
-from .context import TEMPLATES_DIR, WebContext, context, page_viewer, who
+from .context import TEMPLATES_DIR, page_viewer, web_config, who
+from .throttle import CHECK_WAIT_S, retry_after
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-Ctx = Annotated[WebContext, Depends(context)]
 Viewer = Annotated[Principal | None, Depends(page_viewer)]
 
 
-def _render(request: Request, ctx: WebContext, viewer: Principal | None, name: str, page: str, **extra):
-    open_alerts = ctx.conn.execute("SELECT count(*) FROM alerts WHERE state = 'open'").fetchone()[0]
+def _conn(request: Request):
+    return request.app.state.db.local().conn
+
+
+def _root(request: Request) -> str:
+    return request.scope.get("root_path", "")
+
+
+def _secure(request: Request) -> bool:
+    """Cookies only over HTTPS: the collector's own TLS, or a TLS proxy on loopback (X-Forwarded-Proto)."""
+    return web_config(request).cookie_secure or request.url.scheme == "https"
+
+
+def _render(request: Request, viewer: Principal | None, name: str, page: str, **extra):
+    open_alerts = _conn(request).execute("SELECT count(*) FROM alerts WHERE state = 'open'").fetchone()[0]
     return templates.TemplateResponse(
         request,
         name,
         {
-            "title": ctx.web.title,
-            "root": request.scope.get("root_path", ""),
+            "title": web_config(request).title,
+            "root": _root(request),
             "page": page,
             "user": viewer,
             "csrf": viewer.csrf if viewer else "",
@@ -44,38 +65,47 @@ def _render(request: Request, ctx: WebContext, viewer: Principal | None, name: s
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview_page(request: Request, ctx: Ctx, viewer: Viewer):
-    return _render(request, ctx, viewer, "overview.html", "overview")
+def overview_page(request: Request, viewer: Viewer):
+    return _render(request, viewer, "overview.html", "overview")
 
 
 @router.get("/cages/{cage_id}", response_class=HTMLResponse)
-def cage_page(request: Request, ctx: Ctx, viewer: Viewer, cage_id: str):
-    known = ctx.conn.execute(
+def cage_page(request: Request, viewer: Viewer, cage_id: str):
+    conn = _conn(request)
+    known = conn.execute(
         "SELECT 1 FROM cages WHERE cage_id = ? UNION SELECT 1 FROM scores WHERE cage_id = ? LIMIT 1",
         [cage_id, cage_id],
     ).fetchone()
     if not known:
         raise HTTPException(404, f"no cage {cage_id!r}: it is not registered and has sent no scores")
-    animals = ctx.conn.execute(
+    animals = conn.execute(
         "SELECT animal_id, group_id, strain, sex, housing FROM animals WHERE cage_id = ? ORDER BY animal_id",
         [cage_id],
     ).fetchall()
-    return _render(request, ctx, viewer, "cage.html", "overview", cage_id=cage_id, animals=animals)
+    return _render(
+        request,
+        viewer,
+        "cage.html",
+        "overview",
+        cage_id=cage_id,
+        animals=animals,
+        recent_crops=web_config(request).recent_crops,
+    )
 
 
 @router.get("/groups", response_class=HTMLResponse)
-def groups_page(request: Request, ctx: Ctx, viewer: Viewer):
-    return _render(request, ctx, viewer, "groups.html", "groups")
+def groups_page(request: Request, viewer: Viewer):
+    return _render(request, viewer, "groups.html", "groups")
 
 
 @router.get("/devices", response_class=HTMLResponse)
-def devices_page(request: Request, ctx: Ctx, viewer: Viewer):
-    return _render(request, ctx, viewer, "devices.html", "devices")
+def devices_page(request: Request, viewer: Viewer):
+    return _render(request, viewer, "devices.html", "devices")
 
 
 @router.get("/alerts", response_class=HTMLResponse)
-def alerts_page(request: Request, ctx: Ctx, viewer: Viewer):
-    return _render(request, ctx, viewer, "alerts.html", "alerts")
+def alerts_page(request: Request, viewer: Viewer):
+    return _render(request, viewer, "alerts.html", "alerts")
 
 
 def _safe_next(target: str | None) -> str:
@@ -85,15 +115,14 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-@router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, ctx: Ctx, next: str = "/", error: str = ""):
+def _login_page(request: Request, next: str, error: str = "", status_code: int = 200, headers=None):
     token = new_login_csrf()
     response = templates.TemplateResponse(
         request,
         "login.html",
         {
-            "title": ctx.web.title,
-            "root": request.scope.get("root_path", ""),
+            "title": web_config(request).title,
+            "root": _root(request),
             "page": "login",
             "user": who(request),
             "csrf": "",
@@ -102,52 +131,74 @@ def login_form(request: Request, ctx: Ctx, next: str = "/", error: str = ""):
             "next": _safe_next(next),
             "error": error,
         },
+        status_code=status_code,
+        headers=headers,
     )
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=ctx.web.cookie_secure
-    )
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request))
     return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/", error: str = ""):
+    return _login_page(request, next, error[:200])
+
+
+def _too_many(request: Request, next: str, seconds: float, why: str):
+    wait = retry_after(seconds)
+    return _login_page(
+        request, next, f"{why}: try again in {wait} s.", status_code=429, headers={"Retry-After": str(wait)}
+    )
 
 
 @router.post("/login")
 def login(
     request: Request,
-    ctx: Ctx,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=1024)],
-    login_csrf: Annotated[str, Form()],
-    next: Annotated[str, Form()] = "/",
+    login_csrf: Annotated[str, Form(max_length=200)],
+    next: Annotated[str, Form(max_length=2000)] = "/",
 ):
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not cookie or cookie != login_csrf:
+    if not cookie or not hmac.compare_digest(cookie.encode(), login_csrf.encode()):
         raise HTTPException(403, "login form expired (CSRF check failed): reload the login page")
-    db = ctx.db()
-    user = check_password(db, username, password)
+    throttle = request.app.state.login_throttle
+    address = request.client.host if request.client else None
+    wait = throttle.begin(username, address)
+    if wait:
+        return _too_many(request, next, wait, "Too many failed log-ins for this account or from this address")
+    if not throttle.checks.acquire(timeout=CHECK_WAIT_S):
+        throttle.busy()
+        return _too_many(request, next, 2, "The collector is busy checking other log-ins")
+    try:
+        db = request.app.state.db.local()
+        user = check_password(db, username, password)
+    finally:
+        throttle.checks.release()
     if user is None:
+        throttle.failed(username, address)
         query = urllib.parse.urlencode({"next": _safe_next(next), "error": "wrong user name or password"})
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/login?{query}", status_code=303)
-    token, _ = create_session(db, user["username"], ctx.web.session_hours)
-    response = RedirectResponse(request.scope.get("root_path", "") + _safe_next(next), status_code=303)
+        return RedirectResponse(f"{_root(request)}/login?{query}", status_code=303)
+    throttle.succeeded(username, address)
+    token, _ = create_session(db, user["username"], web_config(request).session_hours)
+    response = RedirectResponse(_root(request) + _safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(ctx.web.session_hours * 3600),
+        max_age=int(web_config(request).session_hours * 3600),
         httponly=True,
         samesite="lax",
-        secure=ctx.web.cookie_secure,
+        secure=_secure(request),
     )
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
 
 
 @router.post("/logout")
-def logout(request: Request, ctx: Ctx, csrf_token: Annotated[str, Form()] = ""):
-    from .auth import check_csrf
-
+def logout(request: Request, csrf_token: Annotated[str, Form()] = ""):
     p = who(request)
     if p is not None:
         check_csrf(request, p, csrf_token)
-        end_session(ctx.db(), request.cookies.get(SESSION_COOKIE, ""))
-    response = RedirectResponse(request.scope.get("root_path", "") + "/", status_code=303)
+        end_session(request.app.state.db.local(), request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse(_root(request) + "/", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -26,7 +26,7 @@
   async function load() {
     document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("on", b.dataset.state === state));
     try {
-      const alerts = await AMGS.getJSON("/api/web/alerts" + (state ? `?state=${state}` : ""));
+      const alerts = await AMGS.getJSON("/api/alerts" + (state ? `?state=${state}` : ""));
       el.innerHTML = alerts.length ? alerts.map(card).join("") : `<div class="empty">no ${AMGS.esc(state || "")} alerts</div>`;
       AMGS.ready();
     } catch (err) { AMGS.fail(el, err); }
@@ -36,7 +36,7 @@
     ev.preventDefault();
     const form = ev.target, action = ev.submitter ? ev.submitter.value : "acknowledge";
     try {
-      await AMGS.postJSON(`/api/web/alerts/${form.dataset.alert}/${action}`, { comment: form.comment.value });
+      await AMGS.postJSON(`/api/alerts/${encodeURIComponent(form.dataset.alert)}/${action}`, { comment: form.comment.value });
       await load();
     } catch (err) { alert(`Could not ${action}: ${err.message}`); }
   });

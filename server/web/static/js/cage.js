@@ -13,7 +13,13 @@
   const EVENT_COLORS = { surgery: "#c62828", analgesic: "#2e8b57", anaesthesia: "#8e44ad", handling: "#6d4c41" };
 
   async function loadSeries() {
-    const path = `/api/web/cages/${encodeURIComponent(cage)}/timecourse?hours=${hours.value}&bin=${encodeURIComponent(bin.value)}&align=${align.value}${animal.value ? "&animal=" + encodeURIComponent(animal.value) : ""}`;
+    // wall clock: the last `hours`; aligned: up to 24 h before the event and `hours` after it. The baseline
+    // (24 h before the first surgery) is drawn as a band in both cases.
+    const q = new URLSearchParams({ bin: bin.value, baseline_h: "24" });
+    if (align.value === "wall") q.set("hours", hours.value);
+    else { q.set("event", align.value); q.set("hours_before", String(Math.min(24, Number(hours.value)))); q.set("hours_after", hours.value); }
+    if (animal.value) q.set("animal", animal.value);
+    const path = `/api/timecourse/cage/${encodeURIComponent(cage)}?${q}`;
     const els = ["chart-amgs", "chart-pain", "chart-activity"].map((id) => document.getElementById(id));
     let tc;
     try { tc = await AMGS.getJSON(path); } catch (err) { els.forEach((e) => AMGS.fail(e, err)); return; }
@@ -49,9 +55,10 @@
   async function loadCrops() {
     const el = document.getElementById("crops");
     try {
-      const crops = await AMGS.getJSON(`/api/web/cages/${encodeURIComponent(cage)}/crops`);
+      const limit = Number(document.body.dataset.recentCrops || 0);
+      const crops = limit ? await AMGS.getJSON(`/api/crops?cage_id=${encodeURIComponent(cage)}&limit=${limit}`) : [];
       el.innerHTML = crops.length ? crops.map((c) =>
-        `<div class="crop ${c.label === "pain" ? "pain" : ""}"><img loading="lazy" src="${AMGS.root}/api/web/${c.url}" alt="face crop ${AMGS.esc(c.msg_id)}">
+        `<div class="crop ${c.label === "pain" ? "pain" : ""}"><img loading="lazy" src="${AMGS.esc(c.url)}" alt="face crop ${AMGS.esc(c.msg_id)}">
          <div>aMGS ${AMGS.num(c.amgs)} &middot; ${AMGS.esc(c.label)}${c.needs_review ? " &middot; review" : ""}</div>
          <div class="legend-note">${AMGS.fmtTime(c.captured_at)}</div></div>`).join("")
         : '<div class="empty">no face crops stored for this cage (devices send crops only when configured to)</div>';

@@ -4,8 +4,7 @@
   const body = document.querySelector("#devices tbody");
   async function load() {
     try {
-      const res = await AMGS.getJSON("/api/web/devices");
-      const rows = res.devices;
+      const rows = await AMGS.getJSON("/api/devices");
       body.innerHTML = rows.length ? rows.map((d) => {
         const rejected = Object.entries(d.rejected || {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${AMGS.esc(k)}: ${v}`).join("<br>") || "-";
         const errors = (d.errors || []).concat((d.views || []).filter((v) => v.error).map((v) => `view ${v.view}: ${v.error}`));

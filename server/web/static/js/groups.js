@@ -11,8 +11,8 @@
   function query() {
     const q = new URLSearchParams();
     list.querySelectorAll("input:checked").forEach((c) => q.append("group", c.value));
-    q.set("bin", ctl.bin.value); q.set("before", ctl.before.value); q.set("after", ctl.after.value);
-    if (ctl.measure.value === "delta_amgs") q.set("baseline_hours", ctl.before.value || "12");
+    q.set("bin", ctl.bin.value); q.set("hours_before", ctl.before.value); q.set("hours_after", ctl.after.value);
+    if (ctl.measure.value === "delta_amgs") q.set("baseline_h", ctl.before.value || "12");
     return q;
   }
 
@@ -33,10 +33,10 @@
 
   async function load() {
     const q = query();
-    document.getElementById("dl-csv").href = `${AMGS.root}/api/web/groups/timecourse.csv?${q}`;
+    document.getElementById("dl-csv").href = `${AMGS.root}/api/timecourse/groups?${q}&format=table`;
     if (!q.getAll("group").length) { el.innerHTML = '<div class="empty">choose at least one group</div>'; return; }
     try {
-      const res = await AMGS.getJSON(`/api/web/groups/timecourse?${q}`);
+      const res = await AMGS.getJSON(`/api/timecourse/groups?${q}`);
       current = seriesOf(res);
       AMGS.groupData = res;
       const m = ctl.measure.value;
@@ -95,7 +95,8 @@
   });
 
   Object.values(ctl).forEach((c) => c.addEventListener("change", load));
-  AMGS.getJSON("/api/web/groups").then((groups) => {
+  Promise.all([AMGS.getJSON("/api/meta/groups"), AMGS.getJSON("/api/meta/animals")]).then(([groups, animals]) => {
+    groups.forEach((g) => { g.n_animals = animals.filter((a) => a.group_id === g.group_id).length; });
     list.innerHTML = groups.length ? groups.map((g) => `<label style="display:inline;margin-right:10px;color:inherit"><input type="checkbox" value="${AMGS.esc(g.group_id)}" checked> ${AMGS.esc(g.name || g.group_id)} (${g.n_animals})</label>`).join("")
       : "no groups registered yet (amgs server group add)";
     list.querySelectorAll("input").forEach((c) => c.addEventListener("change", load));

@@ -33,7 +33,7 @@
   function render() {
     if (!last) return;
     const r = room.value, g = group.value, s = stateSel.value;
-    const tiles = last.tiles.filter((t) => (!r || t.room_id === r) && (!g || (t.groups || []).includes(g)) && (!s || t.state === s));
+    const tiles = last.cages.filter((t) => (!r || t.room_id === r) && (!g || (t.groups || []).includes(g)) && (!s || t.state === s));
     document.getElementById("summary").innerHTML = Object.entries(last.counts)
       .map(([k, v]) => `<span><span class="state ${AMGS.stateClass(k)}">${AMGS.esc(k)}</span> ${v}</span>`).join("");
     document.getElementById("as-of").textContent = "as of " + AMGS.fmtTime(last.now);
@@ -53,7 +53,7 @@
 
   async function load() {
     try {
-      last = await AMGS.getJSON("/api/web/overview");
+      last = await AMGS.getJSON("/api/overview");
       fillSelect(room, last.rooms, room.value || params.get("room"));
       fillSelect(group, last.groups, group.value || params.get("group"));
       fillSelect(stateSel, Object.keys(last.counts), stateSel.value || params.get("state"));

@@ -1,4 +1,5 @@
-"""What the dashboard shows, assembled from the collector's queries and the alert tables.
+"""What the API adds to the read queries: alert state on cage tiles, alerts with their history, the
+configured thresholds, and stored device rows decoded for JSON.
 
 A cage tile's state, most urgent first:
   alert           an open or acknowledged alert of severity alert / humane_endpoint on the cage
@@ -14,7 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from amgs.server.query.timecourse import iso, overview
+import sqlite_utils
+
+from amgs.server.query.overview import overview
+from amgs.server.query.timecourse import iso
+from amgs.server.storage.sql import database
 
 from ..alerts.config import SEVERITY_RANK, AlertsConfig
 from ..alerts.store import ALERTS, alert_events, list_alerts
@@ -24,22 +29,10 @@ STATES = ("alert", "device offline", "elevated", "no data", "ok")
 
 def _open_alerts_by_cage(conn) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for row in conn.execute(
-        f"SELECT alert_id, rule, severity, state, opened_at, message, site, cage_id, device_id FROM {ALERTS} "
-        "WHERE state IN ('open', 'acknowledged') ORDER BY opened_at"
+    for a in database(conn).query(
+        "SELECT alert_id, rule, severity, state, opened_at, message, site, cage_id, device_id "
+        f"FROM {ALERTS} WHERE state IN ('open', 'acknowledged') ORDER BY opened_at",
     ):
-        cols = (
-            "alert_id",
-            "rule",
-            "severity",
-            "state",
-            "opened_at",
-            "message",
-            "site",
-            "cage_id",
-            "device_id",
-        )
-        a = dict(zip(cols, row, strict=True))
         out.setdefault(a["cage_id"], []).append(a)
     return out
 
@@ -76,87 +69,60 @@ def tile_state(
     return "ok", ""
 
 
-def facility_overview(conn, cfg: AlertsConfig, now: float) -> dict[str, Any]:
-    tiles = overview(conn, now)
+def facility_overview(conn, cfg: AlertsConfig, now: float, hours: int = 24) -> dict[str, Any]:
+    """Every cage's tile (figures, sparkline, devices, open alerts, state), and the rooms, groups and
+    state counts the overview page filters by."""
+    tiles = overview(conn, now, hours)
     alerts = _open_alerts_by_cage(conn)
-    last_t = dict(conn.execute("SELECT cage_id, max(t) FROM scores GROUP BY cage_id").fetchall())
     rooms, groups = set(), set()
     for tile in tiles:
-        tile["last_score_t"] = last_t.get(tile["cage_id"])
         tile["alerts"] = alerts.get(tile["cage_id"], [])
         tile["state"], tile["state_reason"] = tile_state(tile, tile["alerts"], cfg, now)
         if tile.get("room_id"):
             rooms.add(tile["room_id"])
         groups.update(tile.get("groups") or [])
-    counts = {s: sum(t["state"] == s for t in tiles) for s in STATES}
     return {
         "now": iso(now),
-        "tiles": tiles,
+        "hours": hours,
+        "cages": tiles,
         "rooms": sorted(rooms),
         "groups": sorted(groups),
-        "counts": counts,
+        "counts": {s: sum(t["state"] == s for t in tiles) for s in STATES},
     }
 
 
-def _json(text: str | None, default: Any) -> Any:
-    try:
-        return json.loads(text) if text else default
-    except ValueError:
-        return default
+def thresholds(cfg: AlertsConfig) -> dict[str, float | None]:
+    """The sustained-pain thresholds of the config (drawn on the charts; not validated cut-offs)."""
+    return {"fraction_pain": cfg.pain.fraction_pain, "mean_amgs": cfg.pain.mean_amgs}
 
 
-def devices(conn) -> list[dict[str, Any]]:
-    cols = (
-        "device_id",
-        "site",
-        "state",
-        "state_since",
-        "reason",
-        "last_seen",
-        "queue_depth",
-        "unconfirmed",
-        "last_capture_at",
-        "model_name",
-        "model_version",
-        "software",
-        "inference_ms",
-        "rejected_json",
-        "frames_json",
-        "errors_json",
-        "views_json",
-        "committed_seq",
-        "gaps_total",
-        "lost_total",
-        "scores_total",
-        "storage_warning",
-        "disk_free_bytes",
-        "cpu_temp_c",
-    )
-    out = []
-    for row in conn.execute(f"SELECT {', '.join(cols)} FROM devices ORDER BY device_id"):
-        d = dict(zip(cols, row, strict=True))
-        d["state_since"] = iso(d["state_since"])
-        d["last_seen"] = iso(d["last_seen"])
-        d["rejected"] = _json(d.pop("rejected_json"), {})
-        d["frames"] = _json(d.pop("frames_json"), {})
-        d["errors"] = _json(d.pop("errors_json"), [])
-        d["views"] = _json(d.pop("views_json"), [])
-        out.append(d)
-    return out
-
-
-def recent_crops(conn, cage_id: str, limit: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT c.msg_id, s.captured_at, s.amgs, s.p_pain, s.label, s.needs_review, s.mgs_au, s.animal_id "
-        "FROM crops c JOIN scores s ON s.msg_id = c.msg_id WHERE s.cage_id = ? ORDER BY s.t DESC LIMIT ?",
-        [cage_id, limit],
-    ).fetchall()
-    cols = ("msg_id", "captured_at", "amgs", "p_pain", "label", "needs_review", "mgs_au", "animal_id")
-    return [dict(zip(cols, r, strict=True)) | {"url": f"crops/{r[0]}.jpg"} for r in rows]
-
-
-def alerts_with_history(db, state: str | None, limit: int = 200) -> list[dict[str, Any]]:
-    rows = list_alerts(db, state=state, limit=limit)
+def alerts_with_history(
+    db: sqlite_utils.Database, state: str | None = None, limit: int = 200, cage_id: str | None = None
+) -> list[dict[str, Any]]:
+    rows = list_alerts(db, state=state, cage_id=cage_id, limit=limit)
     for row in rows:
         row["events"] = alert_events(db, row["alert_id"])
     return rows
+
+
+_JSON_COLUMNS = ("frames_json", "rejected_json", "errors_json", "views_json")
+_TIME_COLUMNS = ("state_since", "last_seen", "last_score_t", "status_received_at")
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def device_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``devices`` row for JSON: ``frames``, ``rejected``, ``errors``, ``views`` decoded (None when
+    absent), times as RFC 3339."""
+    for key in _JSON_COLUMNS:
+        if key in row:
+            row[key[:-5]] = _json(row.pop(key))
+    for key in _TIME_COLUMNS:
+        if key in row:
+            row[key] = iso(row[key])
+    return row
