@@ -106,9 +106,9 @@ def contract() -> None:
 @click.argument("out_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 def contract_schema(out_dir: Path | None) -> None:
     """Write the JSON Schema files (or print them when no folder is given)."""
-    from amgs.contract import SCHEMAS, json_schema_document
+    from amgs.contract import MESSAGES, json_schema_document
 
-    for sid in SCHEMAS:
+    for sid in MESSAGES:
         text = json.dumps(json_schema_document(sid), indent=2) + "\n"
         if out_dir is None:
             click.echo(text)

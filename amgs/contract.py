@@ -1,11 +1,13 @@
-"""The wire contract between cage devices and the collector: MQTT topics and message schemas.
+"""The wire contract between cage devices and the collector: MQTT topics and message models.
 
-This module is the single definition of what travels over MQTT. Both sides import it, the JSON
-Schema files in ``docs/contract/`` are generated from it (``amgs contract schema``), and the docs
-describe it. It depends on the standard library only, so it runs on any device.
+This module is the single definition of what travels over MQTT. Each message kind is a pydantic model
+(:class:`Score`, :class:`Status`, :class:`Ack`, :class:`Command`, :class:`Alert`); both sides import
+them, build messages only through them, and check what arrives with them. The JSON Schema files in
+``docs/contract/`` are generated from the models (``amgs contract schema``) and the docs describe them.
 
 Messages are UTF-8 JSON objects carrying a ``schema`` field such as ``"amgs.score/1"``: the kind of
 message and its major version. A collector refuses (quarantines) a major version it does not know.
+Every refusal is a :class:`ContractError` whose ``path`` names the offending field.
 
 Topic tree (``{site}`` and ``{device}`` are ids matching :data:`ID_PATTERN`)::
 
@@ -20,18 +22,27 @@ Topic tree (``{site}`` and ``{device}`` are ids matching :data:`ID_PATTERN`)::
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 TOPIC_ROOT = "amgs/v1"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Largest JSON message either side accepts; larger ones are quarantined unread."""
+
+MAX_INT = 2**53 - 1
+"""Every integer in a message is at most this (the largest integer a JSON number holds exactly in every
+language, and far inside SQLite's 64-bit INTEGER)."""
+MAX_SEQ = MAX_INT
+"""Highest ``seq`` a device may send (at one record a second, 285 million years)."""
+
+TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
 
 LABELS = ("no pain", "pain")
 """Class order of every model's pain output, index 0 and 1."""
@@ -61,7 +72,7 @@ class ContractError(ValueError):
 
 def check_id(value: str, what: str = "id") -> str:
     """Refuse ids that would break the topic tree (``/``, ``+``, ``#``, spaces, empty, too long)."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise ContractError(
             f"{what} {value!r} is not allowed: use 1-64 letters, digits, '_', '.', '-' starting with a letter or digit"
         )
@@ -127,364 +138,388 @@ def parse_topic(topic: str) -> Topic:
     raise ContractError(f"topic {topic!r} has an unknown kind", "topic")
 
 
-# --------------------------------------------------------------------------- schemas
-# Each schema is JSON Schema (draft 2020-12 subset). The validator below implements exactly the
-# keywords used here; tests check it agrees with the reference `jsonschema` implementation.
+# --------------------------------------------------------------------------- field types
+# JSON has one number type: an integer field also takes 2.0 (as JSON Schema's "integer" does), never
+# true/false or "2". Every integer is bounded (MAX_INT), every number finite (the models refuse NaN and
+# infinities), every time a real calendar time in RFC 3339 UTC.
 
-_ID = {"type": "string", "pattern": ID_PATTERN}
-_OPT_ID = {"type": ["string", "null"], "pattern": ID_PATTERN}
-_TIME = {
-    "type": "string",
-    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$",
-    "description": "UTC time, RFC 3339 with a Z suffix",
+
+def _integral(value: Any) -> Any:
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+def _real_time(text: str) -> str:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a real UTC time ({e})") from None
+    return text
+
+
+def _int(minimum: int = 0, maximum: int = MAX_INT, description: str | None = None) -> Any:
+    return Annotated[int, Field(ge=minimum, le=maximum, description=description), BeforeValidator(_integral)]
+
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+MsgId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Time = Annotated[
+    str,
+    Field(
+        pattern=TIME_PATTERN,
+        json_schema_extra={"format": "date-time"},
+        description="UTC time, RFC 3339 with a Z suffix",
+    ),
+    AfterValidator(_real_time),
+]
+Prob = Annotated[float, Field(ge=0, le=1)]
+AuValue = Annotated[float, Field(ge=0, le=2)]
+Count = _int()
+Text = Annotated[str, Field(max_length=200)]
+Note = Annotated[str, Field(max_length=500)]
+Counts = Annotated[dict[str, Count], Field(max_length=64)]
+
+
+class _Part(BaseModel):
+    """A nested object of a message: exact JSON types, no unknown keys.
+
+    Optional fields: ``x: T | None = None`` may be sent as null; ``x: T = None`` may be left out but,
+    when sent, must be a T (the default is never validated, and left-out fields stay off the wire).
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class ModelRef(_Part):
+    name: Text
+    version: Text
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Clock(_Part):
+    """How far the capture time can be trusted: a Pi without RTC boots with a stale clock."""
+
+    synced: bool = Field(description="the system clock was NTP/RTC-synchronized at capture")
+    boot_id: Annotated[str, Field(max_length=64)]
+    monotonic_s: float = Field(ge=0, description="CLOCK_MONOTONIC at capture")
+
+
+class ActionUnits(_Part):
+    ot: AuValue
+    nb: AuValue
+    cb: AuValue
+    ep: AuValue
+    wc: AuValue
+
+
+class Quality(_Part):
+    sharpness: float = Field(None, ge=0)
+    exposure: float = Field(None, ge=0, le=255)
+    face_px: Count = None
+    motion: float = Field(None, ge=0)
+    asleep: bool = None
+
+
+class ViewState(_Part):
+    view: Id
+    cage_id: Id
+    animal_id: Id | None = None
+    source_ok: bool = None
+    error: Note | None = None
+
+
+# --------------------------------------------------------------------------- messages
+
+M = TypeVar("M", bound="Message")
+
+
+class Message(_Part):
+    """A whole message. ``schema`` is filled in by the model: nobody writes it by hand."""
+
+    SCHEMA: ClassVar[str]
+
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _schema_required(schema))
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON object as sent: ``schema`` first, fields left out stay left out."""
+        return {"schema": self.SCHEMA, **self.model_dump(mode="json", by_alias=True, exclude_unset=True)}
+
+    def encode(self) -> bytes:
+        """Compact UTF-8 JSON, what goes on the wire."""
+        return json.dumps(self.wire(), separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+    @classmethod
+    def parse(cls: type[M], payload: bytes) -> M:
+        """Parse and check raw payload bytes as this kind of message (the collector's ingest path)."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ContractError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        try:
+            message = cls.model_validate_json(payload)
+            if "schema_" in message.model_fields_set:
+                return message
+        except ValidationError:
+            pass
+        decode(payload, cls.SCHEMA)  # the slow path words the refusal (not UTF-8, not JSON, which field)
+        raise ContractError(f"not a valid {cls.SCHEMA} message")  # pragma: no cover - both paths agree
+
+    @classmethod
+    def build(cls: type[M], **fields: Any) -> M:
+        """The one way to make a message: ``Ack.build(device_id=..., committed_seq=..., at=...)``.
+
+        ``schema`` is filled in; a wrong field raises :class:`ContractError` naming it."""
+        return cls.check({"schema": cls.SCHEMA, **fields})
+
+    @classmethod
+    def check(cls: type[M], message: Any) -> M:
+        """A decoded JSON object as this kind of message, or :class:`ContractError` naming the field."""
+        try:
+            checked = cls.model_validate(message)
+        except ValidationError as e:
+            raise _contract_error(e) from None
+        if "schema_" not in checked.model_fields_set:
+            raise ContractError(f"is required (here {cls.SCHEMA!r})", "schema")
+        return checked
+
+
+def _schema_required(schema: dict[str, Any]) -> None:
+    """On the wire ``schema`` is required; in Python the model fills in its own (nobody writes it)."""
+    schema["properties"]["schema"].pop("default", None)
+    schema["required"] = ["schema", *schema.get("required", [])]
+
+
+def _schema_field(sid: str) -> Any:
+    return Field(sid, alias="schema", description="message kind and major version")
+
+
+class ShadowScore(_Part):
+    """A candidate model's score of the same face (shadow mode): stored apart by the collector, never used
+    for time courses or alerts."""
+
+    model: ModelRef
+    p_pain: Prob
+    label: Literal["no pain", "pain"]
+    confidence: float = Field(ge=0.5, le=1)
+    mgs_au: AuValue | None = None
+    inference_ms: float = Field(None, ge=0)
+
+
+class ModelUpdate(_Part):
+    """The last model change the collector asked for and how it went on the device."""
+
+    state: Literal["downloading", "active", "shadow", "failed", "rolled_back", "idle"]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    error: Note | None = None
+    at: Time = None
+
+
+class ScoreDraft(Message):
+    """A score record as the scorer makes it, before the device's outbox numbers it (see :class:`Score`)."""
+
+    SCHEMA: ClassVar[str] = "amgs.score/1"
+    schema_: Literal["amgs.score/1"] = _schema_field("amgs.score/1")
+    msg_id: MsgId = Field(description="uuid4 hex; idempotency key")
+    device_id: Id
+    site: Id
+    cage_id: Id
+    animal_id: Id | None = None
+    view: Id | None = None
+    captured_at: Time
+    clock: Clock
+    model: ModelRef
+    p_pain: Prob
+    label: Literal["no pain", "pain"]
+    amgs: Prob = Field(description="automated MGS score on 0-1 (see amgs.scoring.amgs_score)")
+    confidence: float = Field(ge=0.5, le=1)
+    needs_review: bool
+    au: ActionUnits | None = None
+    mgs_au: AuValue | None = None
+    quality: Quality = None
+    face_box: Annotated[list[Count], Field(min_length=4, max_length=4)] | None = Field(
+        None, description="x, y, w, h in source-frame pixels"
+    )
+    inference_ms: float = Field(None, ge=0)
+    has_crop: bool = Field(None, description="a JPEG crop is kept on the device / sent on crop/{msg_id}")
+    shadow: ShadowScore | None = Field(None, description="a candidate model's score of the same face")
+
+    def numbered(self, seq: int) -> Score:
+        """The record as sent, once the outbox has given it its ``seq``."""
+        return Score.check({**self.wire(), "seq": seq})
+
+
+class Score(ScoreDraft):
+    """Score record: one scored face image
+
+    ``seq`` is given by the device's outbox when it commits the record (:meth:`ScoreDraft.numbered`)."""
+
+    seq: _int(1, MAX_SEQ, "per-device sequence, +1 per record, for gap counting")
+
+
+class Status(Message):
+    """Device status (retained). The last will carries state=offline."""
+
+    SCHEMA: ClassVar[str] = "amgs.status/1"
+    schema_: Literal["amgs.status/1"] = _schema_field("amgs.status/1")
+    device_id: Id
+    site: Id
+    state: Literal["online", "offline", "degraded"]
+    at: Time
+    reason: Note | None = None
+    software: Text = None
+    uptime_s: float = Field(None, ge=0)
+    queue_depth: Count = None
+    unconfirmed: Count = None
+    last_seq: _int(maximum=MAX_SEQ) = None
+    last_capture_at: Time | None = None
+    inference_ms: float | None = Field(None, ge=0)
+    frames: Counts = None
+    rejected: Counts = None
+    disk_free_bytes: Count | None = None
+    cpu_temp_c: float | None = None
+    model: ModelRef | None = None
+    model_previous: ModelRef | None = Field(None, description="kept for a roll-back")
+    model_candidate: ModelRef | None = Field(None, description="scoring in shadow")
+    model_update: ModelUpdate | None = None
+    clock: Clock | None = None
+    views: Annotated[list[ViewState], Field(max_length=64)] = None
+    storage_warning: Note | None = None
+    errors: Annotated[list[Note], Field(max_length=20)] = None
+
+
+class Ack(Message):
+    """Collector watermark (retained): every seq <= committed_seq of this device is stored."""
+
+    SCHEMA: ClassVar[str] = "amgs.ack/1"
+    schema_: Literal["amgs.ack/1"] = _schema_field("amgs.ack/1")
+    device_id: Id
+    committed_seq: _int(maximum=MAX_SEQ)
+    at: Time
+
+
+class Command(Message):
+    """A request from the collector to a device."""
+
+    SCHEMA: ClassVar[str] = "amgs.command/1"
+    schema_: Literal["amgs.command/1"] = _schema_field("amgs.command/1")
+    command: Literal["send_crops", "publish_status", "resend_from", "model_assign"]
+    msg_ids: Annotated[list[MsgId], Field(max_length=500)] = None
+    seq: _int(maximum=MAX_SEQ) = None
+    active: ModelRef | None = Field(
+        None,
+        description="model_assign (retained): the model the device scores with (null: its configured one)",
+    )
+    candidate: ModelRef | None = Field(
+        None, description="model_assign: a model scored in shadow beside the active one (null: none)"
+    )
+    at: Time
+
+
+class Alert(Message):
+    """Alert state for a cage (retained per cage)."""
+
+    SCHEMA: ClassVar[str] = "amgs.alert/1"
+    schema_: Literal["amgs.alert/1"] = _schema_field("amgs.alert/1")
+    alert_id: Annotated[str, Field(max_length=64)]
+    rule: Text
+    site: Id
+    cage_id: Id
+    animal_id: Id | None = None
+    device_id: Id | None = None
+    severity: Literal["info", "warning", "alert", "humane_endpoint"]
+    state: Literal["open", "acknowledged", "resolved"]
+    opened_at: Time
+    updated_at: Time
+    message: Annotated[str, Field(max_length=1000)] = None
+    value: float | None = None
+    threshold: float | None = None
+
+
+MESSAGES: dict[str, type[Message]] = {m.SCHEMA: m for m in (Score, Status, Ack, Command, Alert)}
+"""Every message kind by its ``schema`` id."""
+
+
+# --------------------------------------------------------------------------- checking
+
+
+_JSON_TYPES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+    type(None): "null",
 }
-_PROB = {"type": "number", "minimum": 0, "maximum": 1}
-_AU_VALUE = {"type": "number", "minimum": 0, "maximum": 2}
-_SHA = {"type": "string", "pattern": r"^[0-9a-f]{64}$"}
-_TEXT = {"type": "string", "maxLength": 200}
-_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}, "maxProperties": 64}
-
-MODEL_REF = {
-    "type": "object",
-    "required": ["name", "version", "sha256"],
-    "additionalProperties": False,
-    "properties": {"name": _TEXT, "version": _TEXT, "sha256": _SHA},
-}
-
-CLOCK = {
-    "type": "object",
-    "description": "How far the capture time can be trusted: a Pi without RTC boots with a stale clock.",
-    "required": ["synced", "boot_id", "monotonic_s"],
-    "additionalProperties": False,
-    "properties": {
-        "synced": {"type": "boolean", "description": "the system clock was NTP/RTC-synchronized at capture"},
-        "boot_id": {"type": "string", "maxLength": 64},
-        "monotonic_s": {"type": "number", "minimum": 0, "description": "CLOCK_MONOTONIC at capture"},
-    },
-}
-
-SCORE = {
-    "$id": "amgs.score/1",
-    "title": "Score record: one scored face image",
-    "type": "object",
-    "required": [
-        "schema",
-        "msg_id",
-        "seq",
-        "device_id",
-        "site",
-        "cage_id",
-        "captured_at",
-        "clock",
-        "model",
-        "p_pain",
-        "label",
-        "amgs",
-        "confidence",
-        "needs_review",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": "amgs.score/1"},
-        "msg_id": {
-            "type": "string",
-            "pattern": r"^[0-9a-f]{32}$",
-            "description": "uuid4 hex; idempotency key",
-        },
-        "seq": {
-            "type": "integer",
-            "minimum": 1,
-            "description": "per-device sequence, +1 per record, for gap counting",
-        },
-        "device_id": _ID,
-        "site": _ID,
-        "cage_id": _ID,
-        "animal_id": _OPT_ID,
-        "view": _OPT_ID,
-        "captured_at": _TIME,
-        "clock": CLOCK,
-        "model": MODEL_REF,
-        "p_pain": _PROB,
-        "label": {"enum": list(LABELS)},
-        "amgs": {**_PROB, "description": "automated MGS score on 0-1 (see amgs.scoring.amgs_score)"},
-        "confidence": {"type": "number", "minimum": 0.5, "maximum": 1},
-        "needs_review": {"type": "boolean"},
-        "au": {
-            "type": ["object", "null"],
-            "required": list(AU_KEYS),
-            "additionalProperties": False,
-            "properties": {k: _AU_VALUE for k in AU_KEYS},
-        },
-        "mgs_au": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
-        "quality": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "sharpness": {"type": "number", "minimum": 0},
-                "exposure": {"type": "number", "minimum": 0, "maximum": 255},
-                "face_px": {"type": "integer", "minimum": 0},
-                "motion": {"type": "number", "minimum": 0},
-                "asleep": {"type": "boolean"},
-            },
-        },
-        "face_box": {
-            "type": ["array", "null"],
-            "items": {"type": "integer", "minimum": 0},
-            "minItems": 4,
-            "maxItems": 4,
-            "description": "x, y, w, h in source-frame pixels",
-        },
-        "inference_ms": {"type": "number", "minimum": 0},
-        "has_crop": {
-            "type": "boolean",
-            "description": "a JPEG crop is kept on the device / sent on crop/{msg_id}",
-        },
-        "shadow": {
-            "type": ["object", "null"],
-            "description": "a candidate model's score of the same face (shadow mode): stored apart by the "
-            "collector, never used for time courses or alerts",
-            "required": ["model", "p_pain", "label", "confidence"],
-            "additionalProperties": False,
-            "properties": {
-                "model": MODEL_REF,
-                "p_pain": _PROB,
-                "label": {"enum": list(LABELS)},
-                "confidence": {"type": "number", "minimum": 0.5, "maximum": 1},
-                "mgs_au": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
-                "inference_ms": {"type": "number", "minimum": 0},
-            },
-        },
-    },
-}
-
-STATUS = {
-    "$id": "amgs.status/1",
-    "title": "Device status (retained). The last will carries state=offline.",
-    "type": "object",
-    "required": ["schema", "device_id", "site", "state", "at"],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": "amgs.status/1"},
-        "device_id": _ID,
-        "site": _ID,
-        "state": {"enum": ["online", "offline", "degraded"]},
-        "at": _TIME,
-        "reason": {"type": ["string", "null"], "maxLength": 500},
-        "software": _TEXT,
-        "uptime_s": {"type": "number", "minimum": 0},
-        "queue_depth": {"type": "integer", "minimum": 0},
-        "unconfirmed": {"type": "integer", "minimum": 0},
-        "last_seq": {"type": "integer", "minimum": 0},
-        "last_capture_at": {"type": ["string", "null"], "pattern": _TIME["pattern"]},
-        "inference_ms": {"type": ["number", "null"], "minimum": 0},
-        "frames": _COUNTS,
-        "rejected": _COUNTS,
-        "disk_free_bytes": {"type": ["integer", "null"], "minimum": 0},
-        "cpu_temp_c": {"type": ["number", "null"]},
-        "model": {"oneOf": [MODEL_REF, {"type": "null"}]},
-        "model_previous": {"oneOf": [MODEL_REF, {"type": "null"}], "description": "kept for a roll-back"},
-        "model_candidate": {"oneOf": [MODEL_REF, {"type": "null"}], "description": "scoring in shadow"},
-        "model_update": {
-            "type": ["object", "null"],
-            "description": "the last model change the collector asked for and how it went",
-            "additionalProperties": False,
-            "properties": {
-                "state": {"enum": ["downloading", "active", "shadow", "failed", "rolled_back", "idle"]},
-                "sha256": {"type": ["string", "null"], "pattern": r"^[0-9a-f]{64}$"},
-                "error": {"type": ["string", "null"], "maxLength": 500},
-                "at": _TIME,
-            },
-        },
-        "clock": {"oneOf": [CLOCK, {"type": "null"}]},
-        "views": {
-            "type": "array",
-            "maxItems": 64,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["view", "cage_id"],
-                "properties": {
-                    "view": _ID,
-                    "cage_id": _ID,
-                    "animal_id": _OPT_ID,
-                    "source_ok": {"type": "boolean"},
-                    "error": {"type": ["string", "null"], "maxLength": 500},
-                },
-            },
-        },
-        "storage_warning": {"type": ["string", "null"], "maxLength": 500},
-        "errors": {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 500}},
-    },
-}
-
-ACK = {
-    "$id": "amgs.ack/1",
-    "title": "Collector watermark (retained): every seq <= committed_seq of this device is stored",
-    "type": "object",
-    "required": ["schema", "device_id", "committed_seq", "at"],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": "amgs.ack/1"},
-        "device_id": _ID,
-        "committed_seq": {"type": "integer", "minimum": 0},
-        "at": _TIME,
-    },
-}
-
-COMMAND = {
-    "$id": "amgs.command/1",
-    "title": "A request from the collector to a device",
-    "type": "object",
-    "required": ["schema", "command", "at"],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": "amgs.command/1"},
-        "command": {"enum": ["send_crops", "publish_status", "resend_from", "model_assign"]},
-        "msg_ids": {
-            "type": "array",
-            "maxItems": 500,
-            "items": {"type": "string", "pattern": r"^[0-9a-f]{32}$"},
-        },
-        "seq": {"type": "integer", "minimum": 0},
-        "active": {
-            "oneOf": [MODEL_REF, {"type": "null"}],
-            "description": "model_assign (retained): the model the device scores with (null: its configured one)",
-        },
-        "candidate": {
-            "oneOf": [MODEL_REF, {"type": "null"}],
-            "description": "model_assign: a model scored in shadow beside the active one (null: none)",
-        },
-        "at": _TIME,
-    },
-}
-
-ALERT = {
-    "$id": "amgs.alert/1",
-    "title": "Alert state for a cage (retained per cage)",
-    "type": "object",
-    "required": [
-        "schema",
-        "alert_id",
-        "rule",
-        "site",
-        "cage_id",
-        "severity",
-        "state",
-        "opened_at",
-        "updated_at",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "schema": {"const": "amgs.alert/1"},
-        "alert_id": {"type": "string", "maxLength": 64},
-        "rule": _TEXT,
-        "site": _ID,
-        "cage_id": _ID,
-        "animal_id": _OPT_ID,
-        "device_id": _OPT_ID,
-        "severity": {"enum": ["info", "warning", "alert", "humane_endpoint"]},
-        "state": {"enum": ["open", "acknowledged", "resolved"]},
-        "opened_at": _TIME,
-        "updated_at": _TIME,
-        "message": {"type": "string", "maxLength": 1000},
-        "value": {"type": ["number", "null"]},
-        "threshold": {"type": ["number", "null"]},
-    },
-}
-
-SCHEMAS: dict[str, dict[str, Any]] = {s["$id"]: s for s in (SCORE, STATUS, ACK, COMMAND, ALERT)}
-
-
-# --------------------------------------------------------------------------- validation
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list,),
-    "null": (type(None),),
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "a boolean",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
 }
 
 
-def _is_type(value: Any, name: str) -> bool:
-    if isinstance(value, bool) and name in ("integer", "number"):
-        return False
-    if name == "integer" and isinstance(value, float):
-        return value.is_integer()
-    if name == "number" and isinstance(value, float) and not math.isfinite(value):
-        return False
-    return isinstance(value, _TYPES[name])
+def _number(x: Any) -> Any:
+    return int(x) if isinstance(x, float) and x.is_integer() and abs(x) <= MAX_INT else x
 
 
-def _validate(value: Any, schema: dict[str, Any], path: str) -> None:
-    if "const" in schema and value != schema["const"]:
-        raise ContractError(f"must be {schema['const']!r}, got {value!r:.80}", path)
-    if "enum" in schema and value not in schema["enum"]:
-        raise ContractError(f"must be one of {schema['enum']}, got {value!r:.80}", path)
-    if "oneOf" in schema:
-        errors = []
-        for option in schema["oneOf"]:
-            try:
-                _validate(value, option, path)
-                break
-            except ContractError as e:
-                errors.append(str(e))
-        else:
-            raise ContractError("matches no allowed form: " + " | ".join(errors), path)
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else types
-        if not any(_is_type(value, t) for t in names):
-            raise ContractError(f"must be {' or '.join(names)}, got {type(value).__name__}", path)
-    if isinstance(value, str):
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise ContractError(f"longer than {schema['maxLength']} characters", path)
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            raise ContractError(f"{value!r:.80} does not match {schema['pattern']}", path)
-    if _is_type(value, "number"):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise ContractError(f"{value} is below the minimum {schema['minimum']}", path)
-        if "maximum" in schema and value > schema["maximum"]:
-            raise ContractError(f"{value} is above the maximum {schema['maximum']}", path)
-    if isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            raise ContractError(f"needs at least {schema['minItems']} items", path)
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            raise ContractError(f"allows at most {schema['maxItems']} items", path)
-        if "items" in schema:
-            for i, item in enumerate(value):
-                _validate(item, schema["items"], f"{path}[{i}]")
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                raise ContractError("is required", f"{path}.{key}" if path else key)
-        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-            raise ContractError(f"allows at most {schema['maxProperties']} keys", path)
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if key in props:
-                _validate(item, props[key], sub)
-            elif extra is False:
-                raise ContractError("is not a field of this message", sub)
-            elif isinstance(extra, dict):
-                _validate(item, extra, sub)
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def validate(message: Any, schema_id: str | None = None) -> dict[str, Any]:
-    """Check a decoded message against its schema; return it or raise :class:`ContractError`."""
+def _contract_error(error: ValidationError) -> ContractError:
+    """The first problem pydantic found, worded as the contract's refusal, with the field as ``path``."""
+    e = error.errors(include_url=False)[0]
+    kind, ctx, value = e["type"], e.get("ctx", {}), e.get("input")
+    if kind == "missing":
+        text = "is required"
+    elif kind == "extra_forbidden":
+        text = "is not a field of this message"
+    elif kind in ("less_than_equal", "less_than"):
+        text = f"{value} is above the maximum {_number(ctx.get('le', ctx.get('lt')))}"
+    elif kind in ("greater_than_equal", "greater_than"):
+        text = f"{value} is below the minimum {_number(ctx.get('ge', ctx.get('gt')))}"
+    elif kind == "literal_error":
+        text = f"must be one of {ctx['expected']}, got {value!r:.80}"
+    elif kind == "string_pattern_mismatch":
+        text = f"{value!r:.80} does not match {ctx['pattern']}"
+    elif kind == "string_too_long":
+        text = f"longer than {ctx['max_length']} characters"
+    elif kind == "too_short":
+        text = f"needs at least {ctx['min_length']} items"
+    elif kind == "too_long":
+        text = f"allows at most {ctx['max_length']} {'keys' if isinstance(value, dict) else 'items'}"
+    elif kind == "finite_number":
+        text = "must be a finite number"
+    elif kind == "value_error":
+        text = str(ctx.get("error", e["msg"]))
+    elif kind in _EXPECTED:
+        text = f"must be {_EXPECTED[kind]}, got {_JSON_TYPES.get(type(value), type(value).__name__)}"
+    else:
+        text = e["msg"]
+    return ContractError(text, _path(e["loc"]))
+
+
+def check(message: Any, schema_id: str | None = None) -> Message:
+    """A decoded JSON object as the message its ``schema`` names (the model), or :class:`ContractError`."""
     if not isinstance(message, dict):
         raise ContractError(f"a message must be a JSON object, got {type(message).__name__}")
     sid = message.get("schema")
     if schema_id is not None and sid != schema_id:
         raise ContractError(f"expected {schema_id!r}, got {sid!r:.80}", "schema")
-    if not isinstance(sid, str) or sid not in SCHEMAS:
-        raise ContractError(f"unknown schema {sid!r:.80}; this software knows {sorted(SCHEMAS)}", "schema")
-    _validate(message, SCHEMAS[sid], "")
-    return message
+    if not isinstance(sid, str) or sid not in MESSAGES:
+        raise ContractError(f"unknown schema {sid!r:.80}; this software knows {sorted(MESSAGES)}", "schema")
+    return MESSAGES[sid].check(message)
+
+
+def validate(message: Any, schema_id: str | None = None) -> dict[str, Any]:
+    """Check a decoded message against its model; return it as sent or raise :class:`ContractError`."""
+    return check(message, schema_id).wire()
 
 
 def decode(payload: bytes, schema_id: str | None = None) -> dict[str, Any]:
@@ -500,10 +535,9 @@ def decode(payload: bytes, schema_id: str | None = None) -> dict[str, Any]:
     return validate(message, schema_id)
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """Validate and serialize a message (compact, key order kept)."""
-    validate(message)
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+def encode(message: Message | dict[str, Any]) -> bytes:
+    """Check and serialize a message (compact JSON)."""
+    return (message if isinstance(message, Message) else check(message)).encode()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -529,7 +563,20 @@ def new_msg_id() -> str:
 
 
 def json_schema_document(schema_id: str) -> dict[str, Any]:
-    """The schema as a standalone JSON Schema document (what docs/contract/*.json hold)."""
-    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
-    doc.update(SCHEMAS[schema_id])
-    return doc
+    """The model as a standalone JSON Schema document (what docs/contract/*.json hold)."""
+    model = MESSAGES[schema_id]
+    schema = model.model_json_schema(by_alias=True)
+    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id}
+    doc["title"] = (model.__doc__ or schema_id).strip().splitlines()[0]
+    doc.update({k: v for k, v in schema.items() if k not in ("title", "description")})
+    return _untitled(doc)
+
+
+def _untitled(node: Any, top: bool = True) -> Any:
+    """Drop pydantic's generated ``title`` of every field and part ("Device Id") and the ``default``
+    of optional fields (left out means absent on the wire, not null): noise or misleading in the files."""
+    if isinstance(node, dict):
+        return {k: _untitled(v, False) for k, v in node.items() if top or k not in ("title", "default")}
+    if isinstance(node, list):
+        return [_untitled(v, False) for v in node]
+    return node

@@ -139,15 +139,15 @@ class Acker:
             self.seqs.add(seq)
 
     def _ack_loop(self) -> None:
-        from amgs.contract import ack_topic, encode, utc_now
+        from amgs.contract import Ack, ack_topic, utc_now
 
         while not self.stop.wait(0.02):
             with self.lock:
                 while self.committed + 1 in self.seqs:
                     self.committed += 1
                 w = self.committed
-            ack = {"schema": "amgs.ack/1", "device_id": "bench", "committed_seq": w, "at": utc_now()}
-            self.client.publish(ack_topic("lab", "bench"), encode(ack), qos=1, retain=True)
+            ack = Ack.build(device_id="bench", committed_seq=w, at=utc_now())
+            self.client.publish(ack_topic("lab", "bench"), ack.encode(), qos=1, retain=True)
 
     def close(self) -> None:
         self.stop.set()
@@ -156,7 +156,7 @@ class Acker:
 
 
 def bench_drain(n: int, port: int, tmp: Path, confirm: str) -> float:
-    from amgs.contract import new_msg_id
+    from amgs.contract import ScoreDraft, new_msg_id
     from amgs.device.delivery import Delivery
     from amgs.device.health import Health, status_message
     from amgs.device.outbox import Outbox
@@ -164,26 +164,25 @@ def bench_drain(n: int, port: int, tmp: Path, confirm: str) -> float:
     state = tmp / f"drain-{confirm}"
     cfg = config(state, tmp, port, 1, confirm)
     box = Outbox(state / "outbox.sqlite3")
-    record = {
-        "schema": "amgs.score/1",
-        "device_id": "bench",
-        "site": "lab",
-        "cage_id": "C1",
-        "captured_at": "2026-01-01T00:00:00.000Z",
-        "clock": {"synced": True, "boot_id": "b", "monotonic_s": 1.0},
-        "model": {"name": "m", "version": "1", "sha256": "0" * 64},
-        "p_pain": 0.2,
-        "label": "no pain",
-        "amgs": 0.2,
-        "confidence": 0.8,
-        "needs_review": False,
-        "quality": {"sharpness": 120.5, "exposure": 110.2, "face_px": 320, "motion": 2.1, "asleep": False},
-        "face_box": [200, 40, 880, 640],
-        "inference_ms": 38.1,
-        "has_crop": True,
-    }
+    fields = dict(
+        device_id="bench",
+        site="lab",
+        cage_id="C1",
+        captured_at="2026-01-01T00:00:00.000Z",
+        clock={"synced": True, "boot_id": "b", "monotonic_s": 1.0},
+        model={"name": "m", "version": "1", "sha256": "0" * 64},
+        p_pain=0.2,
+        label="no pain",
+        amgs=0.2,
+        confidence=0.8,
+        needs_review=False,
+        quality={"sharpness": 120.5, "exposure": 110.2, "face_px": 320, "motion": 2.1, "asleep": False},
+        face_box=[200, 40, 880, 640],
+        inference_ms=38.1,
+        has_crop=True,
+    )
     for start in range(0, n, 1000):
-        box.commit([{**record, "msg_id": new_msg_id()} for _ in range(min(1000, n - start))])
+        box.commit([ScoreDraft.build(**fields, msg_id=new_msg_id()) for _ in range(min(1000, n - start))])
     health = Health()
 
     def status(state_: str) -> dict:

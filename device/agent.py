@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from amgs.contract import format_time, new_msg_id
+from amgs.contract import ScoreDraft, Status, format_time, new_msg_id
 from amgs.device.config import DeviceConfig
 from amgs.device.crops import CropStore
 from amgs.device.delivery import Delivery
@@ -159,7 +159,7 @@ class Agent:
 
     # ------------------------------------------------------------------ status
 
-    def status(self, state: str) -> dict[str, Any]:
+    def status(self, state: str) -> Status:
         views = []
         for v in self.cfg.views:
             src = self.sources[v.source]
@@ -192,8 +192,8 @@ class Agent:
             state_dir=self.state_dir,
         )
         models = getattr(self, "models", None)
-        if models is not None:
-            message.update(models.status_fields())
+        if models is not None:  # previous and candidate model, and how the last model change went
+            message = Status.check({**message.wire(), **models.status_fields()})
         return message
 
     # ------------------------------------------------------------------ waiting
@@ -237,7 +237,7 @@ class Agent:
             self.next_replay_time[name] = frames[0].captured_at + timedelta(seconds=sched.interval_s)
         return frames
 
-    def score_selection(self, sel: Selection) -> dict[str, Any]:
+    def score_selection(self, sel: Selection) -> ScoreDraft:
         c = sel.chosen
         s = self._score_active(c.pixels)
         self.health.inference_ms = s.inference_ms
@@ -245,36 +245,35 @@ class Agent:
         msg_id = new_msg_id()
         has_crop = self.crops.save(msg_id, c.pixels)
         v = sel.view
-        return {
-            "schema": "amgs.score/1",
-            "msg_id": msg_id,
-            "device_id": self.cfg.device.id,
-            "site": self.cfg.device.site,
-            "cage_id": v.cage_id,
-            "animal_id": v.animal_id,
-            "view": v.name,
-            "captured_at": format_time(c.frame.captured_at),
-            "clock": self.clock.record(c.frame.monotonic_s),
-            "model": self.model_ref,
-            "p_pain": s.p_pain,
-            "label": s.label,
-            "amgs": s.amgs,
-            "confidence": s.confidence,
-            "needs_review": s.needs_review,
-            "au": s.au,
-            "mgs_au": s.mgs_au,
-            "quality": {
+        return ScoreDraft.build(
+            msg_id=msg_id,
+            device_id=self.cfg.device.id,
+            site=self.cfg.device.site,
+            cage_id=v.cage_id,
+            animal_id=v.animal_id,
+            view=v.name,
+            captured_at=format_time(c.frame.captured_at),
+            clock=self.clock.record(c.frame.monotonic_s),
+            model=self.model_ref,
+            p_pain=s.p_pain,
+            label=s.label,
+            amgs=s.amgs,
+            confidence=s.confidence,
+            needs_review=s.needs_review,
+            au=s.au,
+            mgs_au=s.mgs_au,
+            quality={
                 "sharpness": round(c.sharpness, 2),
                 "exposure": round(c.exposure, 2),
                 "face_px": int(c.face_px),
                 "motion": round(sel.motion_energy, 3),
                 "asleep": sel.asleep,
             },
-            "face_box": [int(v) for v in c.box],
-            "inference_ms": s.inference_ms,
-            "has_crop": has_crop,
+            face_box=[int(v) for v in c.box],
+            inference_ms=s.inference_ms,
+            has_crop=has_crop,
             **({"shadow": shadow} if shadow else {}),
-        }
+        )
 
     def _score_active(self, pixels: Any) -> Any:
         """The active model's score; a model that fails here is rolled back and the face scored again."""
@@ -292,13 +291,8 @@ class Agent:
         if cand is None:
             return None
         spec = cand.manifest.input
-        if (spec.width, spec.height) != pixels.shape[1::-1]:
-            import numpy as np
-            from PIL import Image
-
-            pixels = np.asarray(Image.fromarray(pixels).resize((spec.width, spec.height), Image.BILINEAR))
         try:
-            s = cand.score_input(to_model_input(pixels, spec))
+            s = cand.score_input(to_model_input(_fit(pixels, spec.width, spec.height), spec))
         except Exception as e:  # noqa: BLE001 - a failing candidate never costs an active score
             log.error("candidate model failed: %s", e)
             self.health.error(f"candidate model failed: {e}")

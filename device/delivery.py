@@ -78,6 +78,7 @@ class Delivery:
         # State owned by the delivery thread.
         self.connected = False
         self.collector_live = False  # a live (not retained-on-subscribe) watermark arrived on this connection
+        self._stale_seen: int | None = None  # the last stale retained watermark logged
         self.subscribed_at: float | None = None
         self.inflight: dict[int, int] = {}  # paho mid -> seq
         self.sent_at: dict[int, float] = {}  # seq -> monotonic time of the last publish (unconfirmed)
@@ -306,15 +307,30 @@ class Delivery:
                     raise ContractError(f"ack for device {ack['device_id']!r} on my topic", "device_id")
                 if not retained:  # a live publish: the collector is connected right now
                     self.collector_live = True
-                self._on_watermark(int(ack["committed_seq"]))
+                self._on_watermark(int(ack["committed_seq"]), live=not retained)
             elif topic == self.topics["command"]:
                 self._on_command(decode(payload, "amgs.command/1"))
         except ContractError as e:
             self.stats["bad_messages"] += 1
             log.warning("ignored a malformed message on %s: %s", topic, e)
 
-    def _on_watermark(self, seq: int) -> None:
+    def _on_watermark(self, seq: int, live: bool = True) -> None:
+        """Delete what the collector has stored; notice when the collector's database or ours was reset.
+
+        A retained watermark may be stale: left on the broker by a collector whose database has since been
+        reset or restored (a second demo run, a restore from backup). Only a live one, from a collector
+        that is running now (it re-publishes every few seconds), may renumber this outbox or move the
+        watermark back.
+        """
         last = self.outbox.last_seq()
+        if seq > last and not live:
+            if self._stale_seen != seq:
+                self._stale_seen = seq
+                log.info(
+                    "retained watermark %d is above this device's last seq %d: waiting for the running "
+                    "collector's own before acting on it (it may be left by a reset collector)", seq, last,
+                )  # fmt: skip
+            return
         if seq > last:
             # The collector knows higher numbers than this outbox ever gave out: the state directory was
             # lost or replaced. Continue after the collector's number instead of re-using seqs.
@@ -332,7 +348,21 @@ class Delivery:
             self.watermark = seq
             return
         if seq < self.watermark:
-            log.warning("collector watermark went back from %d to %d (collector reset?)", self.watermark, seq)
+            if not live:
+                return  # a stale retained copy; the live heartbeat follows
+            # The collector's database went back (restored from a backup, or reset): what it confirmed
+            # above seq and this device already deleted is gone from both; everything still held here is
+            # sent again, and the collector counts the rest as a gap (lost after its gap timeout).
+            log.warning(
+                "the collector's watermark went back from %d to %d (its database was restored or reset): "
+                "re-sending every record this device still holds above %d", self.watermark, seq, seq,
+            )  # fmt: skip
+            self.stats["last_error"] = f"collector watermark went back from {self.watermark} to {seq}"
+            self.watermark = seq
+            self.send_after = min(self.send_after, seq)
+            self._forget(list(self.sent_at))
+            self._more = True
+            return
         self.watermark = max(self.watermark, seq)
         if self.collector_mode:
             self.stats["confirmed"] += self.outbox.delete_upto(seq)

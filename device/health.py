@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from amgs import __version__
-from amgs.contract import format_time
+from amgs.contract import Status, format_time
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 _TIME_ERROR = 5  # adjtimex() return value: clock not synchronized
@@ -168,27 +168,26 @@ def status_message(
         reasons.append(str(delivery_stats["last_error"]))
     if state == "online" and reasons:
         state = "degraded"
-    return {
-        "schema": "amgs.status/1",
-        "device_id": device_id,
-        "site": site,
-        "state": state,
-        "at": format_time(datetime.now(UTC)),
-        "reason": "; ".join(reasons)[:500] if reasons else ("stopped" if state == "offline" else None),
-        "software": f"amgs {__version__}",
-        "uptime_s": snap["uptime_s"],
-        "queue_depth": int(delivery_stats.get("queue_depth", 0)),
-        "unconfirmed": int(delivery_stats.get("unconfirmed", 0)),
-        "last_seq": last_seq,
-        "last_capture_at": snap["last_capture_at"],
-        "inference_ms": snap["inference_ms"],
-        "frames": snap["frames"],
-        "rejected": snap["rejected"],
-        "disk_free_bytes": disk_free_bytes(state_dir),
-        "cpu_temp_c": cpu_temp_c(),
-        "model": model,
-        "clock": clock,
-        "views": views,
-        "storage_warning": storage_warning[:500] if storage_warning else None,
-        "errors": snap["errors"],
-    }
+    return Status.build(
+        device_id=device_id,
+        site=site,
+        state=state,
+        at=format_time(datetime.now(UTC)),
+        reason="; ".join(reasons)[:500] if reasons else ("stopped" if state == "offline" else None),
+        software=f"amgs {__version__}",
+        uptime_s=snap["uptime_s"],
+        queue_depth=int(delivery_stats.get("queue_depth", 0)),
+        unconfirmed=int(delivery_stats.get("unconfirmed", 0)),
+        last_seq=last_seq,
+        last_capture_at=snap["last_capture_at"],
+        inference_ms=snap["inference_ms"],
+        frames=snap["frames"],
+        rejected=snap["rejected"],
+        disk_free_bytes=disk_free_bytes(state_dir),
+        cpu_temp_c=cpu_temp_c(),
+        model=model,
+        clock=clock,
+        views=views,
+        storage_warning=storage_warning[:500] if storage_warning else None,
+        errors=snap["errors"],
+    ).wire()

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amgs.contract import decode, encode
+from amgs.contract import Score, ScoreDraft, decode
 from amgs.sqlite_tx import write_transaction
+
+
+def _numbered(record: ScoreDraft | dict[str, Any], seq: int) -> Score:
+    if isinstance(record, ScoreDraft):
+        return record.numbered(seq)
+    return Score.check({"schema": Score.SCHEMA, **record, "seq": seq})
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -70,30 +77,30 @@ class Outbox:
 
     # ------------------------------------------------------------------ writing
 
-    def commit(self, records: list[dict[str, Any]], cursors: dict[str, str] | None = None) -> list[int]:
+    def commit(
+        self, records: list[ScoreDraft | dict[str, Any]], cursors: dict[str, str] | None = None
+    ) -> list[int]:
         """Give each record the next ``seq``, validate and store it, and save cursors, atomically."""
         seqs = []
         now = time.time()
-        try:
-            with write_transaction(self.db):
-                seq = self.last_seq()
-                for record in records:
-                    seq += 1
-                    record["seq"] = seq
-                    self.db.execute(
-                        "INSERT INTO outbox(seq, msg_id, payload, created_at) VALUES(?, ?, ?, ?)",
-                        (seq, record["msg_id"], encode(record), now),
-                    )
-                    seqs.append(seq)
-                if records:
-                    self._set_meta("last_seq", seq)
-                for name, position in (cursors or {}).items():
-                    self._set_meta(f"cursor:{name}", position)
-                self._enforce_cap()
-        except BaseException:
-            for record in records:  # nothing was stored: the numbers are given out again next time
-                record.pop("seq", None)
-            raise
+        with write_transaction(self.db):  # all or nothing: on failure the numbers are given out again
+            seq = self.last_seq()
+            for record in records:
+                seq += 1
+                score = _numbered(record, seq)
+                self.db.execute(
+                    "INSERT INTO outbox(seq, msg_id, payload, created_at) VALUES(?, ?, ?, ?)",
+                    (seq, score.msg_id, score.encode(), now),
+                )
+                seqs.append(seq)
+            if records:
+                self._set_meta("last_seq", seq)
+            for name, position in (cursors or {}).items():
+                self._set_meta(f"cursor:{name}", position)
+            self._enforce_cap()
+        for record, n in zip(records, seqs, strict=True):
+            if isinstance(record, dict):
+                record["seq"] = n  # only once committed: a failed commit leaves the records unnumbered
         return seqs
 
     def _enforce_cap(self) -> None:
@@ -110,10 +117,9 @@ class Outbox:
         with write_transaction(self.db):
             rows = self.db.execute("SELECT seq, payload FROM outbox ORDER BY seq").fetchall()
             for i, (old, payload) in enumerate(rows, start=1):
-                record = decode(bytes(payload))
-                record["seq"] = seq + i
+                score = Score.check({**decode(bytes(payload)), "seq": seq + i})
                 self.db.execute(
-                    "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, encode(record), old)
+                    "UPDATE outbox SET seq = ?, payload = ? WHERE seq = ?", (seq + i, score.encode(), old)
                 )
             self._set_meta("last_seq", seq + len(rows))
         return len(rows)

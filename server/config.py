@@ -159,6 +159,20 @@ class IngestConfig(Section):
         ge=0,
         description="a missing seq still absent after this is declared lost and the watermark moves past it",
     )
+    max_seq_jump: int = Field(
+        10_000_000,
+        ge=1000,
+        le=2**53 - 1,
+        description="a score whose seq lies more than this above its device's highest is quarantined, not counted "
+        "as that many missing (a device bug or a forged record); 10 million = years of one device's scores",
+    )
+    max_clock_ahead_s: float = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="a capture time (after re-anchoring) more than this ahead of the collector's clock is "
+        "quarantined; keep the collector's clock synchronized (NTP)",
+    )
     retry_backoff_s: float = Field(2, gt=0, le=600, description="wait before retrying a failed commit")
     ack_heartbeat_s: float = Field(
         5,

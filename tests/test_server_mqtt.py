@@ -463,3 +463,16 @@ def test_an_unexpected_error_on_one_message_quarantines_it_and_keeps_the_rest(co
     reason = wait_for(lambda: count(collector, "SELECT reason FROM quarantine"), what="quarantined status")
     assert "injected fault" in reason
     assert get_json(f"http://127.0.0.1:{collector.http_port}/healthz")["status"] == "ok"
+
+
+def test_conflicting_duplicate_is_counted_in_metrics(collector, broker):
+    msg = loadgen.score_message("d1", 1)
+    publish(broker, [msg])
+    wait_for(lambda: count(collector) == 1, what="1 score")
+    publish(broker, [{**msg, "cage_id": "elsewhere"}])
+    base = f"http://127.0.0.1:{collector.http_port}"
+    wait_for(
+        lambda: "amgs_ingest_duplicates_conflicting_total 1" in get_text(base + "/metrics"),
+        what="conflict counted",
+    )
+    assert count(collector) == 1

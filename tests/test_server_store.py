@@ -311,3 +311,225 @@ def test_status_history_is_thinned_and_a_stale_last_will_still_sets_offline(inge
     assert json.loads(rejected) == {"blur": 60}  # the stale counters did not replace the newest
     assert q(ingestor, "SELECT sum(n) FROM rejects_5m") == [(60,)]  # and made no false delta
     assert q(ingestor, "SELECT state FROM status_log ORDER BY id DESC LIMIT 1") == [("offline",)]
+
+
+# ------------------------------------------------------------------ values that validate but broke later (issue 17)
+
+
+def test_a_far_seq_jump_is_quarantined_not_counted_as_missing(ingestor):
+    scores(ingestor, [loadgen.score_message("d1", s) for s in (1, 2)])
+    far = loadgen.score_message("d1", 2**53 - 1)  # the contract's maximum: valid, but no device gets there
+    r = scores(ingestor, [far, loadgen.score_message("d1", 3)])
+    assert (r.stored, r.quarantined) == (1, 1)
+    (reason,) = q(ingestor, "SELECT reason FROM quarantine")[0]
+    assert reason.startswith("seq: ") and "ingest.max_seq_jump" in reason
+    assert q(ingestor, "SELECT committed_seq, max_seq, missing_open, gaps_total FROM devices") == [
+        (3, 3, 0, 0)
+    ]
+    assert r.watermarks["d1"] == ("lab", 3)
+
+
+@pytest.mark.parametrize("seq", [2**62, 2**63, 1e308])
+def test_seq_beyond_the_contract_is_a_contract_refusal_not_an_internal_error(ingestor, seq):
+    msg = loadgen.score_message("d1", 1)
+    msg["seq"] = seq
+    r = ingestor.process([Incoming(score_topic("lab", "d1"), json.dumps(msg).encode(), 1, 1)])
+    assert r.quarantined == 1
+    (reason,) = q(ingestor, "SELECT reason FROM quarantine")[0]
+    assert reason.startswith("seq: ")
+    assert q(ingestor, "SELECT count(*) FROM seq_gaps") == [(0,)]
+
+
+def _at(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def test_capture_time_far_ahead_of_the_collector_clock_is_quarantined(ingestor):
+    now = time.time()
+    ok = loadgen.score_message("d1", 1, t=now + 30)  # within the tolerance: clocks differ a little
+    ahead = loadgen.score_message("d1", 2, t=now + 3600)
+    year9999 = loadgen.score_message("d1", 3)
+    year9999["captured_at"] = "9999-12-31T23:59:59.000Z"  # valid for the contract, not for this collector
+    r = scores(ingestor, [ok, ahead, year9999])
+    assert (r.stored, r.quarantined) == (1, 2)
+    reasons = [row[0] for row in q(ingestor, "SELECT reason FROM quarantine ORDER BY id")]
+    assert all(x.startswith("captured_at: ") and "ingest.max_clock_ahead_s" in x for x in reasons), reasons
+    (last,) = q(ingestor, "SELECT last_score_t FROM devices")[0]
+    assert last <= now + 60
+
+
+@pytest.mark.parametrize("when", ["0000-01-01T00:00:00.000Z", "2026-02-30T12:00:00.000Z"])
+def test_impossible_dates_get_a_contract_reason(ingestor, when):
+    msg = loadgen.score_message("d1", 1)
+    msg["captured_at"] = when
+    ingestor.process([Incoming(score_topic("lab", "d1"), json.dumps(msg).encode(), 1, 1)])
+    (reason,) = q(ingestor, "SELECT reason FROM quarantine")[0]
+    assert reason.startswith("captured_at: ") and "unexpected" not in reason
+
+
+def _boot_score(seq: int, wall: float, mono: float, synced: bool = False) -> dict:
+    m = loadgen.score_message("d1", seq, t=wall, synced=synced)
+    m["clock"] = {"synced": synced, "boot_id": "boot-9", "monotonic_s": mono}
+    return m
+
+
+def test_1970_scores_of_an_unset_clock_are_re_anchored_before_any_time_check(ingestor):
+    """A Pi without RTC boots at 1970; its status (synced) anchors the boot; the scores are stored re-anchored."""
+    true_start = time.time() - 600
+    status = loadgen.status_message("d1", clock={"synced": True, "boot_id": "boot-9", "monotonic_s": 50.0})
+    status["at"] = _at(true_start + 50)
+    ingestor.process([Incoming(status_topic("lab", "d1"), encode(status), 1, 1)])
+    r = scores(ingestor, [_boot_score(1, 10.0, 10.0), _boot_score(2, 20.0, 20.0)])  # 1970-01-01T00:00:10
+    assert (r.stored, r.quarantined) == (2, 0)
+    assert r.watermarks["d1"] == ("lab", 2)
+    rows = q(ingestor, "SELECT t, clock_corrected FROM scores ORDER BY seq")
+    assert [round(t - true_start) for t, _ in rows] == [10, 20] and [c for _, c in rows] == [1, 1]
+
+
+def test_1970_scores_without_an_anchor_yet_are_stored_flagged_and_do_not_block_the_watermark(ingestor):
+    r = scores(ingestor, [_boot_score(1, 10.0, 10.0), _boot_score(2, 20.0, 20.0)])
+    assert (r.stored, r.quarantined) == (2, 0)
+    assert r.watermarks["d1"] == ("lab", 2)
+    true_start = time.time() - 600
+    scores(ingestor, [_boot_score(3, true_start + 30, 30.0, synced=True)])  # the clock got set
+    assert ingestor.reanchor(time.time()) == 2
+    rows = q(ingestor, "SELECT t FROM scores WHERE seq < 3 ORDER BY seq")
+    assert [round(t - true_start) for (t,) in rows] == [10, 20]
+
+
+def test_a_synchronized_clock_before_2000_is_still_refused(ingestor):
+    scores(ingestor, [_boot_score(1, 10.0, 10.0, synced=True)])
+    (reason,) = q(ingestor, "SELECT reason FROM quarantine")[0]
+    assert reason.startswith("captured_at: ")
+
+
+def test_same_msg_id_with_different_content_is_a_quarantined_conflict(ingestor, caplog):
+    first = loadgen.score_message("d1", 1, cage_id="c1", amgs=0.1)
+    scores(ingestor, [first])
+    forged = {**first, "cage_id": "c2", "p_pain": 0.9, "amgs": 0.9, "label": "pain", "seq": 2}
+    with caplog.at_level("WARNING"):
+        r = scores(ingestor, [forged, first])  # plus a plain redelivery of the original
+    assert (r.stored, r.duplicates, r.conflicts, r.quarantined) == (0, 1, 1, 1)
+    assert q(ingestor, "SELECT cage_id, p_pain, seq FROM scores") == [("c1", 0.1, 1)]  # the first kept
+    reason, payload = q(ingestor, "SELECT reason, payload FROM quarantine")[0]
+    assert reason.startswith("msg_id: ") and "different content" in reason
+    assert "cage_id" in reason and "'c1'" in reason and "'c2'" in reason  # both versions in the evidence
+    assert json.loads(payload)["cage_id"] == "c2"
+    assert any(
+        "conflicting" in rec.getMessage() and first["msg_id"] in rec.getMessage() for rec in caplog.records
+    )
+    # inside one batch too
+    a = loadgen.score_message("d1", 2)
+    r = scores(ingestor, [a, {**a, "cage_id": "c9"}])
+    assert (r.stored, r.conflicts) == (1, 1)
+
+
+# ------------------------------------------------------------------ fuzz: numeric and time extremes
+
+_NUMBERS = st.one_of(
+    st.sampled_from([0, 1, -1, 2**31, 2**53 - 1, 2**53, 2**62, 2**63 - 1, 2**63, 2**64, 10**30]),
+    st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.0, 1e15, 1e308, -1e308, 5e-324, 9007199254740992.0]),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_TIMES = st.one_of(
+    st.sampled_from(
+        [
+            "0000-01-01T00:00:00Z",
+            "0001-01-01T00:00:00.000Z",
+            "1969-12-31T23:59:59.999Z",
+            "1970-01-01T00:00:00.000Z",
+            "1999-12-31T23:59:59Z",
+            "2026-02-30T12:00:00Z",
+            "2024-02-29T12:00:00Z",
+            "2026-11-29T24:00:00Z",
+            "2026-11-29T23:59:60Z",
+            "9999-12-31T23:59:59.999999Z",
+        ]
+    ),
+    st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)).map(
+        lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+    ),
+    st.floats(-1e10, 4e10).map(lambda t: _at(time.time() + t) if -6e10 < time.time() + t < 2.5e11 else "x"),
+)
+_NUMERIC_PATHS = [
+    ("seq",),
+    ("p_pain",),
+    ("amgs",),
+    ("confidence",),
+    ("mgs_au",),
+    ("inference_ms",),
+    ("clock", "monotonic_s"),
+    ("quality", "face_px"),
+    ("quality", "sharpness"),
+    ("quality", "exposure"),
+    ("au", "ot"),
+]
+
+
+def _extreme(draw_path, value, synced):
+    msg = loadgen.score_message("d1", 1, synced=synced)
+    target = msg
+    for key in draw_path[:-1]:
+        target = target[key]
+    target[draw_path[-1]] = value
+    return msg
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    changes=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(_NUMERIC_PATHS), _NUMBERS),
+            st.tuples(st.just(("captured_at",)), _TIMES),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    synced=st.booleans(),
+    seq=st.one_of(st.integers(1, 50), st.sampled_from([2**53 - 1, 10**7, 10**7 + 60])),
+)
+def test_numeric_and_time_extremes_end_as_rows_or_quarantine_never_as_errors(
+    tmp_path_factory, changes, synced, seq
+):
+    ing = _extremes_ingestor(tmp_path_factory)
+    msg = loadgen.score_message("d1", seq, synced=synced)
+    for path, value in changes:
+        target = msg
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    now = time.time()
+    r = ing.process([Incoming(score_topic("lab", "d1"), json.dumps(msg).encode(), 1, 1)], now)
+    assert r.stored + r.quarantined + r.duplicates == 1
+    reasons = [x for (x,) in ing.conn.execute("SELECT reason FROM quarantine")]
+    assert not [x for x in reasons if x.startswith(("unexpected", "internal"))], reasons
+    (widest,) = ing.conn.execute("SELECT coalesce(max(size), 0) FROM seq_gaps").fetchone()
+    assert widest <= ing.config.ingest.max_seq_jump  # no jump declares more missing than the bound
+    (last,) = ing.conn.execute("SELECT max(last_score_t) FROM devices").fetchone()
+    assert last is None or last <= now + ing.config.ingest.max_clock_ahead_s
+
+
+def _extremes_ingestor(tmp_path_factory) -> Ingestor:
+    if "extremes" not in _FUZZ:
+        config = server_config(tmp_path_factory.mktemp("extremes"))
+        _FUZZ["extremes"] = Ingestor(open_database(config), config)
+    return _FUZZ["extremes"]
+
+
+def test_incoming_crosses_the_process_boundary_as_itself():
+    """The receiver sends ``Incoming`` objects (pickled as class + fields), not positional tuples."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    item = Incoming(score_topic("lab", "d1"), b"{}", mid=7, qos=1, retain=True, received_at=1.5, generation=3)
+    back = pickle.loads(ForkingPickler.dumps(("in", [item])))[1][0]
+    assert type(back) is Incoming and back == item and back.generation == 3
+
+
+def test_score_row_is_the_one_mapping_onto_the_scores_columns():
+    from amgs.server.ingest.classify import score_row
+    from amgs.server.storage.db import SCORE_COLUMNS
+
+    row = score_row(loadgen.score_message("d1", 1), 0.0)
+    assert sorted(row) == sorted(SCORE_COLUMNS) and len(row) == len(SCORE_COLUMNS)

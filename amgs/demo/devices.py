@@ -22,7 +22,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from amgs import __version__
-from amgs.contract import crop_topic, format_time, new_msg_id
+from amgs.contract import ScoreDraft, Status, crop_topic, format_time, new_msg_id
 
 from .study import CURVE_MODEL, DemoAnimal, FaceBank, bank_score, curve_score
 
@@ -102,34 +102,33 @@ class SimDevice:
     def _status(self, state: str) -> dict:
         """The status message Delivery publishes (and its last will); times are simulated time."""
         stats = self.delivery.stats if hasattr(self, "delivery") else {}
-        return {
-            "schema": "amgs.status/1",
-            "device_id": self.device_id,
-            "site": self.site,
-            "state": state,
-            "at": _at(self.clock()),
-            "reason": None if state == "online" else "stopped or connection lost",
-            "software": f"amgs-demo {__version__}",
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "queue_depth": int(stats.get("queue_depth", 0)),
-            "unconfirmed": int(stats.get("unconfirmed", 0)),
-            "last_seq": self.outbox.last_seq() if hasattr(self, "outbox") else 0,
-            "last_capture_at": _at(self.last_capture) if self.last_capture else None,
-            "inference_ms": 40.0 if self.use_model else None,
-            "frames": dict(self.frames),
-            "rejected": dict(self.rejected),
-            "model": self.bank.model if self.use_model else CURVE_MODEL,
-            "clock": {"synced": True, "boot_id": self.boot_id, "monotonic_s": round(time.monotonic(), 3)},
-            "views": [
+        return Status.build(
+            device_id=self.device_id,
+            site=self.site,
+            state=state,
+            at=_at(self.clock()),
+            reason=None if state == "online" else "stopped or connection lost",
+            software=f"amgs-demo {__version__}",
+            uptime_s=round(time.monotonic() - self.started, 1),
+            queue_depth=int(stats.get("queue_depth", 0)),
+            unconfirmed=int(stats.get("unconfirmed", 0)),
+            last_seq=self.outbox.last_seq() if hasattr(self, "outbox") else 0,
+            last_capture_at=_at(self.last_capture) if self.last_capture else None,
+            inference_ms=40.0 if self.use_model else None,
+            frames=dict(self.frames),
+            rejected=dict(self.rejected),
+            model=self.bank.model if self.use_model else CURVE_MODEL,
+            clock={"synced": True, "boot_id": self.boot_id, "monotonic_s": round(time.monotonic(), 3)},
+            views=[
                 {"view": f"view{i + 1}", "cage_id": a.cage_id, "animal_id": a.animal_id, "source_ok": True}
                 for i, a in enumerate(self.animals)
             ],
-        }
+        ).wire()
 
     def advance(self, t1: float) -> int:
         """Capture every image due up to simulated time ``t1``: commit the scores to the durable outbox
         (one transaction), hand them to delivery, send sampled crops. Returns how many were captured."""
-        captured: list[tuple[dict, bytes | None]] = []
+        captured: list[tuple[ScoreDraft, bytes | None]] = []
         for animal in self.animals:
             while self.next_image[animal.cage_id] <= t1:
                 captured.append(self._capture(animal, self.next_image[animal.cage_id]))
@@ -139,10 +138,10 @@ class SimDevice:
             self.delivery.wake()
             for record, jpeg in captured:
                 if jpeg is not None:
-                    self.crops.publish(crop_topic(self.site, self.device_id, record["msg_id"]), jpeg, qos=0)
+                    self.crops.publish(crop_topic(self.site, self.device_id, record.msg_id), jpeg, qos=0)
         return len(captured)
 
-    def _capture(self, animal: DemoAnimal, t: float) -> tuple[dict, bytes | None]:
+    def _capture(self, animal: DemoAnimal, t: float) -> tuple[ScoreDraft, bytes | None]:
         self.frames["captured"] += 3
         self.last_capture = t
         for _ in range(2):  # frames the quality gate refused before this usable one
@@ -160,34 +159,33 @@ class SimDevice:
         dark = not 7 <= datetime.fromtimestamp(t, UTC).hour < 19
         motion = float(max(0.0, self.rng.normal(2.5 if dark else 1.0, 0.4) * (1 - min(level, 1.6) / 2.2)))
         with_crop = self.frames["scored"] % self.crop_every == 0
-        record = {
-            "schema": "amgs.score/1",
-            "msg_id": msg_id,
-            "device_id": self.device_id,
-            "site": self.site,
-            "cage_id": animal.cage_id,
-            "animal_id": animal.animal_id,
-            "view": self._view(animal),
-            "captured_at": _at(t),
-            "clock": {"synced": True, "boot_id": self.boot_id, "monotonic_s": round(time.monotonic(), 3)},
-            "model": self.bank.model if self.use_model else CURVE_MODEL,
-            "p_pain": s.p_pain,
-            "label": s.label,
-            "amgs": s.p_pain,
-            "confidence": s.confidence,
-            "needs_review": s.needs_review,
-            "au": s.au,
-            "mgs_au": s.mgs_au,
-            "quality": {
+        record = ScoreDraft.build(
+            msg_id=msg_id,
+            device_id=self.device_id,
+            site=self.site,
+            cage_id=animal.cage_id,
+            animal_id=animal.animal_id,
+            view=self._view(animal),
+            captured_at=_at(t),
+            clock={"synced": True, "boot_id": self.boot_id, "monotonic_s": round(time.monotonic(), 3)},
+            model=self.bank.model if self.use_model else CURVE_MODEL,
+            p_pain=s.p_pain,
+            label=s.label,
+            amgs=s.p_pain,
+            confidence=s.confidence,
+            needs_review=s.needs_review,
+            au=s.au,
+            mgs_au=s.mgs_au,
+            quality={
                 "sharpness": 120.0,
                 "exposure": 110.0,
                 "face_px": 299,
                 "motion": round(motion, 3),
                 "asleep": bool(not dark and motion < 0.5),
             },
-            "inference_ms": s.inference_ms,
-            "has_crop": True,  # every face is kept and served on request (crop_reader)
-        }
+            inference_ms=s.inference_ms,
+            has_crop=True,  # every face is kept and served on request (crop_reader)
+        )
         self.faces[msg_id] = face.jpeg
         if len(self.faces) > 20000:
             self.faces.pop(next(iter(self.faces)))

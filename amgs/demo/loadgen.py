@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from amgs.contract import AU_KEYS, encode, format_time, new_msg_id, score_topic, utc_now
+from amgs.contract import AU_KEYS, Score, Status, encode, format_time, new_msg_id, score_topic, utc_now
 
 MODEL = {"name": "amgs-synthetic", "version": "0", "sha256": "0" * 64}
 
@@ -38,47 +38,39 @@ def score_message(
         else None
     )
     when = dt.datetime.fromtimestamp(time.time() if t is None else t, dt.UTC)
-    return {
-        "schema": "amgs.score/1",
-        "msg_id": new_msg_id(),
-        "seq": seq,
-        "device_id": device_id,
-        "site": site,
-        "cage_id": cage_id,
-        "animal_id": animal_id,
-        "view": None,
-        "captured_at": format_time(when),
-        "clock": {"synced": synced, "boot_id": "boot-1", "monotonic_s": 100.0 + seq},
-        "model": MODEL,
-        "p_pain": p,
-        "label": "pain" if p >= 0.5 else "no pain",
-        "amgs": p,
-        "confidence": max(p, 1 - p),
-        "needs_review": max(p, 1 - p) < 0.65,
-        "au": au,
-        "mgs_au": None if au is None else sum(au.values()) / len(au),
-        "quality": {
+    return Score.build(
+        msg_id=new_msg_id(),
+        seq=seq,
+        device_id=device_id,
+        site=site,
+        cage_id=cage_id,
+        animal_id=animal_id,
+        view=None,
+        captured_at=format_time(when),
+        clock={"synced": synced, "boot_id": "boot-1", "monotonic_s": 100.0 + seq},
+        model=MODEL,
+        p_pain=p,
+        label="pain" if p >= 0.5 else "no pain",
+        amgs=p,
+        confidence=max(p, 1 - p),
+        needs_review=max(p, 1 - p) < 0.65,
+        au=au,
+        mgs_au=None if au is None else sum(au.values()) / len(au),
+        quality={
             "sharpness": 120.0,
             "exposure": 110.0,
             "face_px": 299,
             "motion": rng.random(),
             "asleep": False,
         },
-        "face_box": [10, 20, 299, 299],
-        "inference_ms": 38.0,
-        "has_crop": False,
-    }
+        face_box=[10, 20, 299, 299],
+        inference_ms=38.0,
+        has_crop=False,
+    ).wire()
 
 
 def status_message(device_id: str, state: str = "online", *, site: str = "lab", **fields) -> dict:
-    return {
-        "schema": "amgs.status/1",
-        "device_id": device_id,
-        "site": site,
-        "state": state,
-        "at": utc_now(),
-        **fields,
-    }
+    return Status.build(device_id=device_id, site=site, state=state, at=utc_now(), **fields).wire()
 
 
 def score_payload(msg: dict) -> tuple[str, bytes]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
-from amgs.contract import format_time, validate
+from amgs.contract import Alert, format_time
 from amgs.server.storage.schema import ALERT_EVENTS, ALERT_OUTBOX, ALERTS
 from amgs.server.storage.sql import where
 
@@ -21,23 +21,21 @@ OPEN_STATES = ("open", "acknowledged")
 
 def alert_message(row: dict[str, Any]) -> dict[str, Any]:
     """The ``amgs.alert/1`` message for an alert row (validated: a bad row fails here, not at a receiver)."""
-    msg: dict[str, Any] = {
-        "schema": "amgs.alert/1",
-        "alert_id": row["alert_id"],
-        "rule": row["rule"],
-        "site": row["site"],
-        "cage_id": row["cage_id"],
-        "animal_id": row.get("animal_id"),
-        "device_id": row.get("device_id"),
-        "severity": row["severity"],
-        "state": row["state"],
-        "opened_at": row["opened_at"],
-        "updated_at": row["updated_at"],
-        "message": (row.get("message") or "")[:1000],
-        "value": row.get("value"),
-        "threshold": row.get("threshold"),
-    }
-    return validate(msg, "amgs.alert/1")
+    return Alert.build(
+        alert_id=row["alert_id"],
+        rule=row["rule"],
+        site=row["site"],
+        cage_id=row["cage_id"],
+        animal_id=row.get("animal_id"),
+        device_id=row.get("device_id"),
+        severity=row["severity"],
+        state=row["state"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        message=(row.get("message") or "")[:1000],
+        value=row.get("value"),
+        threshold=row.get("threshold"),
+    ).wire()
 
 
 def add_event(

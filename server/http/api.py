@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from amgs.contract import ContractError, command_topic, encode, utc_now
+from amgs.contract import Command, ContractError, command_topic, utc_now
 from amgs.server.query import export, metadata, timecourse
 from amgs.server.query.params import QueryError, parse_bin, parse_when
 from amgs.server.query.timecourse import iso
@@ -461,13 +461,12 @@ def post_device_command(
     row = next(_db(request).query("SELECT site FROM devices WHERE device_id = ?", [device_id]), None)
     if row is None or not row["site"]:
         raise HTTPException(404, f"device {device_id!r} has never reported: its site is unknown")
-    message = {"schema": "amgs.command/1", **body, "at": utc_now()}
     try:
-        payload = encode(message)
+        command = Command.build(**{**body, "at": utc_now()})
     except ContractError as e:
         raise _fail(f"not a valid command: {e}") from None
-    runtime.publish(command_topic(row["site"], device_id), payload, qos=1, retain=False)
-    return message
+    runtime.publish(command_topic(row["site"], device_id), command.encode(), qos=1, retain=False)
+    return command.wire()
 
 
 @router.get("/gaps", summary="Sequence gaps (scores lost or late upstream)")

@@ -221,6 +221,11 @@ def prometheus_text(db: CollectorDB, runtime) -> str:
             ("amgs_ingest_received_total", "Messages received from the broker", s.received),
             ("amgs_ingest_stored_total", "Scores stored by this process", s.stored),
             ("amgs_ingest_duplicates_total", "Redelivered scores ignored", s.duplicates),
+            (
+                "amgs_ingest_duplicates_conflicting_total",
+                "Same msg_id, different content: quarantined",
+                s.conflicting,
+            ),
             ("amgs_ingest_quarantined_total", "Messages quarantined by this process", s.quarantined),
             ("amgs_ingest_commits_total", "Write transactions committed", s.batches),
             ("amgs_ingest_commit_errors_total", "Write transactions that failed", s.commit_errors),

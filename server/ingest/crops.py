@@ -1,17 +1,22 @@
-"""Fetching face crops from devices: crops stay on the device until the collector asks for them.
+"""Face crops: asking devices for them and storing what they send.
 
-A score with ``has_crop`` says its device keeps a JPEG of the face. Every ``ingest.crop_request_every_s``
+Crops stay on the device until the collector asks for them. A score with ``has_crop`` says its device
+keeps a JPEG of the face. Every ``ingest.crop_request_every_s``
 this job asks each device (``amgs.command/1`` ``send_crops`` on its command topic) for the crops of the
 ``ingest.crops_per_cage`` most recent such scores per cage that are not stored yet; the device answers
-on ``crop/{msg_id}`` (QoS 0) and the writer stores them. A crop asked for is not asked again for 10 min.
+on ``crop/{msg_id}`` (QoS 0) and the writer stores them (:func:`store_crop`) as
+``state_dir/crops/{device}/{msg_id}.jpg``. A crop asked for is not asked again for 10 min.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
 from collections import defaultdict
+from pathlib import Path
 
-from amgs.contract import command_topic, encode, utc_now
+from amgs.contract import Command, command_topic, utc_now
 
 REASK_AFTER_S = 600.0
 
@@ -31,9 +36,7 @@ def missing_crops(conn, per_cage: int, since: float) -> dict[tuple[str, str], li
 
 
 def send_crops_command(msg_ids: list[str]) -> bytes:
-    return encode(
-        {"schema": "amgs.command/1", "command": "send_crops", "msg_ids": msg_ids[:500], "at": utc_now()}
-    )
+    return Command.build(command="send_crops", msg_ids=msg_ids[:500], at=utc_now()).encode()
 
 
 class CropRequester:
@@ -51,3 +54,31 @@ class CropRequester:
             if fresh:
                 ctx.publish(command_topic(site, device_id), send_crops_command(fresh), qos=1, retain=False)
                 self.asked.update(dict.fromkeys(fresh, now))
+
+
+def store_crop(
+    conn: sqlite3.Connection,
+    storage,
+    device_id: str,
+    msg_id: str,
+    jpeg: bytes,
+    now: float,
+    written: list[Path],
+) -> bool:
+    """Write the JPEG (atomically: temporary file, then rename) and its ``crops`` row; False when crops are
+    off. ``written`` collects the files, so a failed transaction can delete them again."""
+    if storage.crops_max_total_mb <= 0:
+        return False
+    folder = storage.crops_dir / device_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{msg_id}.jpg"
+    tmp = path.with_suffix(".partial")
+    with open(tmp, "wb") as f:
+        f.write(jpeg)
+    os.replace(tmp, path)
+    written.append(path)
+    conn.execute(
+        "INSERT OR REPLACE INTO crops (msg_id, device_id, received_at, size, path) VALUES (?, ?, ?, ?, ?)",
+        [msg_id, device_id, now, len(jpeg), str(path.relative_to(storage.state_dir))],
+    )
+    return True

@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 from amgs.contract import collector_subscriptions
 from amgs.server.config import ConfigError
 
-from .classify import Incoming
+from .incoming import Incoming
 
 log = logging.getLogger(__name__)
 

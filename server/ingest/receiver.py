@@ -11,7 +11,7 @@ directions (``multiprocessing.connection.Connection``)::
                             ("publish", topic, payload, qos, retain)
                             ("stop",)
     receiver -> collector   ("state", (connected, generation, last_error))
-                            ("in", [(topic, payload, mid, qos, retain, received_at, generation), ...])
+                            ("in", [Incoming, ...])   (a NamedTuple: pickled as itself)
 
 The no-loss rule is unchanged: a message is PUBACKed only after the writer committed it, on the
 connection it came on. If the receiver dies, the collector starts a new one (its connections get new
@@ -34,7 +34,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .classify import Incoming
+from .incoming import Incoming
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,13 @@ class ReceiverProcess:
                 self.generation, self.last_error = generation, last_error
                 (self.connected.set if connected else self.connected.clear)()
 
-    def _enqueue(self, items: list[tuple]) -> None:
+    def _enqueue(self, items: list[Incoming]) -> None:
         queue_max = self.config.ingest.queue_max
         for item in items:
-            if item[3] == 0 and self.inbox.qsize() >= queue_max:
+            if item.qos == 0 and self.inbox.qsize() >= queue_max:
                 self.dropped_qos0 += 1  # crops are best effort; scores (QoS 1) are bounded by receive_maximum
                 continue
-            self.inbox.put(Incoming(*item))
+            self.inbox.put(item)
         if self.stats is not None:
             self.stats.received += len(items)
 
@@ -241,15 +241,7 @@ def _forward(ingest, mailbox: _Mailbox, conn: Connection) -> None:
             last_state = state
         items = mailbox.take(0.05, FORWARD_MAX)
         if items:
-            conn.send(
-                (
-                    "in",
-                    [
-                        (m.topic, m.payload, m.mid, m.qos, m.retain, m.received_at, m.generation)
-                        for m in items
-                    ],
-                )
-            )
+            conn.send(("in", items))
 
 
 def serve(conn: Connection) -> int:

@@ -11,33 +11,19 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import sqlite3
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from amgs.contract import ack_topic, encode, utc_now
+from amgs.contract import Ack, ack_topic, utc_now
 from amgs.server.storage.db import CollectorDB
 
-from .classify import Incoming
+from .incoming import Incoming
 from .store import BatchResult, Ingestor
 
 log = logging.getLogger(__name__)
-
-
-_FIELD = re.compile(r"^[A-Za-z_][\w.\[\]]{0,60}$")
-
-
-def reason_field(reason: str) -> str:
-    """The message field a quarantine reason names ("p_pain: 1.5 is above ..." -> "p_pain"), for metrics."""
-    head = reason.split(": ", 1)[0]
-    if reason.startswith("internal error"):
-        return "internal"
-    if reason.startswith("topic"):
-        return "topic"
-    return re.sub(r"\[\d+\]", "[]", head) if ": " in reason and _FIELD.match(head) else "payload"
 
 
 @dataclass
@@ -48,6 +34,7 @@ class IngestStats:
     received: int = 0
     stored: int = 0
     duplicates: int = 0
+    conflicting: int = 0  # same msg_id, different content (quarantined, also counted in quarantined)
     quarantined: int = 0
     statuses: int = 0
     crops: int = 0
@@ -64,14 +51,14 @@ class IngestStats:
     def add(self, r: BatchResult, now: float) -> None:
         self.stored += r.stored
         self.duplicates += r.duplicates
+        self.conflicting += r.conflicts
         self.quarantined += r.quarantined
         self.statuses += r.statuses
         self.crops += r.crops
         self.unsynced += r.unsynced
         self.batches += 1
         self.last_commit_at = now
-        for reason in r.reasons:
-            self.quarantine_reasons[reason_field(reason)] += 1
+        self.quarantine_reasons.update(r.fields)
         self._recent.append((now, r.stored))
 
     def rate(self, window_s: float = 60.0, now: float | None = None) -> float:
@@ -186,10 +173,8 @@ class Writer(threading.Thread):
         for device_id, (site, committed) in watermarks.items():
             if not site:
                 continue
-            payload = encode(
-                {"schema": "amgs.ack/1", "device_id": device_id, "committed_seq": committed, "at": at}
-            )
-            self.mqtt.publish(ack_topic(site, device_id), payload, qos=1, retain=True)
+            ack = Ack.build(device_id=device_id, committed_seq=committed, at=at)
+            self.mqtt.publish(ack_topic(site, device_id), ack.encode(), qos=1, retain=True)
 
     def _maintain(self) -> None:
         now = time.time()

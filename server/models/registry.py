@@ -356,6 +356,8 @@ def store_shadow(conn, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> in
     """(message, score row) of score records that carry a ``shadow`` part -> ``shadow_scores``."""
     rows = []
     for msg, row in items:
+        if hasattr(msg, "wire"):  # an amgs.contract message model
+            msg = msg.wire()
         sh = msg.get("shadow")
         if not sh:
             continue
