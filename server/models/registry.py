@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amgs.contract import command_topic, encode, utc_now
+from amgs.contract import Command, command_topic, encode, utc_now
 from amgs.manifest import ManifestError, manifest_path_for, read_manifest, sha256_file
 
 HEADLINE = (
@@ -320,17 +320,14 @@ def abandon(conn, device_id: str, by: str | None = None) -> dict:
 
 
 def assignment_message(conn, device_id: str) -> dict[str, Any]:
+    """The retained ``model_assign`` command for a device, as sent (a dict)."""
     row = conn.execute(
         "SELECT active_sha256, candidate_sha256 FROM model_assignments WHERE device_id = ?", [device_id]
     ).fetchone()
     active, candidate = row or (None, None)
-    return {
-        "schema": "amgs.command/1",
-        "command": "model_assign",
-        "active": _ref(conn, active),
-        "candidate": _ref(conn, candidate),
-        "at": utc_now(),
-    }
+    return Command.build(
+        command="model_assign", active=_ref(conn, active), candidate=_ref(conn, candidate), at=utc_now()
+    ).wire()
 
 
 def publish_due(conn, publish, republish_all: bool = False) -> int:
