@@ -159,7 +159,7 @@ class Agent:
 
     # ------------------------------------------------------------------ status
 
-    def status(self, state: str) -> Status:
+    def status(self, state: str) -> dict[str, Any]:
         views = []
         for v in self.cfg.views:
             src = self.sources[v.source]
@@ -193,7 +193,7 @@ class Agent:
         )
         models = getattr(self, "models", None)
         if models is not None:  # previous and candidate model, and how the last model change went
-            message = Status.check({**message.wire(), **models.status_fields()})
+            message = Status.check({**message, **models.status_fields()}).wire()
         return message
 
     # ------------------------------------------------------------------ waiting
