@@ -170,7 +170,7 @@ class Ingestor:
         last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
         self.conn.executemany(_SCORE_INSERT, [_insert_values(r) for r in rows])
         # a candidate model's score of the same face (shadow mode) is kept apart: never in scores/rollups
-        store_shadow(self.conn, [(c.message, c.row) for c in new if getattr(c.message, "shadow", None)])
+        store_shadow(self.conn, [(c.extra, c.row) for c in new if c.extra.get("shadow")])
         for sql in ADD_ROWS_AFTER:
             self.conn.execute(sql, [last_rowid])
         per_device: dict[str, list[dict]] = defaultdict(list)
