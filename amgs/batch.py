@@ -31,26 +31,44 @@ class BatchResult:
 
 
 def score_paths(
-    scorer: Scorer, paths: list[Path], progress: bool = True
+    scorer: Scorer, paths: list[Path], progress: bool = True, workers: int = 1
 ) -> Iterator[tuple[Path, ImageScore | str]]:
-    """Yield (path, score) or (path, error message) for every image under ``paths``; never raises on bad images."""
+    """Yield (path, score) or (path, error message) for every image under ``paths``; never raises on bad images.
+
+    ``workers`` > 1 scores on that many threads, each with its own interpreter (``amgs.parallel``);
+    the order of the results is the order of the files either way."""
+    from amgs.parallel import ScorerPool, ordered_map
+
     files = iter_image_files(paths)
-    for f in tqdm(files, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True):
+    pool = ScorerPool(scorer)
+
+    def one(f: Path) -> tuple[Path, ImageScore | str]:
         try:
-            yield f, scorer.score(f)
+            return f, pool.get().score(f)
         except ImageError as e:
-            yield f, str(e)
+            return f, str(e)
+
+    bar = tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        for item in ordered_map(one, files, workers):
+            bar.update(1)
+            yield item
 
 
 def run_batch(
-    scorer: Scorer, paths: list[Path], out: IO[str], fmt: str = "csv", progress: bool = True
+    scorer: Scorer,
+    paths: list[Path],
+    out: IO[str],
+    fmt: str = "csv",
+    progress: bool = True,
+    workers: int = 1,
 ) -> BatchResult:
     result = BatchResult()
     sha = scorer.manifest.sha256
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(COLUMNS)
-    for path, s in score_paths(scorer, paths, progress):
+    for path, s in score_paths(scorer, paths, progress, workers):
         if isinstance(s, str):
             result.failed.append((path, s))
             log.warning("skipped %s", s)

@@ -54,28 +54,248 @@ def main(verbose: int) -> None:
     "--output",
     type=click.File("w"),
     default="-",
-    help="Where to write per-image results (default stdout).",
+    help="Where to write per-image (per-face, per-window) results (default stdout).",
 )
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def score(paths, model_path, threads, accelerator, backend, output, fmt, no_progress) -> None:
-    """Score image files and folders (recursively); print a per-folder summary to stderr.
+@click.option(
+    "--detect", is_flag=True, help="Photos are whole cages: find every face with the detector, score each."
+)
+@click.option(
+    "--boxes",
+    "boxes_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Face boxes in the lab JSON format (per image, several animals); each face is scored.",
+)
+@click.option(
+    "--detector",
+    "detector_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Face detector .tflite with its manifest (default: the shipped, SYNTHETIC-trained one).",
+)
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Detector threshold (default: its manifest's).",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Grow each detected box by this per side.",
+)
+@click.option(
+    "--window", default="10s", show_default=True, help="Videos: one row per window (10s, 1s, 500ms, 2m)."
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="Videos: frames sampled per window.",
+)
+@click.option(
+    "--region",
+    default=None,
+    help="Videos: a fixed face region x,y,w,h in frame pixels instead of the detector.",
+)
+@click.option(
+    "--start", default=None, help="Videos: wall time of the first frame (ISO 8601), overriding the file's."
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Videos: write a PNG time course (a .png file for one video, else a folder of <video>.png).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Images: threads decoding and preprocessing ahead of the model.",
+)
+def score(
+    paths,
+    model_path,
+    threads,
+    accelerator,
+    backend,
+    output,
+    fmt,
+    no_progress,
+    detect,
+    boxes_file,
+    detector_path,
+    min_score,
+    margin,
+    window,
+    samples,
+    region,
+    start,
+    plot,
+    workers,
+) -> None:
+    """Score face images, whole-cage photos (--detect / --boxes) or videos (mp4, avi, mov, mkv).
 
-    Unreadable or corrupt files are reported, skipped and counted; they never stop the run.
+    Face images: one row per image. Whole-cage photos: one row per face, with its box. Videos: sampled
+    frames go through the device's frame selection; one row per window, a summary per video on stderr.
+    Unreadable or corrupt files are reported, skipped and counted; they never stop a run.
     """
-    from amgs.batch import format_summary, run_batch
+    from amgs.preprocess import iter_image_files
+    from amgs.video import iter_video_files
 
+    videos = iter_video_files(list(paths))
+    if videos and iter_image_files([p for p in paths if p not in videos]):
+        raise click.UsageError("score images and videos in separate runs (their rows have different columns)")
     scorer = load_scorer(model_path, threads, accelerator, backend)
-    result = run_batch(scorer, list(paths), output, fmt, progress=not no_progress)
-    click.echo(format_summary(result), err=True)
+    if videos:
+        ok = _score_videos(
+            scorer,
+            videos,
+            output,
+            fmt,
+            no_progress,
+            detector_path,
+            min_score,
+            margin,
+            window,
+            samples,
+            region,
+            start,
+            plot,
+            threads,
+            backend,
+        )
+    elif detect or boxes_file:
+        from amgs.batch_faces import BoxTable, format_face_summary, run_faces
+
+        det = (
+            _load_detector(detector_path, min_score, margin, threads, backend)
+            if detect or not boxes_file
+            else None
+        )
+        table = BoxTable(boxes_file) if boxes_file else None
+        result = run_faces(scorer, list(paths), output, fmt, det, table, progress=not no_progress)
+        click.echo(format_face_summary(result), err=True)
+        ok = bool(result.scored or result.no_face)
+    else:
+        from amgs.batch import format_summary, run_batch
+
+        result = run_batch(scorer, list(paths), output, fmt, progress=not no_progress, workers=workers)
+        click.echo(format_summary(result), err=True)
+        ok = bool(result.scored)
     m = scorer.manifest
     if m.synthetic:
         click.echo(
             f"model {m.name} {m.version} was trained on SYNTHETIC faces: a demonstration, not validated on real mice",
             err=True,
         )
-    if not result.scored:
+    if not ok:
         sys.exit(1)
+
+
+def _load_detector(path, min_score, margin, threads, backend):
+    """The face detector (default: the shipped one) or exit with the reason."""
+    from amgs.detect import FaceDetector
+    from amgs.manifest import ManifestError
+    from amgs.models import DEFAULT_DETECTOR
+    from amgs.runtime import RuntimeUnavailable
+
+    try:
+        det = FaceDetector(
+            path or DEFAULT_DETECTOR, num_threads=threads, backend=backend, min_score=min_score, margin=margin
+        )
+    except (ManifestError, RuntimeUnavailable) as e:
+        raise click.ClickException(f"detector: {e}") from None
+    if det.manifest.synthetic:
+        click.echo(
+            f"face detector {det.manifest.name} {det.manifest.version} was trained on SYNTHETIC scenes",
+            err=True,
+        )
+    return det
+
+
+def _score_videos(
+    scorer,
+    videos,
+    output,
+    fmt,
+    no_progress,
+    detector_path,
+    min_score,
+    margin,
+    window,
+    samples,
+    region,
+    start,
+    plot,
+    threads,
+    backend,
+) -> bool:
+    """Score each video; rows to ``output``, a summary per video to stderr, optional PNG time courses."""
+    import csv
+    from datetime import UTC, datetime
+
+    from amgs.batch_video import (
+        WINDOW_COLUMNS,
+        format_video_summary,
+        plot_video,
+        score_video,
+        summarize_video,
+    )
+    from amgs.device.config import SelectionSection
+    from amgs.video import VideoError, parse_duration
+
+    try:
+        window_s = parse_duration(window)
+        start_at = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
+        if start_at is not None and start_at.tzinfo is None:
+            start_at = start_at.replace(tzinfo=UTC)
+        box = tuple(int(v) for v in region.split(",")) if region else None
+        if box is not None and (len(box) != 4 or box[2] < 2 or box[3] < 2):
+            raise ValueError(f"--region {region!r}: expected x,y,w,h")
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    detector = None if box else _load_detector(detector_path, min_score, margin, threads, backend)
+    writer = csv.writer(output) if fmt == "csv" else None
+    if writer:
+        writer.writerow(WINDOW_COLUMNS)
+    any_ok = False
+    for path in videos:
+        try:
+            result = score_video(
+                path,
+                scorer,
+                detector,
+                window_s,
+                samples,
+                SelectionSection(),
+                start_at,
+                progress=not no_progress,
+                region=box,
+            )
+        except VideoError as e:
+            click.echo(f"skipped: {e}", err=True)
+            continue
+        any_ok = True
+        for row in result.rows:
+            if writer:
+                writer.writerow(["" if row[c] is None else row[c] for c in WINDOW_COLUMNS])
+            else:
+                output.write(json.dumps(row) + "\n")
+        output.flush()
+        summary = summarize_video(result)
+        click.echo(format_video_summary(summary), err=True)
+        if plot is not None:
+            png = plot if (plot.suffix.lower() == ".png" and len(videos) == 1) else plot / f"{path.stem}.png"
+            plot_video(result, png, scorer.manifest.synthetic)
+            click.echo(f"time course: {png}", err=True)
+    return any_ok
 
 
 @main.command()

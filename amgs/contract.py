@@ -193,6 +193,10 @@ class ModelRef(_Part):
     name: Text
     version: Text
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    synthetic: bool = Field(
+        None,
+        description="the model was trained on SYNTHETIC faces only (its manifest says so): not for real mice",
+    )
 
 
 class Clock(_Part):

@@ -43,7 +43,7 @@ class InputSpec(_Strict):
 
 class OutputSpec(_Strict):
     name: str
-    kind: Literal["softmax", "au_regression"]
+    kind: Literal["softmax", "au_regression", "centernet"]
     shape: tuple[int, ...]
     dtype: Literal["uint8", "int8", "float32"]
     quantization: tuple[float, int] | None = None
@@ -57,8 +57,22 @@ class Evaluation(_Strict):
     date: str | None = None
 
 
+class DetectorSpec(_Strict):
+    """A face detector's output layout (``kind: detector`` manifests; see ``amgs.detect``)."""
+
+    family: Literal["centernet"] = "centernet"
+    stride: int = Field(gt=0, description="input pixels per output grid cell")
+    channels: tuple[str, ...] = ("heat", "off_x", "off_y", "w", "h")
+    nms_iou: float = Field(0.4, gt=0, le=1)
+    max_faces: int = Field(20, ge=1)
+    resize: Literal["stretch_area"] = "stretch_area"
+
+
 class Manifest(_Strict):
     schema_: Literal["amgs.model-manifest/1"] = Field(MANIFEST_SCHEMA, alias="schema")
+    kind: Literal["scorer", "detector"] = Field(
+        "scorer", description="scorer: pain/no-pain (+AU) model; detector: face boxes (threshold = min score)"
+    )
     name: str
     version: str
     file: str
@@ -85,6 +99,7 @@ class Manifest(_Strict):
     evaluation: tuple[Evaluation, ...] = ()
     created: str | None = None
     notes: str | None = None
+    detector: DetectorSpec | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -125,6 +140,8 @@ def read_manifest(path: Path) -> Manifest:
         manifest = Manifest.model_validate(data)
     except ValidationError as e:
         raise ManifestError(f"{path} is not a valid model manifest:\n{e}") from None
+    if manifest.kind == "detector":
+        return _check_detector(path, manifest)
     pain = [o for o in manifest.outputs if o.kind == "softmax"]
     if len(pain) != 1:
         raise ManifestError(f"{path}: exactly one softmax (pain) output is required, found {len(pain)}")
@@ -133,6 +150,19 @@ def read_manifest(path: Path) -> Manifest:
     au = manifest.au_output
     if au is not None and au.shape[-1] != len(AU_KEYS):
         raise ManifestError(f"{path}: AU output must have {len(AU_KEYS)} values ({', '.join(AU_KEYS)})")
+    return manifest
+
+
+def _check_detector(path: Path, manifest: Manifest) -> Manifest:
+    grids = [o for o in manifest.outputs if o.kind == "centernet"]
+    if manifest.detector is None or len(grids) != 1 or len(manifest.outputs) != 1:
+        raise ManifestError(
+            f"{path}: a detector manifest needs a 'detector' section and exactly one centernet output"
+        )
+    if grids[0].shape[-1] != len(manifest.detector.channels):
+        raise ManifestError(
+            f"{path}: detector output has {grids[0].shape[-1]} channels, the manifest names {manifest.detector.channels}"
+        )
     return manifest
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from amgs.contract import AU_KEYS, LABELS
+from amgs.manifest import ManifestError
 from amgs.preprocess import Box, ImageSource, prepare
 from amgs.runtime import Model
 
@@ -78,6 +79,8 @@ class Scorer:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.manifest = model.manifest
+        if self.manifest.kind != "scorer":
+            raise ManifestError(f"{model.path.name} is a face {self.manifest.kind}, not a scoring model")
         self._pain = self.manifest.pain_output.name
         au = self.manifest.au_output
         self._au = au.name if au else None

@@ -103,6 +103,57 @@ def _pipeline(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+def throughput_worker(args: argparse.Namespace) -> None:
+    """Batch ``amgs score`` throughput on JPEG files: ``--workers`` threads on the cores in ``--cores``."""
+    import time
+
+    from amgs.batch import score_paths
+    from amgs.runtime import Model
+    from amgs.scoring import Scorer
+
+    os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
+    scorer = Scorer(Model(args.int8_model, num_threads=1))
+    files = [Path(args.images)]
+    list(score_paths(scorer, files, progress=False, workers=args.workers))  # warm-up: interpreters, caches
+    t0 = time.perf_counter()
+    n = sum(
+        1
+        for _ in range(args.repeat)
+        for _ in score_paths(scorer, files, progress=False, workers=args.workers)
+    )
+    print(json.dumps({"images_per_s": n / (time.perf_counter() - t0)}))
+
+
+def jpeg_folder(n: int = 16) -> Path:
+    """``n`` 1080p JPEG face photos (q90) for the throughput runs, written once under var/bench/."""
+    folder = CACHE / f"jpeg1080_{n}"
+    if len(list(folder.glob("*.jpg"))) == n:
+        return folder
+    import numpy as np
+
+    from amgs.synth.faces import render_face, sample_params
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    for i in range(n):
+        face = render_face(
+            sample_params(rng, dict.fromkeys(("ot", "nb", "cb", "ep", "wc"), 1.0)), 1080, seed=i
+        )
+        face.resize((1920, 1080)).save(folder / f"face_{i:03d}.jpg", quality=90)
+    return folder
+
+
+def run_throughput(cores: str, workers: int, images: Path, int8_model: Path, repeat: int) -> float:
+    cmd = [sys.executable, __file__, "--throughput", "--cores", cores, "--workers", str(workers)]
+    cmd += ["--images", str(images), "--int8-model", str(int8_model), "--repeat", str(repeat)]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"throughput worker failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+
+
 def float_model() -> Path:
     path = CACHE / "inceptionv3_299_float32.tflite"
     if path.exists():
@@ -159,9 +210,17 @@ def main() -> None:
     parser.add_argument("--core", type=int, default=0, help="the CPU core everything is pinned to")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tflite-runtime-python", help="python of a venv with tflite-runtime (numpy < 2)")
+    parser.add_argument("--throughput", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cores", default="0", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--images", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=2, help="passes over the 16 JPEGs per throughput run")
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.throughput:
+        throughput_worker(args)
         return
 
     from amgs.models import DEFAULT_MODEL
@@ -173,7 +232,15 @@ def main() -> None:
         configs += [("tflite_runtime", int8), ("tflite_runtime", fp32)]
     results: dict[tuple[str, str], list[float]] = {}
     pipe: list[dict] = []
+    two_cores = len(os.sched_getaffinity(0)) >= 2
+    batch_configs = [("0", 1), ("0", 2)] + ([("0,1", 2)] if two_cores else [])
+    images = jpeg_folder()
+    batch: dict[tuple[str, int], list[float]] = {}
     for r in range(args.rounds):
+        for cores, workers in batch_configs:
+            batch.setdefault((cores, workers), []).append(
+                run_throughput(cores, workers, images, int8, args.repeat)
+            )
         for runtime, model in configs:
             python = sys.executable if runtime == "litert" else args.tflite_runtime_python
             pipeline = runtime == "litert" and model == int8
@@ -212,6 +279,20 @@ def main() -> None:
             f"  {what:<26} decode+preprocess {prep:5.1f} ms, invoke {inv:5.1f} ms, "
             f"overhead ratio (decode+preprocess+invoke)/invoke = {(prep + inv) / inv:.3f}  (target <= 1.15)"
         )
+    invoke = med[("litert", "int8")]
+    print(
+        f"\nBatch scoring throughput (amgs.batch.score_paths, 16 1080p JPEG q90 files x {args.repeat}, median of rounds):"
+    )
+    one = statistics.median(batch[("0", 1)])
+    for (cores, workers), values in batch.items():
+        ips = statistics.median(values)
+        print(
+            f"  cores {cores:<4} workers {workers}: {ips:5.1f} images/s  ({1000 / ips:5.1f} ms/image; "
+            f"core-time per image / invoke = {len(cores.split(',')) * 1000 / ips / invoke:.2f}; "
+            f"{ips / one:.2f}x one core, one worker)"
+        )
+    if not two_cores:
+        print("  (one CPU visible: the 2-core configuration was not measured)")
 
 
 if __name__ == "__main__":

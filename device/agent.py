@@ -102,13 +102,18 @@ class Agent:
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         manifest = self.scorer.manifest
-        self.model_ref = {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256}
+        self.model_ref = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "sha256": manifest.sha256,
+            "synthetic": manifest.synthetic,
+        }
         detector = None
         if cfg.detector is not None:
-            from amgs.device.detector import Detector, DetectorError
+            from amgs.device.detector import DetectorError, load_detector
 
             try:
-                detector = Detector(cfg.detector, cfg.model.backend)
+                detector = load_detector(cfg.detector, cfg.model.backend)
             except DetectorError as e:
                 raise AgentError(f"detector: {e}") from None
         self._detector = detector
@@ -150,7 +155,7 @@ class Agent:
         old_size = self.scorer.model.input_size
         self.scorer = scorer
         m = scorer.manifest
-        self.model_ref = {"name": m.name, "version": m.version, "sha256": m.sha256}
+        self.model_ref = {"name": m.name, "version": m.version, "sha256": m.sha256, "synthetic": m.synthetic}
         if scorer.model.input_size != old_size:
             self.selectors = {
                 v.name: ViewSelector(v, self.cfg.selection, scorer.model.input_size, self._detector)

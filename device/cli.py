@@ -71,7 +71,11 @@ def check(config_path: Path) -> None:
     for s in cfg.sources:
         click.echo(f"  source {s.name}: {s.kind} {getattr(s, 'path', None) or getattr(s, 'uri', '')}")
     for v in cfg.views:
-        where = f"region {list(v.region)}" if v.region else ("detector" if cfg.detector else "whole frame")
+        det = f"detector {cfg.detector.path or 'shipped'}" if cfg.detector else None
+        if v.region:
+            where = f"region {list(v.region)}" + (f", {det} inside it" if det else "")
+        else:
+            where = det or "whole frame"
         click.echo(
             f"  view {v.name}: source {v.source}, cage {v.cage_id}, animal {v.animal_id or '-'}, {where}"
         )

@@ -74,10 +74,13 @@ class ModelUpdateSection(_Strict):
 
 
 class DetectorSection(_Strict):
-    """An optional TFLite SSD-style face detector (outputs boxes, classes, scores, count)."""
+    """The face detector: the shipped one (no ``path``), one made by ``amgs model train-detector``, or a
+    user's TFLite SSD-style model (outputs boxes, classes, scores, count)."""
 
-    path: Path
-    min_score: float = Field(0.5, gt=0, le=1)
+    path: Path | None = Field(None, description="default: the shipped (SYNTHETIC-trained) face detector")
+    min_score: float | None = Field(
+        None, gt=0, le=1, description="default: the detector manifest's threshold (SSD models: 0.5)"
+    )
     class_id: int | None = Field(None, ge=0, description="keep only this class; None keeps all")
     threads: int = Field(1, ge=1, le=16)
     margin: float = Field(0.1, ge=0, le=1, description="grow each box by this fraction per side")

@@ -52,10 +52,35 @@ def best_box(
     return best[1] if best else None
 
 
+SSD_MIN_SCORE = 0.5
+
+
+def load_detector(cfg: DetectorSection, backend: str = "auto"):
+    """The detector a ``[detector]`` section names: the project's own (a ``kind: detector`` manifest beside
+    the file; the shipped one when no path is given) or a user's SSD-style model."""
+    from amgs.detect import FaceDetector
+    from amgs.manifest import ManifestError, read_manifest
+    from amgs.models import DEFAULT_DETECTOR
+
+    path = Path(cfg.path) if cfg.path else DEFAULT_DETECTOR
+    manifest_file = path.with_suffix(".manifest.json")
+    if manifest_file.is_file():
+        try:
+            if read_manifest(manifest_file).kind == "detector":
+                return FaceDetector(
+                    path, num_threads=cfg.threads, backend=backend, min_score=cfg.min_score, margin=cfg.margin
+                )
+        except (ManifestError, RuntimeUnavailable) as e:
+            raise DetectorError(f"detector model {path}: {e}") from None
+    if cfg.path is None:
+        raise DetectorError(f"the shipped face detector {path} is missing or has no manifest")
+    return Detector(cfg, backend)
+
+
 class Detector:
     def __init__(self, cfg: DetectorSection, backend: str = "auto") -> None:
         self.cfg = cfg
-        if not Path(cfg.path).is_file():
+        if cfg.path is None or not Path(cfg.path).is_file():
             raise DetectorError(f"detector model {cfg.path} does not exist")
         try:
             _, module = interpreter_module(backend)  # type: ignore[arg-type]
@@ -101,7 +126,7 @@ class Detector:
             scores[0],
             int(np.ravel(count)[0]),
             (frame.shape[1], frame.shape[0]),
-            self.cfg.min_score,
+            self.cfg.min_score or SSD_MIN_SCORE,
             self.cfg.class_id,
             self.cfg.margin,
         )

@@ -43,7 +43,7 @@ from amgs.contract import format_time
 
 log = logging.getLogger(__name__)
 
-ModelRef = dict[str, str]  # {"name", "version", "sha256"}
+ModelRef = dict[str, Any]  # {"name", "version", "sha256", "synthetic"}
 MAX_ERROR = 480
 
 
@@ -56,7 +56,12 @@ def _now() -> str:
 
 
 def _ref(manifest: Any) -> ModelRef:
-    return {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256}
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "sha256": manifest.sha256,
+        "synthetic": manifest.synthetic,
+    }
 
 
 class ModelStore:

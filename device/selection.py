@@ -57,6 +57,7 @@ class Candidate:
     exposure: float
     face_px: int
     motion: float = 0.0
+    det_score: float | None = None  # the face detector's score for this box (None: region / whole frame)
 
 
 @dataclass
@@ -89,17 +90,26 @@ class ViewSelector:
 
     def face_box(self, frame: Frame) -> Box | None:
         """The configured region; with a detector, the best detection inside it (or in the whole frame)."""
+        return self.locate(frame)[0]
+
+    def locate(self, frame: Frame) -> tuple[Box | None, float | None]:
+        """(face box, detector score): the region itself, or the detector's best face inside it."""
         w, h = frame.size
         region = self.view.region or (0, 0, w, h)
         if self.detector is None:
-            return region
+            return region, None
         x, y, rw, rh = region
-        found = self.detector.best_box(frame.pixels[y : y + rh, x : x + rw])
-        return None if found is None else (found[0] + x, found[1] + y, found[2], found[3])
+        crop = frame.pixels[y : y + rh, x : x + rw]
+        if hasattr(self.detector, "best"):  # amgs.detect.FaceDetector: box and score
+            det = self.detector.best(crop)
+            found, score = (det.box, det.score) if det else (None, None)
+        else:  # a user's SSD model (amgs.device.detector.Detector)
+            found, score = self.detector.best_box(crop), None
+        return (None, None) if found is None else ((found[0] + x, found[1] + y, found[2], found[3]), score)
 
     def _candidate(self, frame: Frame, rejected: Counter) -> Candidate | None:
         try:
-            box = self.face_box(frame)
+            box, score = self.locate(frame)
             if box is None:
                 rejected["no_face"] += 1
                 return None
@@ -114,8 +124,23 @@ class ViewSelector:
             rejected["unreadable"] += 1  # e.g. a truncated JPEG whose header was fine
             return None
         return Candidate(
-            frame, clipped, pixels, sharpness(pixels), exposure(pixels), min(clipped[2], clipped[3])
+            frame,
+            clipped,
+            pixels,
+            sharpness(pixels),
+            exposure(pixels),
+            min(clipped[2], clipped[3]),
+            det_score=score,
         )
+
+    def motion_thumbnail(self, c: Candidate) -> np.ndarray:
+        """What motion is measured on: the crop for a fixed region; the whole view with a detector, whose
+        box follows the face (a face-centred crop of a walking mouse hardly changes, so it would look asleep)."""
+        if self.detector is None:
+            return thumbnail(c.pixels)
+        w, h = c.frame.size
+        x, y, rw, rh = self.view.region or (0, 0, w, h)
+        return thumbnail(np.ascontiguousarray(c.frame.pixels[y : y + rh, x : x + rw]))
 
     def _gate(self, c: Candidate) -> str | None:
         if c.face_px < self.cfg.min_face_px:
@@ -133,7 +158,7 @@ class ViewSelector:
         cands = [c for c in (self._candidate(f, rejected) for f in frames) if c is not None]
         if not cands:
             return BurstOutcome(None, rejected)
-        thumbs = [thumbnail(c.pixels) for c in cands]
+        thumbs = [self.motion_thumbnail(c) for c in cands]
         diffs = [motion(a, b) for a, b in zip(thumbs, thumbs[1:], strict=False)]
         if self._last_thumb is not None:
             diffs.insert(0, motion(self._last_thumb, thumbs[0]))

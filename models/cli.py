@@ -365,10 +365,15 @@ def info(model, as_json) -> None:
         click.echo(f"training data: {manifest.training_data}")
         if manifest.synthetic:
             click.echo("SYNTHETIC-trained: a demonstration, not validated on real mice")
-        click.echo(
-            f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
-            f"edge TPU compiled: {manifest.edgetpu_compiled}"
-        )
+        if manifest.kind == "detector":
+            click.echo(
+                f"face detector: min score {manifest.threshold}, edge TPU compiled: {manifest.edgetpu_compiled}"
+            )
+        else:
+            click.echo(
+                f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
+                f"edge TPU compiled: {manifest.edgetpu_compiled}"
+            )
         for e in manifest.evaluation:
             figs = ", ".join(f"{k}={v}" for k, v in e.figures.items() if k in _HEADLINE)
             click.echo(f"evaluation on {e.dataset} ({e.n_images} images): {figs}")
@@ -385,7 +390,16 @@ def info(model, as_json) -> None:
         )
 
 
-_HEADLINE = ("accuracy", "roc_auc", "pearson_r_au_vs_human_mgs", "float_int8_identical_decisions")
+_HEADLINE = (
+    "accuracy",
+    "roc_auc",
+    "pearson_r_au_vs_human_mgs",
+    "float_int8_identical_decisions",
+    "ap50",
+    "ap75",
+    "recall",
+    "precision",
+)
 
 
 @cli.command()
@@ -585,3 +599,14 @@ def weights_status() -> None:
         raise click.ClickException(
             "run `amgs model weights import FILE` with the notop .h5 from a machine with internet"
         )
+
+
+def _add_detector_commands() -> None:
+    """The face detector's commands live in their own module (``amgs.models.detector_cli``)."""
+    from amgs.models.detector_cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_detector_commands()

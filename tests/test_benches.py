@@ -78,3 +78,15 @@ def test_bench_lab_training():
     out = run_bench("bench_lab_training.py", "--n", "16", "--size", "75", "--batch-size", "4", timeout=900)
     for line in ("decode + preprocess", "head: one epoch", "finetune: whole run"):
         assert line in out, out
+
+
+def test_bench_detector():
+    from amgs.models import DEFAULT_DETECTOR
+
+    if not DEFAULT_DETECTOR.is_file():
+        pytest.skip(f"no shipped face detector at {DEFAULT_DETECTOR} yet")
+    out = run_bench(
+        "bench_detector.py", "--n", "2", "--rounds", "1", "--seconds", "6", "--window", "3", timeout=600
+    )
+    assert re.search(rf"detector / scorer = {NUMBER}", out), out
+    assert re.search(rf"cores 0\s*: \d+ s of video in {NUMBER} s = {NUMBER}x real time", out), out

@@ -23,6 +23,16 @@ from amgs.server.storage.db import SCHEMA_VERSION, SCORE_COLUMNS, CollectorDB, D
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _insert_old_scores(conn, rows) -> None:
+    """Score rows as an older schema holds them: only the columns that version has."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}
+    cols = [c for c in SCORE_COLUMNS if c in have]
+    conn.executemany(
+        f"INSERT INTO scores ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+        [tuple(r[c] for c in cols) for r in rows],
+    )
+
+
 def test_migration_from_version_1_keeps_data_backfills_rollups_and_backs_up(tmp_path):
     config = server_config(tmp_path)
     db = CollectorDB(config.storage.db_path)
@@ -30,10 +40,7 @@ def test_migration_from_version_1_keeps_data_backfills_rollups_and_backs_up(tmp_
     conn = db.connect().conn
     now = time.time()
     rows = [score_row(loadgen.score_message("d1", s, t=now - s * 600), now) for s in range(1, 51)]
-    conn.executemany(
-        f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})",
-        [tuple(r[c] for c in SCORE_COLUMNS) for r in rows],
-    )
+    _insert_old_scores(conn, rows)
     conn.execute("INSERT INTO animals (animal_id, cage_id, sex) VALUES ('m1', 'c1', 'F')")
     conn.close()
 
@@ -64,10 +71,7 @@ def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
     conn = db.connect().conn  # what the previous version's writer left: scores 1-3 and 5, rollups, device row
     now = time.time()
     rows = [score_row(loadgen.score_message("d1", s, t=now - 60 * s), now) for s in (1, 2, 3, 5)]
-    conn.executemany(
-        f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})",
-        [tuple(r[c] for c in SCORE_COLUMNS) for r in rows],
-    )
+    _insert_old_scores(conn, rows)
     for width, table in ROLLUP_TABLES.items():
         conn.execute(
             f"INSERT INTO {table} (cage_id, animal_id, bucket, {', '.join(ROLLUP_SUMS)}) {rollup_select(width)}"

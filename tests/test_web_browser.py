@@ -120,6 +120,18 @@ def test_overview_tiles_states_and_filters(demo, page):
     assert sorted(page.locator("a.tile").evaluate_all("ts => ts.map(t => t.dataset.cage)")) == ["C04", "C05"]
 
 
+def test_synthetic_model_banner_on_the_demo_pages(demo, page):
+    """The demo's scores come from a synthetic-trained model: every page says so, visibly."""
+    _, base, _ = demo
+    for path in ("/", "/cages/C03"):
+        open_page(page, base + path)
+        banner = page.locator("#synthetic-banner")
+        assert banner.is_visible(), path
+        assert (
+            "SYNTHETIC MODEL" in banner.inner_text() and "say nothing about real mice" in banner.inner_text()
+        )
+
+
 def test_cage_page_charts_hold_and_draw_the_api_data(demo, page):
     d, base, _ = demo
     _, _, api = http("GET", f"{base}/api/timecourse/cage/C03?hours=72&bin=1h")

@@ -30,6 +30,7 @@ CURVE_MODEL = {
     "sha256": hashlib.sha256(
         b"amgs demo study curve v1: scores drawn from the synthetic study curve"
     ).hexdigest(),
+    "synthetic": True,
 }
 
 
@@ -101,7 +102,7 @@ class FaceBank:
     """Rendered faces per (coat, level), each scored once by the real model."""
 
     faces: dict[tuple[str, float], list[BankFace]]
-    model: dict[str, str]
+    model: dict[str, str | bool]
     threshold: float
     review_threshold: float
     responsive: bool
@@ -138,7 +139,7 @@ def build_bank(scorer, coats: set[str], variants: int = 3, seed: int = 7, size: 
     m = scorer.manifest
     return FaceBank(
         faces,
-        {"name": m.name, "version": m.version, "sha256": m.sha256},
+        {"name": m.name, "version": m.version, "sha256": m.sha256, "synthetic": m.synthetic},
         m.threshold,
         m.review_threshold,
         responsive=r >= 0.5 and float(p.max() - p.min()) >= 0.3,

@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import EmailNotify, NotifyConfig, WebhookNotify
 from .outbox import Channel, DeliveryError
+from .rules import SYNTHETIC_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def email_text(event: str, alert: dict[str, Any]) -> tuple[str, str]:
     subject = (
         f"{what.get(event, event + ': ')}{sev} cage {alert['cage_id']} - {alert['rule'].replace('_', ' ')}"
     )
+    if (alert.get("message") or "").startswith(SYNTHETIC_MODEL):
+        subject = f"{SYNTHETIC_MODEL}: {subject}"
     lines = [
         alert.get("message") or "",
         "",

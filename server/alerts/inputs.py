@@ -22,11 +22,12 @@ def _dt(t: float | None) -> datetime | None:
 
 
 def window_stats(conn, cage: CageSnapshot, since: datetime, until: datetime) -> WindowStats:
-    n, mean, frac = conn.execute(
-        "SELECT count(*), avg(amgs), avg(is_pain) FROM scores WHERE cage_id = ? AND t >= ? AND t <= ?",
+    n, mean, frac, synthetic = conn.execute(
+        "SELECT count(*), avg(amgs), avg(is_pain), max(model_synthetic) FROM scores "
+        "WHERE cage_id = ? AND t >= ? AND t <= ?",
         [cage.cage_id, since.timestamp(), until.timestamp()],
     ).fetchone()
-    return WindowStats(int(n), mean, frac)
+    return WindowStats(int(n), mean, frac, bool(synthetic))
 
 
 def _views(text: str | None) -> list[dict]:

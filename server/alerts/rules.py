@@ -21,6 +21,21 @@ class WindowStats:
     n: int
     mean_amgs: float | None
     fraction_pain: float | None
+    synthetic: bool = False  # some of these scores came from a model trained on synthetic faces
+
+
+SYNTHETIC_MODEL = "SYNTHETIC MODEL"
+"""Starts the message (and the e-mail subject) of every alert raised from a synthetic-trained model's scores."""
+
+
+def _honest(message: str, window: WindowStats) -> str:
+    """Say so when the scores behind an alert come from a model that has never seen a real mouse."""
+    if not window.synthetic:
+        return message
+    return (
+        f"{SYNTHETIC_MODEL}: {message}. These scores come from a model trained on synthetic faces only: "
+        "they are not a validated reading of this animal"
+    )
 
 
 @dataclass(frozen=True)
@@ -150,7 +165,7 @@ def sustained_pain(
         cage.site,
         cage.cage_id,
         severity,
-        message,
+        _honest(message, window),
         round(value, 4),
         threshold,
         cage.animal_id,
@@ -175,8 +190,11 @@ def baseline_rise(
         cage.site,
         cage.cage_id,
         rule.severity,
-        f"cage {cage.cage_id}: mean aMGS {window.mean_amgs:.2f} is {rise:.2f} above its baseline "
-        f"{cage.baseline_mean:.2f} over {rule.window_min:g} min ({window.n} images)",
+        _honest(
+            f"cage {cage.cage_id}: mean aMGS {window.mean_amgs:.2f} is {rise:.2f} above its baseline "
+            f"{cage.baseline_mean:.2f} over {rule.window_min:g} min ({window.n} images)",
+            window,
+        ),
         round(rise, 4),
         rule.rise,
         cage.animal_id,

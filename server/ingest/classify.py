@@ -58,6 +58,7 @@ def score_row(msg: Score | dict[str, Any], received_at: float) -> dict[str, Any]
         "model_name": model.name,
         "model_version": model.version,
         "model_sha256": model.sha256,
+        "model_synthetic": None if model.synthetic is None else int(model.synthetic),
         "p_pain": msg.p_pain,
         "label": msg.label,
         "is_pain": int(msg.label == "pain"),

@@ -259,10 +259,10 @@ def assignments(conn) -> list[dict[str, Any]]:
 def _ref(conn, sha: str | None) -> dict[str, str] | None:
     if sha is None:
         return None
-    row = conn.execute("SELECT name, version FROM models WHERE sha256 = ?", [sha]).fetchone()
+    row = conn.execute("SELECT name, version, synthetic FROM models WHERE sha256 = ?", [sha]).fetchone()
     if row is None:
         raise RegistryError(f"model {sha[:16]}... is not registered")
-    return {"name": row[0], "version": row[1], "sha256": sha}
+    return {"name": row[0], "version": row[1], "sha256": sha, "synthetic": bool(row[2])}
 
 
 _KEEP = object()

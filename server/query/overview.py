@@ -66,3 +66,19 @@ def overview(conn, now: float, hours: int = 24) -> list[dict[str, Any]]:
         ]
         out.append(tile)
     return out
+
+
+SYNTHETIC_LOOKBACK_S = 90 * 86400
+"""How far back a synthetic-trained model's scores keep the dashboard's SYNTHETIC MODEL banner up."""
+
+
+def synthetic_models(conn, now: float) -> list[str]:
+    """``name version`` of every synthetic-trained model whose scores are in the database's recent past.
+
+    Every page shows them in a banner: such scores say nothing about real mice (docs/models.md)."""
+    rows = conn.execute(
+        "SELECT DISTINCT model_name, model_version FROM scores WHERE model_synthetic = 1 AND t >= ? "
+        "ORDER BY model_name, model_version",
+        [now - SYNTHETIC_LOOKBACK_S],
+    ).fetchall()
+    return [f"{name} {version}" for name, version in rows]

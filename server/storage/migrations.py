@@ -114,7 +114,7 @@ def _v6(db: sqlite_utils.Database) -> None:
     _adopt(db, ALERT_TABLES_DDL, ALERT_INDEXES)
 
 
-def _v7(db: sqlite_utils.Database) -> None:
+def _v8(db: sqlite_utils.Database) -> None:
     """The model registry: models, their evaluations, per-device assignments, events, shadow scores."""
     from .model_schema import MODEL_TABLES_DDL
 
@@ -123,6 +123,12 @@ def _v7(db: sqlite_utils.Database) -> None:
 
 Migration = Callable[[sqlite_utils.Database], None]
 
+
+def _v7(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE scores ADD COLUMN model_synthetic INTEGER")  # NULL: a device older than the flag
+    db.execute("CREATE INDEX scores_synthetic ON scores(t) WHERE model_synthetic = 1")
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "scores, devices, gaps, quarantine, status, crops, study metadata", _v1),
     (2, "rollup_5m and rollup_1h, backfilled", _v2),
@@ -130,6 +136,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (4, "clock re-anchoring: scores.clock_corrected, clock_anchors", _v4),
     (5, "rejects_5m and rejects_1h (backfilled from status_log), devices.status_t", _v5),
     (6, "web_users, web_sessions, web_tokens, alerts, alert_events, alert_outbox (existing rows kept)", _v6),
-    (7, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v7),
+    (7, "scores.model_synthetic: the score came from a model trained on synthetic faces", _v7),
+    (8, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v8),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -47,6 +47,7 @@ SCORE_COLUMNS = (
     "model_name",
     "model_version",
     "model_sha256",
+    "model_synthetic",
     "p_pain",
     "label",
     "is_pain",

@@ -9,12 +9,15 @@ Cookies are ``HttpOnly`` and ``Secure`` whenever the request came over HTTPS (or
 from __future__ import annotations
 
 import hmac
+import time
 import urllib.parse
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+
+from amgs.server.query.overview import synthetic_models
 
 from .auth import (
     LOGIN_CSRF_COOKIE,
@@ -48,7 +51,8 @@ def _secure(request: Request) -> bool:
 
 
 def _render(request: Request, viewer: Principal | None, name: str, page: str, **extra):
-    open_alerts = _conn(request).execute("SELECT count(*) FROM alerts WHERE state = 'open'").fetchone()[0]
+    conn = _conn(request)
+    open_alerts = conn.execute("SELECT count(*) FROM alerts WHERE state = 'open'").fetchone()[0]
     return templates.TemplateResponse(
         request,
         name,
@@ -59,6 +63,7 @@ def _render(request: Request, viewer: Principal | None, name: str, page: str, **
             "user": viewer,
             "csrf": viewer.csrf if viewer else "",
             "open_alerts": open_alerts,
+            "synthetic_models": synthetic_models(conn, time.time()),
             **extra,
         },
     )

@@ -1,0 +1,119 @@
+"""``amgs score`` on recordings and whole-cage photos with the shipped detector (SYNTHETIC ground truth).
+
+The recording has a known pain time course (baseline, a painful stretch, recovery) and does what
+cage recordings do: the mouse moves, sleeps, darts about (motion blur), leaves the view and turns
+its back. Per window the scores must follow the truth, and windows without a face must say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from amgs.cli import main
+from amgs.models import DEFAULT_DETECTOR
+from amgs.synth.video import Segment, window_truth, write_video
+
+needs_shipped_detector = pytest.mark.skipif(
+    not DEFAULT_DETECTOR.is_file(),
+    reason=f"no shipped face detector at {DEFAULT_DETECTOR} yet (docs/models.md: how to train and ship it)",
+)
+
+SEGMENTS = [
+    Segment(5, 0.2, "moving"),
+    Segment(5, 0.3, "moving"),
+    Segment(5, 0.0, "away"),
+    Segment(5, 1.6, "moving"),
+    Segment(15, 1.8, "still"),
+    Segment(5, 1.5, "blur"),
+    Segment(5, 0.0, "back_turned"),
+    Segment(5, 1.7, "moving"),
+    Segment(5, 0.4, "moving"),
+    Segment(5, 0.2, "moving"),
+]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("video")
+    path = folder / "cage7_20260301_080000.mp4"
+    truth = write_video(path, SEGMENTS, fps=10, size=(640, 360), seed=21, coat="white")
+    return path, truth
+
+
+@needs_shipped_detector
+def test_video_time_course_is_recovered_and_faceless_windows_are_unscorable(recording, tmp_path):
+    path, truth = recording
+    out, png = tmp_path / "windows.csv", tmp_path / "course.png"
+    r = CliRunner().invoke(main, ["score", str(path), "-o", str(out), "--window", "5s", "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == sum(s.duration_s for s in SEGMENTS) / 5
+    levels, amgs, mgs, asleep = [], [], [], []
+    for row in rows:
+        t = window_truth(truth, float(row["start_s"]), float(row["end_s"]))
+        if not t.has_face:
+            assert row["status"] == "unscorable" and row["reason"] == "no_face", row
+            continue
+        assert row["status"] == "scored", row
+        levels.append(t.level)
+        amgs.append(float(row["amgs"]))
+        mgs.append(float(row["mgs_au"]))
+        asleep.append((t.state, row["asleep"] == "True"))
+        assert float(row["det_score"]) >= 0.3 and int(row["box_w"]) >= 64
+        assert row["wall_time"].startswith("2026-03-01T08:0")  # from the file name
+    r_amgs, r_mgs = np.corrcoef(levels, amgs)[0, 1], np.corrcoef(levels, mgs)[0, 1]
+    assert r_amgs >= 0.9 and r_mgs >= 0.9, (r_amgs, r_mgs, levels, amgs, mgs)
+    assert ("still", True) in asleep and not any(a for s, a in asleep if s != "still")
+    assert "unscorable: no_face 2" in r.output and png.stat().st_size > 5000
+
+
+def test_whole_cage_photos_each_face_scored_with_its_lab_box(tmp_path):
+    from amgs.models.detector_data import write_lab_scenes
+
+    lab = tmp_path / "lab"
+    boxes = write_lab_scenes(lab, 6, seed=31, frame=(1280, 720))
+    n_faces = sum(len(v) for v in boxes.values())
+    runner = CliRunner()
+    out = tmp_path / "boxes.jsonl"
+    r = runner.invoke(
+        main,
+        [
+            "score",
+            str(lab / "frames"),
+            "--boxes",
+            str(lab / "boxes.json"),
+            "--format",
+            "jsonl",
+            "-o",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    scored = [x for x in rows if x["status"] == "scored"]
+    assert len(scored) == n_faces and all(x["det_score"] is None for x in scored)
+    assert {(x["box_x"], x["box_y"], x["box_w"], x["box_h"]) for x in scored} == {
+        tuple(int(b["Boundingbox"][k]) for k in "xywh") for v in boxes.values() for b in v
+    }
+    assert sum(x["status"] == "no_face" for x in rows) == sum(not v for v in boxes.values())
+    assert "photo(s) without a face" in r.output
+
+
+@needs_shipped_detector
+def test_whole_cage_photos_faces_found_by_the_shipped_detector(tmp_path):
+    from amgs.models.detector_data import write_lab_scenes
+
+    lab = tmp_path / "lab"
+    boxes = write_lab_scenes(lab, 6, seed=31, frame=(1280, 720))
+    n_faces = sum(len(v) for v in boxes.values())
+    out = tmp_path / "detected.csv"
+    r = CliRunner().invoke(main, ["score", str(lab / "frames"), "--detect", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    found = [x for x in csv.DictReader(out.open()) if x["status"] == "scored"]
+    assert abs(len(found) - n_faces) <= 1 and all(float(x["det_score"]) >= 0.3 for x in found)
+    assert "SYNTHETIC" in r.output
