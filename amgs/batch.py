@@ -13,12 +13,46 @@ from typing import IO
 
 from tqdm import tqdm
 
+from amgs.manifest import Manifest
 from amgs.preprocess import ImageError, iter_image_files
-from amgs.scoring import ImageScore, Scorer, Summary, summarize_by_folder
+from amgs.scoring import UNSCORABLE_REASONS, ImageScore, Scorer, Summary, summarize_by_folder
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["path", "p_pain", "label", "amgs", "confidence", "needs_review", "mgs_au", "model_sha256"]
+# outcome: "pain" | "no pain" | "unscorable" (amgs.scoring.OUTCOMES); unscorable_reason: why, else empty.
+# p_pain/label are the model's raw verdict, kept even for unscorable images; use outcome for decisions.
+COLUMNS = [
+    "path",
+    "outcome",
+    "unscorable_reason",
+    "p_pain",
+    "label",
+    "amgs",
+    "confidence",
+    "needs_review",
+    "mgs_au",
+    "domain_distance",
+    "model",
+    "model_version",
+    "synthetic",
+    "model_sha256",
+]
+
+
+def model_banner(m: Manifest) -> list[str]:
+    """What a user must know about the model before reading any score (printed before the progress bar)."""
+    lines = [f"model {m.name} {m.version} (sha256 {m.sha256[:12]}...)"]
+    if m.synthetic:
+        lines.append(
+            "WARNING: this model was trained on SYNTHETIC faces: a demonstration, not validated on real mice. "
+            "Do not base welfare or scientific decisions on its scores."
+        )
+    if m.domain_check is None:
+        lines.append(
+            "no in-domain check: images unlike the training faces are scored anyway "
+            "(add one with `amgs model calibrate`)"
+        )
+    return lines
 
 
 @dataclass
@@ -64,7 +98,13 @@ def run_batch(
     workers: int = 1,
 ) -> BatchResult:
     result = BatchResult()
-    sha = scorer.manifest.sha256
+    m = scorer.manifest
+    model_cols = {
+        "model": m.name,
+        "model_version": m.version,
+        "synthetic": m.synthetic,
+        "model_sha256": m.sha256,
+    }
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(COLUMNS)
@@ -76,13 +116,16 @@ def run_batch(
         result.scored.append((path, s))
         row = {
             "path": str(path),
+            "outcome": s.outcome,
+            "unscorable_reason": s.unscorable_reason,
             "p_pain": s.p_pain,
             "label": s.label,
             "amgs": s.amgs,
             "confidence": s.confidence,
             "needs_review": s.needs_review,
             "mgs_au": s.mgs_au,
-            "model_sha256": sha,
+            "domain_distance": s.domain_distance,
+            **model_cols,
         }
         if writer:
             writer.writerow([row[c] if row[c] is not None else "" for c in COLUMNS])
@@ -93,13 +136,26 @@ def run_batch(
 
 
 def format_summary(result: BatchResult) -> str:
-    lines = [f"{'folder':<40} {'n':>6} {'mean aMGS':>10} {'SEM':>7} {'% pain':>7} {'review':>7}"]
+    """Per folder: scorable n, mean aMGS, SEM, % pain, review count (all over scorable images only),
+    then the unscorable count beside them."""
+    lines = [
+        f"{'folder':<40} {'n':>6} {'mean aMGS':>10} {'SEM':>7} {'% pain':>7} {'review':>7} {'unscorable':>11}"
+    ]
     for folder, s in result.summaries().items():
+        mean = f"{s.mean_amgs:.3f}" if s.mean_amgs is not None else "-"
         sem = f"{s.sem_amgs:.3f}" if s.sem_amgs is not None else "-"
+        pain = f"{100 * s.fraction_pain:.1f}%" if s.fraction_pain is not None else "-"
         lines.append(
-            f"{_short(folder):<40} {s.n:>6} {s.mean_amgs:>10.3f} {sem:>7} {100 * (s.fraction_pain or 0):>6.1f}% {s.n_review:>7}"
+            f"{_short(folder):<40} {s.n:>6} {mean:>10} {sem:>7} {pain:>7} {s.n_review:>7} {s.n_unscorable:>11}"
         )
-    lines.append(f"scored {len(result.scored)} image(s); skipped {len(result.failed)} unreadable")
+    n_unscorable = sum(not s.scorable for _, s in result.scored)
+    reasons = {r: sum(s.unscorable_reason == r for _, s in result.scored) for r in UNSCORABLE_REASONS}
+    why = ", ".join(f"{k} {v}" for k, v in reasons.items() if v)
+    lines.append(
+        f"scored {len(result.scored) - n_unscorable} image(s); unscorable {n_unscorable}"
+        + (f" ({why})" if why else "")
+        + f"; skipped {len(result.failed)} unreadable"
+    )
     for _path, why in result.failed[:20]:
         lines.append(f"  skipped: {why}")
     if len(result.failed) > 20:

@@ -144,8 +144,11 @@ def score(
 
     Face images: one row per image. Whole-cage photos: one row per face, with its box. Videos: sampled
     frames go through the device's frame selection; one row per window, a summary per video on stderr.
-    Unreadable or corrupt files are reported, skipped and counted; they never stop a run.
+    Each image's outcome is pain, no pain or unscorable (with a reason: out_of_domain, no_face, quality);
+    unscorable images are counted but never enter a mean or the fraction pain. Unreadable or corrupt
+    files are reported, skipped and counted; they never stop a run.
     """
+    from amgs.batch import model_banner
     from amgs.preprocess import iter_image_files
     from amgs.video import iter_video_files
 
@@ -153,6 +156,8 @@ def score(
     if videos and iter_image_files([p for p in paths if p not in videos]):
         raise click.UsageError("score images and videos in separate runs (their rows have different columns)")
     scorer = load_scorer(model_path, threads, accelerator, backend)
+    for line in model_banner(scorer.manifest):  # before any progress bar: read it before any score
+        click.echo(line, err=True)
     if videos:
         ok = _score_videos(
             scorer,
@@ -189,12 +194,8 @@ def score(
         result = run_batch(scorer, list(paths), output, fmt, progress=not no_progress, workers=workers)
         click.echo(format_summary(result), err=True)
         ok = bool(result.scored)
-    m = scorer.manifest
-    if m.synthetic:
-        click.echo(
-            f"model {m.name} {m.version} was trained on SYNTHETIC faces: a demonstration, not validated on real mice",
-            err=True,
-        )
+    if scorer.manifest.synthetic:  # and again after, where the eye lands when the run ends
+        click.echo(f"model {scorer.manifest.name} is SYNTHETIC-trained: not validated on real mice", err=True)
     if not ok:
         sys.exit(1)
 

@@ -7,11 +7,13 @@ normalization or label order would silently produce wrong scores, which is worse
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amgs.contract import AU_KEYS, LABELS
@@ -43,7 +45,9 @@ class InputSpec(_Strict):
 
 class OutputSpec(_Strict):
     name: str
-    kind: Literal["softmax", "au_regression", "centernet"]
+    # softmax: the pain / no-pain probabilities; au_regression: five action units 0-2; features: pooled
+    # features (read by the in-domain check); logits: the pain head before its softmax; centernet: detector.
+    kind: Literal["softmax", "au_regression", "features", "logits", "centernet"]
     shape: tuple[int, ...]
     dtype: Literal["uint8", "int8", "float32"]
     quantization: tuple[float, int] | None = None
@@ -55,6 +59,67 @@ class Evaluation(_Strict):
     n_images: int
     figures: dict[str, float | int | None]
     date: str | None = None
+
+
+class Array(_Strict):
+    """A float32 array inside the JSON manifest (base64 of little-endian bytes): one file carries the model's
+    in-domain statistics, covered by the same review and copy as the rest of the manifest."""
+
+    shape: tuple[int, ...]
+    data: str
+
+    @classmethod
+    def of(cls, a: np.ndarray) -> Array:
+        a = np.ascontiguousarray(a, dtype="<f4")
+        return cls(shape=a.shape, data=base64.b64encode(a.tobytes()).decode("ascii"))
+
+    def to_numpy(self) -> np.ndarray:
+        a = np.frombuffer(base64.b64decode(self.data), dtype="<f4")
+        if a.size != int(np.prod(self.shape)):
+            raise ManifestError(
+                f"array of shape {list(self.shape)} holds {a.size} values: the manifest is damaged"
+            )
+        return a.reshape(self.shape).astype(np.float32)
+
+
+class DomainCheck(_Strict):
+    """Is an image like the faces the model was trained and validated on? (applied by amgs/domain.py)
+
+    Score = squared Mahalanobis distance of the image's features to the nearest class mean, under one
+    covariance shared by the classes (Lee et al. 2018) and estimated as probabilistic PCA (Tipping & Bishop
+    1999): the top ``components`` with their ``variances``, every other direction at ``residual_variance``
+    (the mean variance left over). The remainder term is what catches inputs off the faces' subspace.
+    """
+
+    method: Literal["mahalanobis"] = "mahalanobis"
+    output: str = Field("features_mixed5", description="the model output (kind features) the check reads")
+    class_means: Array = Field(description="per-class mean features (classes x d)")
+    components: Array = Field(description="principal axes of the within-class features (k x d, orthonormal)")
+    variances: Array = Field(description="variance along each principal axis (k)")
+    residual_variance: float = Field(gt=0, description="variance of every direction outside the k axes")
+    threshold: float = Field(gt=0, description="a score above this is out of domain")
+    quantile: float = Field(gt=0, le=1, description="held-out in-domain quantile the threshold sits at")
+    fitted_on: str = Field(description="images the statistics come from")
+    n_fit: int = Field(gt=0)
+    heldout: str = Field(description="in-domain images never trained on, that set the threshold")
+    n_heldout: int = Field(gt=0)
+
+
+class Calibration(_Strict):
+    """Temperature scaling of the pain logit (Guo et al. 2017), fitted on held-out images.
+
+    Calibrated P(pain) = sigmoid((logit_pain - logit_no_pain) / temperature); the 0.5 decision is unchanged.
+    """
+
+    method: Literal["temperature"] = "temperature"
+    temperature: float = Field(gt=0)
+    source: Literal["logits", "softmax"] = Field(
+        description="logits: the model's logits output; softmax: log-odds of its (clipped) softmax output"
+    )
+    fitted_on: str
+    n: int = Field(gt=0)
+    ece_before: float | None = None
+    ece_after: float | None = None
 
 
 class DetectorSpec(_Strict):
@@ -97,6 +162,10 @@ class Manifest(_Strict):
     )
     edgetpu_compiled: bool = False
     evaluation: tuple[Evaluation, ...] = ()
+    domain_check: DomainCheck | None = Field(
+        None, description="the in-domain check; None (older models): no in-domain check, every face is scored"
+    )
+    calibration: Calibration | None = Field(None, description="None: P(pain) is the raw softmax")
     created: str | None = None
     notes: str | None = None
     detector: DetectorSpec | None = None
@@ -110,6 +179,9 @@ class Manifest(_Strict):
     @property
     def au_output(self) -> OutputSpec | None:
         return next((o for o in self.outputs if o.kind == "au_regression"), None)
+
+    def output_of_kind(self, kind: str) -> OutputSpec | None:
+        return next((o for o in self.outputs if o.kind == kind), None)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(by_alias=True, mode="json"), indent=2) + "\n"
@@ -150,7 +222,30 @@ def read_manifest(path: Path) -> Manifest:
     au = manifest.au_output
     if au is not None and au.shape[-1] != len(AU_KEYS):
         raise ManifestError(f"{path}: AU output must have {len(AU_KEYS)} values ({', '.join(AU_KEYS)})")
+    check = manifest.domain_check
+    if check is not None:
+        _check_domain(path, manifest, check)
+    if manifest.calibration and manifest.calibration.source == "logits":
+        if manifest.output_of_kind("logits") is None:
+            raise ManifestError(f"{path}: calibration reads logits but the manifest lists no logits output")
     return manifest
+
+
+def _check_domain(path: Path, manifest: Manifest, check: DomainCheck) -> None:
+    out = next((o for o in manifest.outputs if o.name == check.output), None)
+    if out is None or out.kind != "features":
+        raise ManifestError(
+            f"{path}: the in-domain check reads output {check.output!r}, which is not a features output of the "
+            "model. Re-fit it with `amgs model calibrate`."
+        )
+    d = out.shape[-1]
+    (c, d1), (k, d2) = check.class_means.shape, check.components.shape
+    if d1 != d or d2 != d or check.variances.shape != (k,) or c < 1 or k >= d:
+        raise ManifestError(
+            f"{path}: in-domain statistics do not fit the {check.output!r} output ({d} values): class means "
+            f"{[c, d1]}, components {[k, d2]}, variances {list(check.variances.shape)}. "
+            "Re-fit them with `amgs model calibrate`."
+        )
 
 
 def _check_detector(path: Path, manifest: Manifest) -> Manifest:

@@ -13,21 +13,51 @@ an image's MGS is the mean of its action units).
 
 **Review flag.** Images whose top-class confidence is below the model's ``review_threshold`` (0.65 in
 the original aMGS code) get ``needs_review = True``: they are kept and counted, but a person should look.
+
+**Outcome.** Every image ends in exactly one of ``OUTCOMES``: ``"pain"``, ``"no pain"`` or ``"unscorable"``.
+An unscorable image carries one of ``UNSCORABLE_REASONS``:
+
+- ``out_of_domain``: the model's own features say the image is unlike the faces it was trained and validated
+  on (the manifest's in-domain check, :mod:`amgs.domain`); its P(pain) means nothing.
+- ``no_face``: no usable face was found in the frame (a face detector or region found none).
+- ``quality``: the frame cannot be judged (flat, blank, blown out or black; see :func:`pixel_quality`).
+
+Unscorable images keep their raw ``p_pain``/``label`` for the record, but are excluded from every mean,
+fraction pain and review count (:func:`summarize`). A model without an in-domain check (older manifests)
+never returns ``out_of_domain``; its ``domain_distance`` is None.
+
+**Calibration.** When the manifest carries a temperature (:class:`amgs.manifest.Calibration`), ``p_pain`` is
+calibrated: sigmoid(pain log-odds / T), the log-odds read from the model's logits output. The 0.5 decision
+is unchanged by it; confidence and ``needs_review`` follow the calibrated value.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from amgs.contract import AU_KEYS, LABELS
-from amgs.manifest import ManifestError
-from amgs.preprocess import Box, ImageSource, prepare
+from amgs.domain import DomainScorer
+from amgs.manifest import Calibration, ManifestError
+from amgs.preprocess import Box, ImageSource, load_pixels, to_model_input
 from amgs.runtime import Model
+
+NO_PAIN, PAIN = LABELS
+UNSCORABLE = "unscorable"
+OUTCOMES = (NO_PAIN, PAIN, UNSCORABLE)
+OUT_OF_DOMAIN = "out_of_domain"
+NO_FACE = "no_face"
+QUALITY = "quality"
+UNSCORABLE_REASONS = (OUT_OF_DOMAIN, NO_FACE, QUALITY)
+
+# Quality gate on the model's input pixels: a frame whose grey levels hardly vary, or that is mostly
+# clipped to black or white, shows nothing to judge, whatever the model says.
+MIN_PIXEL_STD = 4.0
+MAX_CLIPPED_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,6 +70,62 @@ class ImageScore:
     au: dict[str, float] | None = None
     mgs_au: float | None = None
     inference_ms: float = 0.0
+    outcome: str = ""  # one of OUTCOMES; "" is filled in from label by __post_init__
+    unscorable_reason: str | None = None  # one of UNSCORABLE_REASONS when outcome == UNSCORABLE
+    domain_distance: float | None = None  # in-domain check score; None when the model has no check
+
+    def __post_init__(self) -> None:
+        if not self.outcome:
+            object.__setattr__(self, "outcome", UNSCORABLE if self.unscorable_reason else self.label)
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome {self.outcome!r} is not one of {OUTCOMES}")
+        if (self.outcome == UNSCORABLE) != (self.unscorable_reason is not None):
+            raise ValueError("an unscorable image needs a reason, and only an unscorable one may have it")
+        if self.unscorable_reason is not None and self.unscorable_reason not in UNSCORABLE_REASONS:
+            raise ValueError(
+                f"unscorable reason {self.unscorable_reason!r} is not one of {UNSCORABLE_REASONS}"
+            )
+
+    @property
+    def scorable(self) -> bool:
+        return self.outcome != UNSCORABLE
+
+
+def mark_unscorable(score: ImageScore, reason: str) -> ImageScore:
+    """The same score, outcome ``unscorable`` for ``reason`` (one of UNSCORABLE_REASONS)."""
+    return replace(score, outcome=UNSCORABLE, unscorable_reason=reason)
+
+
+def pixel_quality(pixels: np.ndarray) -> str | None:
+    """``QUALITY`` when the uint8 RGB pixels are nearly flat or mostly clipped, else None.
+
+    Reads every 4th row and column: enough for whole-frame statistics at a 16th of the cost."""
+    px = np.asarray(pixels)[::4, ::4]
+    if float(px.std()) < MIN_PIXEL_STD:
+        return QUALITY
+    clipped = np.mean((px.max(axis=-1) >= 254) | (px.max(axis=-1) <= 1))
+    return QUALITY if clipped > MAX_CLIPPED_FRACTION else None
+
+
+def pain_log_odds(probs: np.ndarray) -> float:
+    """log(P(pain) / P(no pain)) of an int8 softmax, clipped to half a quantization step from 0 and 1."""
+    p = np.asarray(probs, dtype=np.float64)
+    total = float(p.sum())
+    p1 = float(p[1] / total) if total > 0 else 0.5
+    eps = 1.0 / 512
+    p1 = min(max(p1, eps), 1 - eps)
+    return math.log(p1 / (1 - p1))
+
+
+def calibrated_p_pain(calibration: Calibration, probs: np.ndarray, logits: np.ndarray | None = None) -> float:
+    """Temperature-scaled P(pain) (see module docstring)."""
+    if calibration.source == "logits":
+        if logits is None:
+            raise ValueError("this calibration reads the model's logits output, which was not given")
+        odds = float(logits[1] - logits[0])
+    else:
+        odds = pain_log_odds(probs)
+    return 1.0 / (1.0 + math.exp(-odds / calibration.temperature))
 
 
 def amgs_score(p_pain: float) -> float:
@@ -48,12 +134,18 @@ def amgs_score(p_pain: float) -> float:
 
 
 def score_from_outputs(
-    probs: np.ndarray, threshold: float, review_threshold: float, au: np.ndarray | None = None
+    probs: np.ndarray,
+    threshold: float,
+    review_threshold: float,
+    au: np.ndarray | None = None,
+    p_pain: float | None = None,
 ) -> ImageScore:
-    """Turn the softmax (order ``LABELS``) and optional AU vector into an :class:`ImageScore`."""
-    probs = np.asarray(probs, dtype=np.float64)
-    total = float(probs.sum())
-    p_pain = float(probs[1] / total) if total > 0 else 0.5  # renormalize int8 rounding
+    """Turn the softmax (order ``LABELS``) and optional AU vector into an :class:`ImageScore`
+    (``p_pain``: an already calibrated P(pain) that replaces the softmax's)."""
+    if p_pain is None:
+        probs = np.asarray(probs, dtype=np.float64)
+        total = float(probs.sum())
+        p_pain = float(probs[1] / total) if total > 0 else 0.5  # renormalize int8 rounding
     label = LABELS[1] if p_pain >= threshold else LABELS[0]
     confidence = max(p_pain, 1.0 - p_pain)
     au_map = None
@@ -74,7 +166,11 @@ def score_from_outputs(
 
 
 class Scorer:
-    """A model plus the one preprocessing path: image in, :class:`ImageScore` out."""
+    """A model plus the one preprocessing path: image in, :class:`ImageScore` out.
+
+    With a manifest that has an in-domain check, every score carries ``domain_distance`` and images beyond
+    the threshold are ``unscorable`` / ``out_of_domain``; with a calibration, ``p_pain`` is calibrated.
+    """
 
     def __init__(self, model: Model) -> None:
         self.model = model
@@ -84,23 +180,49 @@ class Scorer:
         self._pain = self.manifest.pain_output.name
         au = self.manifest.au_output
         self._au = au.name if au else None
+        logits = self.manifest.output_of_kind("logits")
+        self._logits = logits.name if logits else None
+        check = self.manifest.domain_check
+        self.domain = DomainScorer(check) if check else None
+        self.calibration = self.manifest.calibration
+        self.last_raw_p_pain = 0.5  # the uncalibrated softmax P(pain) of the last image (for evaluation)
 
     def score_input(self, x: np.ndarray) -> ImageScore:
+        """Score one model input; no quality gate (the pixels are not at hand: see :meth:`score_pixels`)."""
         out = self.model.run(x)
+        self.last_raw_p_pain = score_from_outputs(out[self._pain], 0.5, 0.5).p_pain
+        p_pain = None
+        if self.calibration is not None:
+            p_pain = calibrated_p_pain(
+                self.calibration, out[self._pain], out[self._logits] if self._logits else None
+            )
         s = score_from_outputs(
             out[self._pain],
             self.manifest.threshold,
             self.manifest.review_threshold,
             out[self._au] if self._au else None,
+            p_pain=p_pain,
         )
-        return _with_ms(s, self.model.last_invoke_ms)
+        distance = None
+        if self.domain is not None:
+            distance = self.domain.distance(out[self.domain.check.output])
+            if not self.domain.in_domain(distance):
+                s = mark_unscorable(s, OUT_OF_DOMAIN)
+        return replace(
+            s,
+            inference_ms=round(self.model.last_invoke_ms, 3),
+            domain_distance=None if distance is None else round(distance, 3),
+        )
+
+    def score_pixels(self, pixels: np.ndarray) -> ImageScore:
+        """Score uint8 RGB pixels already at the model's size: quality gate, then model and in-domain check."""
+        s = self.score_input(to_model_input(pixels, self.manifest.input))
+        reason = pixel_quality(pixels)
+        return mark_unscorable(s, reason) if reason and s.scorable else s
 
     def score(self, source: ImageSource, box: Box | None = None) -> ImageScore:
-        return self.score_input(prepare(source, self.manifest.input, box))
-
-
-def _with_ms(s: ImageScore, ms: float) -> ImageScore:
-    return ImageScore(**{**s.__dict__, "inference_ms": round(ms, 3)})
+        spec = self.manifest.input
+        return self.score_pixels(load_pixels(source, (spec.width, spec.height), box).pixels)
 
 
 # --------------------------------------------------------------------------- summaries
@@ -108,27 +230,42 @@ def _with_ms(s: ImageScore, ms: float) -> ImageScore:
 
 @dataclass(frozen=True)
 class Summary:
-    n: int
+    n: int  # scorable images: every figure below is over these
     mean_amgs: float | None
     sem_amgs: float | None
     fraction_pain: float | None
     n_review: int
+    n_unscorable: int = 0
+    unscorable_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_total(self) -> int:
+        return self.n + self.n_unscorable
 
 
 def summarize(scores: Iterable[ImageScore]) -> Summary:
-    """n, mean aMGS with its standard error, fraction classified pain, and how many need review."""
-    items = list(scores)
+    """Over scorable images: n, mean aMGS with its standard error, fraction pain, how many need review;
+    beside them, how many were unscorable and why (never part of a mean or a fraction)."""
+    everything = list(scores)
+    items = [s for s in everything if s.scorable]
+    reasons: dict[str, int] = {}
+    for s in everything:
+        if not s.scorable:
+            reasons[s.unscorable_reason or ""] = reasons.get(s.unscorable_reason or "", 0) + 1
     n = len(items)
+    n_unscorable = len(everything) - n
     if n == 0:
-        return Summary(0, None, None, None, 0)
+        return Summary(0, None, None, None, 0, n_unscorable, reasons)
     values = np.array([s.amgs for s in items], dtype=np.float64)
     sem = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else None
     return Summary(
         n=n,
         mean_amgs=float(values.mean()),
         sem_amgs=sem,
-        fraction_pain=sum(s.label == LABELS[1] for s in items) / n,
+        fraction_pain=sum(s.outcome == PAIN for s in items) / n,
         n_review=sum(s.needs_review for s in items),
+        n_unscorable=n_unscorable,
+        unscorable_by_reason=reasons,
     )
 
 

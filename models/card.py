@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from amgs.manifest import read_manifest
+from amgs.manifest import Manifest, read_manifest
 
 _RECIPE_KEYS = (
     "recipe",
@@ -45,7 +45,31 @@ def _training_section(train_dirs: Sequence[Path]) -> list[str]:
             "   - held-out after training: "
             + ", ".join(f"{k}={v:.4f}" for k, v in rec.get("validation", {}).items())
         )
-    return lines or ["(no training record given)"]
+    return lines or [
+        "(no train.json given to `amgs model card --train-dir`; the card's introduction says how it was trained)"
+    ]
+
+
+def _domain_lines(m: Manifest) -> list[str]:
+    d, c = m.domain_check, m.calibration
+    lines = []
+    if d is None:
+        lines.append("- in-domain check: **none** (images unlike the training faces are scored anyway)")
+    else:
+        lines.append(
+            f"- in-domain check: {d.method} distance on {d.components.shape[0]} principal axes (+ isotropic remainder) of "
+            f"`{d.output}` (shared probabilistic-PCA covariance, remainder variance {d.residual_variance:.4g}); an image above "
+            f"{d.threshold:.3f} (the {d.quantile} quantile of {d.n_heldout} held-out faces: {d.heldout}) is "
+            f"`unscorable` / `out_of_domain`; statistics from {d.fitted_on}"
+        )
+    if c is None:
+        lines.append("- calibration: none (P(pain) is the raw softmax)")
+    else:
+        lines.append(
+            f"- calibration: temperature {c.temperature} on the {c.source} (fitted on {c.n} held-out faces; "
+            f"ECE there {c.ece_before} -> {c.ece_after})"
+        )
+    return lines
 
 
 def write_card(path: Path, model_path: Path, train_dirs: Sequence[Path] | Path = (), intro: str = "") -> Path:
@@ -71,15 +95,19 @@ def write_card(path: Path, model_path: Path, train_dirs: Sequence[Path] | Path =
         f"{inp.resize} resize through `amgs.preprocess`",
     ]
     for o in m.outputs:
-        desc = (
-            f"softmax over {list(o.labels or ())}"
-            if o.kind == "softmax"
-            else "five action units 0-2 (ot, nb, cb, ep, wc)"
-        )
+        desc = {
+            "softmax": f"softmax over {list(o.labels or ())}",
+            "au_regression": "five action units 0-2 (ot, nb, cb, ep, wc)",
+            "features": "channel means of the mixed5 block (read by the in-domain check)"
+            if m.domain_check and o.name == m.domain_check.output
+            else "pooled features (not read by the in-domain check; see bench/bench_domain.py)",
+            "logits": f"pain head logits over {list(o.labels or ())} (read by the calibration)",
+        }[o.kind]
         lines.append(f"- output `{o.name}`: {desc}, {o.dtype}{list(o.shape)}, quantization {o.quantization}")
     lines += [
         f"- decision: pain when P(pain) >= {m.threshold}; review flag when top-class confidence < {m.review_threshold}",
         f"- aMGS score = P(pain) (see `amgs/scoring.py`); Edge TPU compiled: {m.edgetpu_compiled}",
+        *_domain_lines(m),
         "",
         "## Training data and recipe",
         "",

@@ -271,6 +271,13 @@ def train(
     default=None,
     help="The training run folder (its train.json goes into the card); default: the model's folder.",
 )
+@click.option(
+    "--heldout",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Labelled faces of animals never trained on: set the in-domain threshold and the temperature "
+    "(default: the training run's validation animals inside --calibration).",
+)
 def quantize(
     keras_model,
     calibration,
@@ -287,8 +294,10 @@ def quantize(
     edgetpu,
     card,
     train_dir,
+    heldout,
 ) -> None:
-    """Full-integer int8 quantization of a trained KERAS_MODEL, with manifest and model card."""
+    """Full-integer int8 quantization of a trained KERAS_MODEL, with manifest, in-domain check, temperature
+    and model card."""
     import shutil
 
     from amgs.models.card import write_card
@@ -323,6 +332,19 @@ def quantize(
         _echo(f"edgetpu_compiler {how}: the model runs on the CPU only (Coral apt repository, x86-64 Linux)")
     if m.pain_cutoff is not None:
         _echo(f"AU-only images were labelled pain at mean MGS >= {m.pain_cutoff} (recorded in the manifest)")
+    from amgs.models.calibrate import calibrate, val_animals_of
+
+    try:
+        cal = calibrate(
+            result.model_path,
+            calibration,
+            heldout,
+            val_animals=val_animals_of(train_dir or keras_model.parent),
+            progress=sys.stderr.isatty(),
+        )
+    except ValueError as e:
+        raise click.ClickException(f"in-domain check and calibration: {e}") from None
+    _echo_calibrated(cal.manifest, cal.ece_before, cal.ece_after)
     card_path = card or result.model_path.with_suffix(".card.md")
     write_card(card_path, result.model_path, train_dir or keras_model.parent)
     _echo(f"wrote model card {card_path}")
@@ -334,6 +356,96 @@ def _trained_cutoff(run_dir: Path) -> float | None:
         return json.loads((run_dir / "train.json").read_text())["config"].get("pain_cutoff")
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _echo_calibrated(m, ece_before: float, ece_after: float) -> None:
+    from amgs.models.temperature import T_RANGE
+
+    d, c = m.domain_check, m.calibration
+    if not T_RANGE[0] * 1.01 < c.temperature < T_RANGE[1] * 0.99:
+        _echo(
+            f"WARNING: the temperature hit the edge of its range ({c.temperature}): the model's logits barely "
+            "separate the held-out classes; check the model before trusting its P(pain)"
+        )
+    _echo(
+        f"in-domain check: {d.method} on {d.components.shape[0]} principal axes (+ isotropic remainder) of {d.output!r}, "
+        f"threshold {d.threshold:.2f} (held-out quantile {d.quantile}); temperature {c.temperature} "
+        f"(held-out ECE {ece_before:.4f} -> {ece_after:.4f})"
+    )
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--train",
+    "train_data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="The labelled training faces (or a sample of them): the in-domain statistics.",
+)
+@click.option(
+    "--heldout",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Labelled faces of animals never trained on: the threshold and the temperature.",
+)
+@click.option(
+    "--train-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Without --heldout: the training run whose validation animals (train.json) are held out.",
+)
+@click.option("--fit-count", type=click.IntRange(20), default=1500, show_default=True)
+@click.option("--heldout-count", type=click.IntRange(20), default=1000, show_default=True)
+@click.option(
+    "--dims", type=click.IntRange(2, 512), default=32, show_default=True, help="Principal components kept."
+)
+@click.option(
+    "--quantile",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.99,
+    show_default=True,
+    help="Held-out in-domain quantile that becomes the threshold.",
+)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the computed features here: a re-fit with other --dims/--quantile does not run the model again.",
+)
+def calibrate(
+    model, train_data, heldout, train_dir, fit_count, heldout_count, dims, quantile, threads, cache
+) -> None:
+    """Give MODEL its in-domain check and temperature (and, for older models, the features/logits outputs
+    they read: no retraining). Rewrites the manifest (and the .tflite when outputs are added)."""
+    from amgs.datasets import DatasetError
+    from amgs.manifest import ManifestError
+    from amgs.models.calibrate import calibrate as run_calibration
+    from amgs.models.calibrate import val_animals_of
+
+    try:
+        cal = run_calibration(
+            model,
+            train_data,
+            heldout,
+            val_animals=val_animals_of(train_dir),
+            fit_count=fit_count,
+            heldout_count=heldout_count,
+            dims=dims,
+            quantile=quantile,
+            threads=threads,
+            progress=sys.stderr.isatty(),
+            cache=cache,
+        )
+    except (DatasetError, ManifestError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if cal.exposed:
+        _echo(
+            f"{model}: features, features_mixed5 and logits outputs added (new sha256 {cal.manifest.sha256[:16]}...)"
+        )
+    _echo_calibrated(cal.manifest, cal.ece_before, cal.ece_after)
+    _echo(f"written into {model.with_suffix('.manifest.json')}; re-run `amgs model evaluate` for its figures")
 
 
 @cli.command()
@@ -374,6 +486,14 @@ def info(model, as_json) -> None:
                 f"threshold {manifest.threshold}, review below confidence {manifest.review_threshold}, "
                 f"edge TPU compiled: {manifest.edgetpu_compiled}"
             )
+            click.echo(_domain_line(manifest))
+            c = manifest.calibration
+            click.echo(
+                "calibration: none (P(pain) is the raw softmax)"
+                if c is None
+                else f"calibration: temperature {c.temperature} on {c.source} (ECE {c.ece_before} -> "
+                f"{c.ece_after} on {c.n} held-out faces)"
+            )
         for e in manifest.evaluation:
             figs = ", ".join(f"{k}={v}" for k, v in e.figures.items() if k in _HEADLINE)
             click.echo(f"evaluation on {e.dataset} ({e.n_images} images): {figs}")
@@ -395,11 +515,27 @@ _HEADLINE = (
     "roc_auc",
     "pearson_r_au_vs_human_mgs",
     "float_int8_identical_decisions",
+    "unscorable_fraction",
+    "scorable_accuracy",
+    "controls_unscorable_fraction",
     "ap50",
     "ap75",
     "recall",
     "precision",
 )
+
+
+def _domain_line(manifest) -> str:
+    d = manifest.domain_check
+    if d is None:
+        return (
+            "in-domain check: none (no in-domain check: images unlike the training faces are scored anyway)"
+        )
+    return (
+        f"in-domain check: {d.method}, {d.components.shape[0]} principal axes (+ isotropic remainder) of output {d.output!r}, "
+        f"unscorable above {d.threshold:.3f} (the {d.quantile} quantile of {d.n_heldout} held-out faces; "
+        f"statistics from {d.n_fit} training faces)"
+    )
 
 
 @cli.command()
@@ -442,10 +578,31 @@ _HEADLINE = (
     "held-out test part a training run kept.",
 )
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--controls",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Also score this many control images per kind (flat, noise, patterns, no-face scenes, exposure, "
+    "photos): the share that comes out unscorable.",
+)
+@click.option("--controls-seed", type=int, default=2, show_default=True)
 def evaluate(
-    model, data, out_dir, float_model, dataset_name, record, no_manifest, pain_cutoff, images_list, threads
+    model,
+    data,
+    out_dir,
+    float_model,
+    dataset_name,
+    record,
+    no_manifest,
+    pain_cutoff,
+    images_list,
+    threads,
+    controls,
+    controls_seed,
 ) -> None:
-    """Accuracy, sensitivity, specificity, ROC AUC, calibration, r/ICC vs human MGS, per animal, float vs int8."""
+    """Accuracy, sensitivity, specificity, ROC AUC, calibration, r/ICC vs human MGS, per animal, float vs int8,
+    the share of unscorable images and the figures on the scorable ones (and on controls)."""
     from amgs.datasets import DatasetError
     from amgs.manifest import ManifestError
     from amgs.models.evaluate import evaluate as run_evaluation
@@ -464,8 +621,10 @@ def evaluate(
             only={ln.strip() for ln in images_list.read_text().splitlines() if ln.strip()}
             if images_list
             else None,
+            controls=controls,
+            controls_seed=controls_seed,
         )
-    except (DatasetError, ManifestError, ValueError) as e:
+    except (DatasetError, ManifestError, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     for k, v in result.figures.items():
         click.echo(f"{k:40s} {v}")

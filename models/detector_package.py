@@ -70,19 +70,6 @@ def write_detector_manifest(
     return manifest
 
 
-def _fresh_copy(keras_model: Any) -> Any:
-    """The same weights in a freshly built graph. A model loaded from a training run's ``.keras`` exported
-    with resource-variable ops (VAR_HANDLE, READ_VARIABLE, ...) and float tensors: not full int8, not
-    Edge TPU ops. Rebuilding from the architecture gives the clean graph the converter expects."""
-    from amgs.models.detector_arch import build_detector
-
-    size = int(keras_model.input_shape[1])
-    alpha = 0.35
-    fresh = build_detector(size, alpha)
-    fresh.set_weights(keras_model.get_weights())
-    return fresh
-
-
 def package_detector(
     keras_model: Any,
     calibration: DetectorSet,
@@ -100,7 +87,6 @@ def package_detector(
     """Quantize to full int8 (uint8 I/O), write ``out`` + manifest (+ an Edge TPU build when possible)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keras_model = _fresh_copy(keras_model)
     size = int(keras_model.input_shape[1])
     grid = int(keras_model.output_shape[1])
     tmp = out.with_suffix(".tflite.tmp")

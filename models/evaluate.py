@@ -4,6 +4,12 @@ The int8 (deployed) model scores every image through the one preprocessing path 
 amgs.scoring.Scorer), exactly as the device would. An optional float reference (the Keras model it was
 quantized from, or a float ``.tflite``) scores the same pixels, to measure what quantization cost.
 Figures: see :mod:`amgs.models.metrics`; the report is markdown with PNG plots (matplotlib, Agg backend).
+
+Every image gets the outcome a user would see (pain, no pain, or unscorable with a reason). The classic
+figures cover every image (comparable with earlier reports); ``scorable_*`` figures cover the images the
+model would actually score. ``p_int8`` is P(pain) as scored (calibrated when the manifest has a temperature);
+``ece_uncalibrated`` is the raw softmax's, beside ``ece``. With ``controls`` the same model also scores
+control images that are no mouse face at all (:mod:`amgs.models.controls`); every one should be unscorable.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from amgs.contract import AU_KEYS
 from amgs.manifest import Evaluation, Manifest, manifest_path_for, read_manifest
 from amgs.models import metrics
 from amgs.models.data import labelled_items
-from amgs.preprocess import load_pixels, to_float, to_model_input
+from amgs.preprocess import load_pixels, to_float
 from amgs.runtime import Model
-from amgs.scoring import Scorer
+from amgs.scoring import OUT_OF_DOMAIN, QUALITY, UNSCORABLE, ImageScore, Scorer
 
 
 @dataclass
@@ -38,6 +44,14 @@ class Predictions:
     p_float: np.ndarray | None = None
     generator_mgs: np.ndarray | None = None  # synthetic sets only (truth.csv)
     unreadable: list[str] = field(default_factory=list)
+    p_raw: np.ndarray | None = None  # the uncalibrated softmax P(pain)
+    outcome: np.ndarray | None = None  # str per image: pain / no pain / unscorable
+    reason: np.ndarray | None = None  # str per image: unscorable reason, "" when scorable
+    domain_distance: np.ndarray | None = None  # NaN when the model has no in-domain check
+
+    @property
+    def scorable(self) -> np.ndarray:
+        return np.ones(len(self.paths), bool) if self.outcome is None else self.outcome != UNSCORABLE
 
 
 class FloatReference:
@@ -113,6 +127,7 @@ def predict(
 
         iterator = tqdm(items, desc="evaluating", unit="img")
     paths, labels, animals, human, p8, au8, pf, gen, bad = [], [], [], [], [], [], [], [], []
+    raw, outcome, reason, dist = [], [], [], []
     pending: list[np.ndarray] = []  # pixels waiting for the float reference (scored in batches)
     for it in iterator:
         try:
@@ -120,7 +135,11 @@ def predict(
         except ValueError as e:
             bad.append(str(e))
             continue
-        s = scorer.score_input(to_model_input(pixels, spec))
+        s = scorer.score_pixels(pixels)
+        raw.append(scorer.last_raw_p_pain)
+        outcome.append(s.outcome)
+        reason.append(s.unscorable_reason or "")
+        dist.append(np.nan if s.domain_distance is None else s.domain_distance)
         rel = str(it.path.relative_to(data_root))
         paths.append(rel)
         labels.append(int(it.label))  # type: ignore[arg-type]
@@ -149,6 +168,10 @@ def predict(
         p_float=np.array(pf) if reference is not None else None,
         generator_mgs=np.array(gen) if truth else None,
         unreadable=bad,
+        p_raw=np.array(raw),
+        outcome=np.array(outcome, dtype=object),
+        reason=np.array(reason, dtype=object),
+        domain_distance=np.array(dist, dtype=np.float64),
     )
 
 
@@ -192,11 +215,76 @@ def figures(pred: Predictions, threshold: float) -> dict[str, float | int | None
             metrics.pearson_r(np.array([a["mean_amgs"] for a in animals]), np.array(human, dtype=float))
         )
     if pred.p_float is not None:
-        a = metrics.agreement(pred.p_float, pred.p_int8, threshold)
+        # like with like: the float model is uncalibrated, so it is compared with the raw int8 softmax
+        a = metrics.agreement(pred.p_float, pred.p_raw if pred.p_raw is not None else pred.p_int8, threshold)
         out["float_int8_identical_decisions"] = _r(a.identical_decisions)
         out["float_int8_mean_abs_dp"] = _r(a.mean_abs_dp)
         out["float_int8_max_abs_dp"] = _r(a.max_abs_dp)
         out["float_accuracy"] = _r(metrics.confusion(pred.labels, pred.p_float, threshold).accuracy)
+    out.update(unscorable_figures(pred, threshold))
+    return out
+
+
+def unscorable_figures(pred: Predictions, threshold: float) -> dict[str, float | int | None]:
+    """How many images the model would not score, and the classic figures on the ones it would."""
+    out: dict[str, float | int | None] = {}
+    if pred.p_raw is not None:
+        out["ece_uncalibrated"] = _r(metrics.reliability(pred.labels, pred.p_raw).ece)
+    if pred.outcome is None:
+        return out
+    ok = pred.scorable
+    out["n_unscorable"] = int((~ok).sum())
+    out["unscorable_fraction"] = _r(float((~ok).mean()))
+    out["n_out_of_domain"] = int((pred.reason == OUT_OF_DOMAIN).sum())
+    out["n_quality"] = int((pred.reason == QUALITY).sum())
+    if ok.sum() == 0:
+        return out
+    labels, p = pred.labels[ok], pred.p_int8[ok]
+    c = metrics.confusion(labels, p, threshold)
+    out["scorable_accuracy"] = _r(c.accuracy)
+    out["scorable_sensitivity"] = _r(c.sensitivity)
+    out["scorable_specificity"] = _r(c.specificity)
+    out["scorable_roc_auc"] = _r(metrics.roc_auc(labels, p))
+    if pred.generator_mgs is not None and pred.au_int8 is not None and ok.sum() >= 3:
+        out["scorable_pearson_r_au_vs_generator_mgs"] = _r(
+            metrics.pearson_r(pred.au_int8[ok].mean(axis=1), pred.generator_mgs[ok])
+        )
+    if np.isfinite(pred.human_mgs[ok]).sum() >= 3 and pred.au_int8 is not None:
+        out["scorable_pearson_r_au_vs_human_mgs"] = _r(
+            metrics.pearson_r(pred.au_int8[ok].mean(axis=1), pred.human_mgs[ok])
+        )
+    return out
+
+
+def score_controls(scorer: Scorer, n_per_kind: int, seed: int) -> dict[str, list[ImageScore]]:
+    """Score :mod:`amgs.models.controls` images (no mouse face at all), grouped by kind."""
+    from amgs.models.controls import make_controls
+    from amgs.preprocess import load_pixels
+
+    spec = scorer.manifest.input
+    by_kind: dict[str, list[ImageScore]] = {}
+    for c in make_controls(n_per_kind, seed=seed, size=spec.width):
+        pixels = load_pixels(c.pixels, (spec.width, spec.height)).pixels
+        by_kind.setdefault(c.kind, []).append(scorer.score_pixels(pixels))
+    return by_kind
+
+
+def control_figures(by_kind: dict[str, list[ImageScore]]) -> dict[str, float | int | None]:
+    """Share of control images unscorable: overall, by the in-domain check alone, and per kind."""
+    every = [s for group in by_kind.values() for s in group]
+    out: dict[str, float | int | None] = {
+        "controls_n": len(every),
+        "controls_unscorable_fraction": _r(float(np.mean([not s.scorable for s in every]))),
+        "controls_out_of_domain_fraction": _r(
+            float(
+                np.mean(
+                    [s.domain_distance is not None and s.unscorable_reason == OUT_OF_DOMAIN for s in every]
+                )
+            )
+        ),
+    }
+    for kind, group in by_kind.items():
+        out[f"controls_unscorable_{kind}"] = _r(float(np.mean([not s.scorable for s in group])))
     return out
 
 
@@ -258,7 +346,11 @@ def evaluate(
     threads: int = 1,
     pain_cutoff: float | None = None,
     only: set[str] | None = None,
+    controls: int = 0,
+    controls_seed: int = 2,
 ) -> EvaluationResult:
+    """Figures, report and (unless ``write_manifest`` is False) the manifest entry; ``controls`` > 0 also
+    scores that many control images per kind (seed ``controls_seed``) and adds ``controls_*`` figures."""
     from amgs.models.report import write_report
 
     model_path, data_root, out_dir = Path(model_path), Path(data_root), Path(out_dir)
@@ -267,6 +359,9 @@ def evaluate(
         check_recordable(manifest_path_for(model_path))
     pred = predict(model_path, data_root, float_model, progress, threads, pain_cutoff, only)
     figs = figures(pred, manifest.threshold)
+    if controls:
+        scorer = Scorer(Model(model_path, num_threads=threads))
+        figs.update(control_figures(score_controls(scorer, controls, controls_seed)))
     animals = metrics.per_animal(pred.animals, pred.p_int8, pred.labels, pred.human_mgs, manifest.threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
     report, plots = write_report(out_dir, manifest, pred, figs, animals, dataset_name or data_root.name)
@@ -288,7 +383,16 @@ def evaluate(
 def _write_predictions(path: Path, pred: Predictions) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        header = ["path", "animal_id", "label", "human_mgs", "p_pain_int8"]
+        header = [
+            "path",
+            "animal_id",
+            "label",
+            "outcome",
+            "unscorable_reason",
+            "domain_distance",
+            "human_mgs",
+        ]
+        header += ["p_pain_int8", "p_pain_uncalibrated"]
         header += [f"au_{k}" for k in AU_KEYS] if pred.au_int8 is not None else []
         header += ["p_pain_float"] if pred.p_float is not None else []
         w.writerow(header)
@@ -297,8 +401,12 @@ def _write_predictions(path: Path, pred: Predictions) -> None:
                 p,
                 pred.animals[i],
                 int(pred.labels[i]),
+                pred.outcome[i] if pred.outcome is not None else "",
+                pred.reason[i] if pred.reason is not None else "",
+                _fmt(pred.domain_distance[i]) if pred.domain_distance is not None else "",
                 _fmt(pred.human_mgs[i]),
                 _fmt(pred.p_int8[i]),
+                _fmt(pred.p_raw[i]) if pred.p_raw is not None else "",
             ]
             if pred.au_int8 is not None:
                 row += [_fmt(v) for v in pred.au_int8[i]]

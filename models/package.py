@@ -15,7 +15,7 @@ import numpy as np
 
 from amgs.manifest import InputSpec, Manifest, ManifestError, read_manifest, sha256_file
 from amgs.models.data import labelled_items
-from amgs.models.quantize import compile_edgetpu, convert_int8, describe_tflite, write_manifest
+from amgs.models.quantize import compile_edgetpu, convert_scoring_int8, describe_tflite, write_manifest
 from amgs.preprocess import ImageError, load_pixels, to_float
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def package(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tflite.tmp")
-    tmp.write_bytes(convert_int8(model, calib, io_dtype))
+    tmp.write_bytes(convert_scoring_int8(model, calib, io_dtype))
     tmp.replace(out)
     manifest = write_manifest(
         out,

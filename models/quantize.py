@@ -1,5 +1,9 @@
 """Full-integer int8 quantization and packaging: Keras model -> ``.tflite`` + manifest.
 
+Besides ``pain`` (and ``au``) every converted model exposes ``features`` (pooled penultimate features) and
+``logits`` (the pain head before its softmax), read by the in-domain check and the calibration
+(:mod:`amgs.models.expose`).
+
 Calibration images go through the one preprocessing path (``amgs.preprocess``; see
 ``amgs.models.package.calibration_set``), so the int8 ranges are measured on exactly the pixels the
 device will feed. Ops stay within TFLITE_BUILTINS_INT8, which
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def convert_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str = "uint8") -> bytes:
-    """Keras model -> full-integer TFLite bytes (uint8 or int8 input and outputs)."""
+    """Keras model -> full-integer TFLite bytes (uint8 or int8 input and outputs), as converted."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,6 +46,18 @@ def convert_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str 
         converter.inference_input_type = tf.uint8 if io_dtype == "uint8" else tf.int8
         converter.inference_output_type = tf.uint8 if io_dtype == "uint8" else tf.int8
         return converter.convert()
+
+
+def convert_scoring_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str = "uint8") -> bytes:
+    """A scoring model converted to int8, with the pooled features and the pain logits exposed as outputs
+    too (for the in-domain check and calibration)."""
+    from amgs.models.expose import expose_outputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.tflite", Path(tmp) / "out.tflite"
+        src.write_bytes(convert_int8(keras_model, calibration, io_dtype))
+        expose_outputs(src, dst)
+        return dst.read_bytes()
 
 
 def convert_float(keras_model: Any) -> bytes:
@@ -73,17 +89,29 @@ def describe_tflite(path: Path) -> tuple[InputSpec, tuple[OutputSpec, ...]]:
     outputs = []
     for name, d in sorted(runner.get_output_details().items()):
         s, z = d["quantization"]
+        kind = output_kind(name, int(d["shape"][-1]))
         outputs.append(
             OutputSpec(
                 name=name,
-                kind="softmax" if int(d["shape"][-1]) == 2 else "au_regression",
+                kind=kind,
                 shape=tuple(int(v) for v in d["shape"]),
                 dtype=np.dtype(d["dtype"]).name,
                 quantization=(float(s), int(z)) if s else None,
-                labels=LABELS if int(d["shape"][-1]) == 2 else None,
+                labels=LABELS if kind in ("softmax", "logits") else None,
             )
         )
     return input_spec, tuple(outputs)
+
+
+def output_kind(name: str, width: int) -> str:
+    """Manifest kind of a signature output: by name for the exposed ones, else by width (2: the softmax)."""
+    from amgs.models.expose import FEATURES_OUTPUT, LOGITS_OUTPUT, MID_OUTPUT
+
+    if name in (FEATURES_OUTPUT, MID_OUTPUT):
+        return "features"
+    if name == LOGITS_OUTPUT:
+        return "logits"
+    return "softmax" if width == 2 else "au_regression"
 
 
 def write_manifest(
@@ -100,6 +128,8 @@ def write_manifest(
     edgetpu_compiled: bool = False,
     notes: str | None = None,
 ) -> Manifest:
+    """Describe ``model_path`` in a fresh manifest beside it (no in-domain check, no calibration yet:
+    :func:`amgs.models.calibrate.calibrate` adds them)."""
     input_spec, outputs = describe_tflite(model_path)
     manifest = Manifest(
         schema="amgs.model-manifest/1",

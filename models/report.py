@@ -160,6 +160,13 @@ def write_report(
         f"- images: {len(pred.paths)} scored, {len(pred.unreadable)} unreadable; animals: {len(animals)}",
         f"- decision threshold P(pain) >= {manifest.threshold}",
     ]
+    if pred.outcome is not None:
+        n_out = int((~pred.scorable).sum())
+        lines.append(
+            f"- unscorable: {n_out} of {len(pred.paths)} (in-domain check: "
+            + ("none in the manifest" if manifest.domain_check is None else "on")
+            + "); `scorable_*` figures leave them out, the others cover every image"
+        )
     if manifest.synthetic:
         lines.append("- **the model was trained on SYNTHETIC faces: not validated on real mice**")
     lines += ["", "| figure | value |", "| --- | --- |"]

@@ -25,6 +25,7 @@ from amgs.config_errors import format_errors
 from amgs.contract import ID_PATTERN
 
 from .alerts.config import AlertsConfig, NotifyConfig
+from .rating.config import RatingConfig
 from .web.config import WebConfig
 
 
@@ -276,6 +277,9 @@ class ServerConfig(Section):
     alerts: AlertsConfig = AlertsConfig()
     notify: NotifyConfig = NotifyConfig()
     web: WebConfig = WebConfig()
+
+    # ---- blinded human scoring and model-vs-human agreement (server/rating) ----
+    rating: RatingConfig = RatingConfig()
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> ServerConfig:

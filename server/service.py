@@ -33,6 +33,7 @@ from amgs.server.storage.db import backup, open_database
 from .alerts.jobs import periodic_jobs as alert_jobs
 from .config import ServerConfig
 from .jobs import JobContext, PeriodicJob
+from .rating.jobs import periodic_jobs as rating_jobs
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ def builtin_jobs(config: ServerConfig) -> list[PeriodicJob]:
 
 
 def collector_jobs(config: ServerConfig) -> list[PeriodicJob]:
-    """Everything ``amgs server run`` runs periodically: its own jobs and the alert engine's."""
-    return builtin_jobs(config) + alert_jobs(config)
+    """Everything ``amgs server run`` runs periodically: its own jobs, the alert engine's and the rating pool's."""
+    return builtin_jobs(config) + alert_jobs(config) + rating_jobs(config)
 
 
 class Collector:

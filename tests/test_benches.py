@@ -80,6 +80,52 @@ def test_bench_lab_training():
         assert line in out, out
 
 
+def test_bench_scoring_in_domain_check_cost():
+    out = run_bench("bench_scoring.py", "--n", "2", "--rounds", "1", "--int8-only", timeout=600)
+    assert re.search(rf"In-domain check .* {NUMBER} ms per image beside an invoke of {NUMBER} ms", out), out
+
+
+def test_bench_domain(tmp_path):
+    from amgs.models import DEFAULT_MODEL
+    from amgs.synth.dataset import write_dataset
+
+    sets = [
+        write_dataset(tmp_path / n, 80, seed=s, size=299, n_animals=4).root
+        for n, s in (("a", 61), ("b", 62), ("c", 63))
+    ]
+    out = run_bench(
+        "bench_domain.py",
+        str(DEFAULT_MODEL),
+        "--train",
+        str(sets[0]),
+        "--heldout",
+        str(sets[1]),
+        "--test",
+        str(sets[2]),
+        "--train-count",
+        "80",
+        "--test-count",
+        "20",
+        "--controls",
+        "1",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--dims",
+        "8,32",
+        timeout=600,
+    )
+    assert re.search(
+        rf"\| Mahalanobis PPCA-32, mixed5 means \| {NUMBER} % \| {NUMBER} % \| {NUMBER} \|", out
+    ), out
+
+
+def test_bench_rating(tmp_path):
+    out = run_bench("bench_rating.py", "--quick", "--workdir", str(tmp_path))
+    assert re.search(rf"rating: POST /api/rating/rate/\{{token\}}\s+{NUMBER}", out), out
+    assert re.search(rf"plain page: GET /devices\s+{NUMBER}", out), out
+    assert re.search(r"rating / page render \(medians\): [\d.]+", out), out
+
+
 def test_bench_detector():
     from amgs.models import DEFAULT_DETECTOR
 

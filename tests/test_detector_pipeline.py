@@ -17,6 +17,7 @@ pytest.importorskip("tensorflow")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # TensorFlow training + int8 conversion; took > 600 s at load 12 on 2 cores
 def test_lab_format_detector_train_quantize_evaluate_and_device(tmp_path, scorer):
     from amgs.cli import main
     from amgs.contract import decode

@@ -29,7 +29,8 @@ def test_shipped_model_is_full_int8_inception_299(model_path):
     assert m.input.shape == (1, 299, 299, 3) and m.input.dtype in ("uint8", "int8")
     assert m.manifest.quantization == "full_int8" and m.manifest.architecture == "InceptionV3"
     assert m.manifest.synthetic is True
-    assert set(m.outputs) == {"pain", "au"}
+    assert set(m.outputs) == {"pain", "au", "features", "features_mixed5", "logits"}
+    assert m.manifest.domain_check is not None and m.manifest.calibration is not None
     assert model_path.stat().st_size > 15e6  # a real InceptionV3, not a toy
 
 

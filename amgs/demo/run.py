@@ -81,6 +81,8 @@ def demo_config(workdir: Path, broker_port: int, http_port: int, speed: float = 
             },
             "notify": {"deliver_every_s": 1, "retry_initial_s": 2},
             "web": {"title": "aMGS demo collector (SYNTHETIC data)"},
+            # two SIMULATED raters score these (amgs/demo/rater.py); a third, human, rater may join at /rate
+            "rating": {"per_cage_per_day": 12, "raters_per_item": 3, "alert": {"min_items": 20}},
         },
         "demo defaults",
     )
@@ -185,6 +187,7 @@ class Demo:
         from amgs.broker import LocalBroker
         from amgs.server.alerts.jobs import periodic_jobs as alert_jobs
         from amgs.server.config import ServerConfig  # noqa: F401 - config sections must import cleanly first
+        from amgs.server.rating.jobs import periodic_jobs as rating_jobs
         from amgs.server.service import Collector
         from amgs.server.web.auth import add_user
 
@@ -225,7 +228,9 @@ class Demo:
             self.clock.speed,
             "5" if self.broker.kind == "mosquitto" else "3.1.1",
         )
-        self.collector = Collector(config, jobs=alert_jobs(config))
+        self.collector = Collector(config, jobs=alert_jobs(config) + rating_jobs(config))
+        self.config, self.animals, self.surgery_t = config, animals, surgery_t
+        self._next_rating = 0.0
         state = self.collector.app.state
         state.alert_engine.clock = self.clock
         state.clock = self.clock
@@ -275,6 +280,26 @@ class Demo:
         for dev in self.devices:
             dev.advance(t)
         self._report_alerts()
+        if self.clock.caught_up and time.monotonic() >= self._next_rating:
+            self._next_rating = time.monotonic() + 300
+            self.simulated_rating()
+
+    def simulated_rating(self) -> int:
+        """Sample the finished days into the rating pool and let the SIMULATED raters score them."""
+        from amgs.server.rating.pool import fill_pool
+
+        from .rater import simulate
+
+        conn = self.collector.db.local().conn
+        now = self.clock.t()
+        fill_pool(conn, self.config, now=now)
+        made = simulate(conn, self.config, self.animals, self.surgery_t, now)
+        if made:
+            self.echo(
+                f"SIMULATED raters (a program, not people) scored {made} faces: {self.url}agreement; "
+                f"score some yourself at {self.url}rate"
+            )
+        return made
 
     def _report_alerts(self) -> None:
         conn = self.collector.db.local().conn

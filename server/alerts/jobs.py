@@ -20,7 +20,14 @@ def periodic_jobs(config) -> list[PeriodicJob]:
             state = getattr(ctx.app, "state", None)
             engine = getattr(state, "alert_engine", None)
             mqtt = mqtt_params(config.mqtt, config.notify.mqtt) if config.notify.mqtt.enabled else None
-            holder["r"] = AlertRunner(ctx.db.local, config.alerts, config.notify, mqtt, engine=engine)
+            holder["r"] = AlertRunner(
+                ctx.db.local,
+                config.alerts,
+                config.notify,
+                mqtt,
+                engine=engine,
+                rating=getattr(config, "rating", None),
+            )
             if state is not None:
                 state.alert_runner = holder["r"]
         return holder["r"]

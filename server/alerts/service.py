@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
+from .agreement import rating_findings
 from .channels import build_channels
 from .config import AlertsConfig, NotifyConfig
 from .engine import AlertEngine, Change, wall_clock
@@ -42,8 +43,9 @@ def mqtt_params(mqtt_cfg: Any, notify_mqtt: Any) -> dict[str, Any]:
     }
 
 
-def evaluate_once(engine: AlertEngine, db: sqlite_utils.Database) -> list[Change]:
-    """Read the snapshots, run the rules, reconcile the alerts (at the engine's clock)."""
+def evaluate_once(engine: AlertEngine, db: sqlite_utils.Database, rating=None) -> list[Change]:
+    """Read the snapshots, run the rules, reconcile the alerts (at the engine's clock). ``rating``: the
+    collector's ``[rating]`` section, for the model-vs-human agreement rule (None = not judged)."""
     now = engine.clock()
     conn = db.conn
     cfg = engine.cfg
@@ -57,7 +59,12 @@ def evaluate_once(engine: AlertEngine, db: sqlite_utils.Database) -> list[Change
         lambda cage, since, until: window_stats(conn, cage, since, until),
         engine.pain_open_since(),
     )
-    return engine.apply(findings.conditions, now, findings.unknown)
+    conditions, unknown = list(findings.conditions), set(findings.unknown)
+    if rating is not None:
+        more, sparse = rating_findings(conn, rating, now.timestamp())
+        conditions += more
+        unknown |= sparse
+    return engine.apply(conditions, now, unknown)
 
 
 class AlertRunner:
@@ -71,8 +78,10 @@ class AlertRunner:
         mqtt: dict[str, Any] | None,
         clock: Callable[[], datetime] = wall_clock,
         engine: AlertEngine | None = None,
+        rating=None,
     ) -> None:
         self.db = db
+        self.rating = rating
         self.engine = engine or AlertEngine(db, alerts, notify, clock)
         self._mqtt = mqtt
         self._notify = notify
@@ -89,7 +98,7 @@ class AlertRunner:
             return self._deliverer
 
     def evaluate_once(self) -> list[Change]:
-        return evaluate_once(self.engine, self.db())
+        return evaluate_once(self.engine, self.db(), self.rating)
 
     def deliver_once(self) -> tuple[int, int]:
         return self.deliverer.deliver_due()

@@ -14,7 +14,9 @@ def users() -> None:
 
 @users.command("add")
 @click.argument("username")
-@click.option("--role", type=click.Choice(["viewer", "staff", "admin"]), default="staff", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["viewer", "rater", "staff", "admin"]), default="staff", show_default=True
+)
 @click.password_option(help="Asked for when not given (never put it on a shared command line).")
 @config_option
 @db_option

@@ -27,6 +27,7 @@ from . import access
 from .api import router as api_router
 from .models_api import device_router as models_device_router
 from .models_api import router as models_router
+from .rating import router as rating_router
 
 
 def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
@@ -51,6 +52,7 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(models_router)
     app.include_router(models_device_router)
+    app.include_router(rating_router)
     app.add_exception_handler(RequestValidationError, _bad_parameter)
     app.add_middleware(SecurityHeaders)
 

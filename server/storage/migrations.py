@@ -17,6 +17,7 @@ from .schema import (
     ALERT_TABLES_DDL,
     AUTH_INDEXES,
     AUTH_TABLES_DDL,
+    RATING_DDL,
     REJECT_TABLES,
     ROLLUP_SUMS,
     ROLLUP_TABLES,
@@ -114,19 +115,24 @@ def _v6(db: sqlite_utils.Database) -> None:
     _adopt(db, ALERT_TABLES_DDL, ALERT_INDEXES)
 
 
-def _v8(db: sqlite_utils.Database) -> None:
+def _v9(db: sqlite_utils.Database) -> None:
     """The model registry: models, their evaluations, per-device assignments, events, shadow scores."""
     from .model_schema import MODEL_TABLES_DDL
 
     run_script(db.conn, MODEL_TABLES_DDL)
 
 
-Migration = Callable[[sqlite_utils.Database], None]
-
-
 def _v7(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE scores ADD COLUMN model_synthetic INTEGER")  # NULL: a device older than the flag
     db.execute("CREATE INDEX scores_synthetic ON scores(t) WHERE model_synthetic = 1")
+
+
+def _v8(db: sqlite_utils.Database) -> None:
+    """Blinded human scoring: the rating pool, ratings (with their changes) and rater sessions."""
+    run_script(db.conn, RATING_DDL)
+
+
+Migration = Callable[[sqlite_utils.Database], None]
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -137,6 +143,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (5, "rejects_5m and rejects_1h (backfilled from status_log), devices.status_t", _v5),
     (6, "web_users, web_sessions, web_tokens, alerts, alert_events, alert_outbox (existing rows kept)", _v6),
     (7, "scores.model_synthetic: the score came from a model trained on synthetic faces", _v7),
-    (8, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v8),
+    (8, "rating_items, rating_days, ratings, rating_changes, rater_sessions, rater_queue", _v8),
+    (9, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v9),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

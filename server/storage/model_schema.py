@@ -1,4 +1,4 @@
-"""Tables of the model registry (``amgs.server.models``), created by migration 8 (``migrations.py``)."""
+"""Tables of the model registry (``amgs.server.models``), created by migration 9 (``migrations.py``)."""
 
 MODEL_TABLES_DDL = """
 CREATE TABLE models (

@@ -22,6 +22,14 @@ fields are the contract's RFC 3339 strings):
   API tokens (SHA-256 only; see ``server/web/auth.py``)
 - ``alerts``, ``alert_events``, ``alert_outbox``  one row per alert (current state), its history, and the
   durable notification outbox (text times are RFC 3339; see ``server/alerts/``)
+- ``rating_items``      the rating pool: one row per crop sampled for blinded human scoring, with a snapshot of
+  its score (cage, animal, group, device, capture time, phase, model, P(pain), AU heads) so it and its
+  ratings outlive raw-score retention and the crop cap; its images are the pool's own copies under
+  ``state_dir/rating/`` (see ``server/rating/``)
+- ``rating_days``       which cage-days have been sampled into the pool
+- ``ratings``           one row per rater, item and showing: the five action units 0/1/2 (NULL = not
+  visible) or not scorable, when, how long it took; ``rating_changes`` keeps the values a rater replaced
+- ``rater_sessions``, ``rater_queue``  a rater's sittings and their random order under opaque tokens
 """
 
 from __future__ import annotations
@@ -273,3 +281,46 @@ ALERT_INDEXES = (
     f"CREATE INDEX {ALERT_EVENTS}_alert_id ON {ALERT_EVENTS} (alert_id, id)",
     f"CREATE INDEX {ALERT_OUTBOX}_due ON {ALERT_OUTBOX} (delivered_at, next_attempt_at)",
 )
+
+
+# ---- blinded human scoring (server/rating): the pool, the ratings, the raters' sessions (version 8)
+
+_AU_MODEL = ", ".join(f"au_{k} REAL" for k in AU_KEYS)
+_AU_HUMAN = ", ".join(f"au_{k} INTEGER CHECK (au_{k} IN (0, 1, 2))" for k in AU_KEYS)
+
+RATING_DDL = f"""
+CREATE TABLE rating_items (
+    item_id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE, sampled_at REAL NOT NULL, day TEXT NOT NULL,
+    stratum TEXT NOT NULL, repeat INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'open',
+    state_at REAL, image TEXT, source TEXT,
+    t REAL NOT NULL, site TEXT, device_id TEXT NOT NULL, cage_id TEXT NOT NULL, animal_id TEXT, group_id TEXT,
+    phase TEXT, model_name TEXT, model_version TEXT, model_sha256 TEXT, model_synthetic INTEGER,
+    p_pain REAL, is_pain INTEGER, amgs REAL, needs_review INTEGER, asleep INTEGER, {_AU_MODEL}, mgs_au REAL
+);
+CREATE INDEX rating_items_state ON rating_items (state, item_id);
+CREATE INDEX rating_items_t ON rating_items (t);
+CREATE TABLE rating_days (
+    day TEXT NOT NULL, cage_id TEXT NOT NULL, n INTEGER NOT NULL, sampled_at REAL NOT NULL,
+    PRIMARY KEY (day, cage_id)
+) WITHOUT ROWID;
+CREATE TABLE rater_sessions (
+    session_id INTEGER PRIMARY KEY, rater TEXT NOT NULL, started_at REAL NOT NULL, last_at REAL NOT NULL,
+    ended_at REAL, n_items INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX rater_sessions_rater ON rater_sessions (rater, ended_at);
+CREATE TABLE rater_queue (
+    session_id INTEGER NOT NULL, pos INTEGER NOT NULL, token TEXT NOT NULL UNIQUE, item_id INTEGER NOT NULL,
+    occasion INTEGER NOT NULL, rating_id INTEGER, shown_at REAL, PRIMARY KEY (session_id, pos)
+);
+CREATE TABLE ratings (
+    rating_id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES rating_items (item_id),
+    rater TEXT NOT NULL, occasion INTEGER NOT NULL DEFAULT 1, session_id INTEGER, rated_at REAL NOT NULL,
+    {_AU_HUMAN}, unscorable INTEGER NOT NULL DEFAULT 0, duration_ms INTEGER, changed_at REAL,
+    UNIQUE (item_id, rater, occasion)
+);
+CREATE INDEX ratings_rated_at ON ratings (rated_at);
+CREATE INDEX ratings_rater ON ratings (rater, item_id);
+CREATE TABLE rating_changes (
+    id INTEGER PRIMARY KEY, rating_id INTEGER NOT NULL, changed_at REAL NOT NULL, previous TEXT NOT NULL
+);
+"""

@@ -29,7 +29,8 @@ from amgs.sqlite_tx import write_transaction
 
 SESSION_COOKIE = "amgs_session"
 LOGIN_CSRF_COOKIE = "amgs_login_csrf"
-ROLES = ("viewer", "staff", "admin")
+ROLES = ("viewer", "rater", "staff", "admin")
+"""viewer: reads; rater: reads and scores faces blind (/rate); staff and admin: also act (and score)."""
 _hasher = PasswordHasher()
 
 
@@ -135,6 +136,10 @@ class Principal:
     @property
     def can_act(self) -> bool:
         return self.role in ("staff", "admin")
+
+    @property
+    def can_rate(self) -> bool:
+        return self.role in ("rater", "staff", "admin")
 
 
 def principal(db: sqlite_utils.Database, request: Request) -> Principal | None:
