@@ -340,6 +340,7 @@ def quantize(
             calibration,
             heldout,
             val_animals=val_animals_of(train_dir or keras_model.parent),
+            animal_from_name=_trained_config(train_dir or keras_model.parent).get("animal_from_name"),
             progress=sys.stderr.isatty(),
         )
     except ValueError as e:
@@ -348,6 +349,14 @@ def quantize(
     card_path = card or result.model_path.with_suffix(".card.md")
     write_card(card_path, result.model_path, train_dir or keras_model.parent)
     _echo(f"wrote model card {card_path}")
+
+
+def _trained_config(run_dir: Path) -> dict:
+    """The config a training run recorded (its train.json), or {}."""
+    try:
+        return dict(json.loads((run_dir / "train.json").read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _trained_cutoff(run_dir: Path) -> float | None:
