@@ -294,6 +294,27 @@ def _schema_field(sid: str) -> Any:
     return Field(sid, alias="schema", description="message kind and major version")
 
 
+class ShadowScore(_Part):
+    """A candidate model's score of the same face (shadow mode): stored apart by the collector, never used
+    for time courses or alerts."""
+
+    model: ModelRef
+    p_pain: Prob
+    label: Literal["no pain", "pain"]
+    confidence: float = Field(ge=0.5, le=1)
+    mgs_au: AuValue | None = None
+    inference_ms: float = Field(None, ge=0)
+
+
+class ModelUpdate(_Part):
+    """The last model change the collector asked for and how it went on the device."""
+
+    state: Literal["downloading", "active", "shadow", "failed", "rolled_back", "idle"]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    error: Note | None = None
+    at: Time = None
+
+
 class ScoreDraft(Message):
     """A score record as the scorer makes it, before the device's outbox numbers it (see :class:`Score`)."""
 
@@ -321,6 +342,7 @@ class ScoreDraft(Message):
     )
     inference_ms: float = Field(None, ge=0)
     has_crop: bool = Field(None, description="a JPEG crop is kept on the device / sent on crop/{msg_id}")
+    shadow: ShadowScore | None = Field(None, description="a candidate model's score of the same face")
 
     def numbered(self, seq: int) -> Score:
         """The record as sent, once the outbox has given it its ``seq``."""
@@ -357,6 +379,9 @@ class Status(Message):
     disk_free_bytes: Count | None = None
     cpu_temp_c: float | None = None
     model: ModelRef | None = None
+    model_previous: ModelRef | None = Field(None, description="kept for a roll-back")
+    model_candidate: ModelRef | None = Field(None, description="scoring in shadow")
+    model_update: ModelUpdate | None = None
     clock: Clock | None = None
     views: Annotated[list[ViewState], Field(max_length=64)] = None
     storage_warning: Note | None = None
@@ -378,9 +403,16 @@ class Command(Message):
 
     SCHEMA: ClassVar[str] = "amgs.command/1"
     schema_: Literal["amgs.command/1"] = _schema_field("amgs.command/1")
-    command: Literal["send_crops", "publish_status", "resend_from"]
+    command: Literal["send_crops", "publish_status", "resend_from", "model_assign"]
     msg_ids: Annotated[list[MsgId], Field(max_length=500)] = None
     seq: _int(maximum=MAX_SEQ) = None
+    active: ModelRef | None = Field(
+        None,
+        description="model_assign (retained): the model the device scores with (null: its configured one)",
+    )
+    candidate: ModelRef | None = Field(
+        None, description="model_assign: a model scored in shadow beside the active one (null: none)"
+    )
     at: Time
 
 

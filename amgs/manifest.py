@@ -154,6 +154,12 @@ class Manifest(_Strict):
     )
     training_data: str
     synthetic: bool = Field(description="trained on synthetic faces only: not validated on real mice")
+    pain_cutoff: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="training images labelled only by action units counted as pain at mean human MGS >= this",
+    )
     edgetpu_compiled: bool = False
     evaluation: tuple[Evaluation, ...] = ()
     domain_check: DomainCheck | None = Field(

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from amgs.contract import ScoreDraft, format_time, new_msg_id
+from amgs.contract import ScoreDraft, Status, format_time, new_msg_id
 from amgs.device.config import DeviceConfig
 from amgs.device.crops import CropStore
 from amgs.device.delivery import Delivery
@@ -67,7 +67,7 @@ def refuse_unvalidated_model(manifest: Manifest, cfg: DeviceConfig) -> None:
         )
 
 
-def load_scorer(cfg: DeviceConfig) -> Scorer:
+def load_scorer(cfg: DeviceConfig, path=None) -> Scorer:
     from amgs.manifest import ManifestError
     from amgs.models import DEFAULT_MODEL
     from amgs.runtime import Model, RuntimeUnavailable
@@ -75,7 +75,10 @@ def load_scorer(cfg: DeviceConfig) -> Scorer:
     m = cfg.model
     try:
         model = Model(
-            m.path or DEFAULT_MODEL, num_threads=m.threads, accelerator=m.accelerator, backend=m.backend
+            path or m.path or DEFAULT_MODEL,
+            num_threads=m.threads,
+            accelerator=m.accelerator,
+            backend=m.backend,
         )
     except (ManifestError, RuntimeUnavailable) as e:
         raise AgentError(f"model: {e}") from None
@@ -113,6 +116,13 @@ class Agent:
                 detector = load_detector(cfg.detector, cfg.model.backend)
             except DetectorError as e:
                 raise AgentError(f"detector: {e}") from None
+        self._detector = detector
+        self._configured = self.scorer
+        from amgs.device.model_update import ModelUpdater
+
+        self.models = ModelUpdater(
+            cfg, self.state_dir, lambda p: load_scorer(cfg, p), lambda m: refuse_unvalidated_model(m, cfg)
+        )
         self.sources = {s.name: RetryingSource(s.name, make_source(s, self.sleep)) for s in cfg.sources}
         for name, src in self.sources.items():
             src.seek(self.outbox.cursor(name))
@@ -125,8 +135,32 @@ class Agent:
         self._dropped = self.outbox.dropped()
         self._dropped_at: float | None = None  # when the outbox cap last dropped scores
         self._last_warning: tuple[str | None, int] = (None, self._dropped)
-        self.delivery = Delivery(cfg, self.state_dir / OUTBOX_FILE, self.status, self.crops.read)
+        self.delivery = Delivery(
+            cfg,
+            self.state_dir / OUTBOX_FILE,
+            self.status,
+            self.crops.read,
+            model_assign=self.models.assign if cfg.model_update.collector_url else None,
+        )
         self._last_housekeeping = 0.0
+        self.models.restore(self)
+
+    # ------------------------------------------------------------------ models
+
+    def configured_scorer(self) -> Scorer:
+        return self._configured
+
+    def use_scorer(self, scorer: Scorer) -> None:
+        """Switch models (called between bursts only): later records carry the new model."""
+        old_size = self.scorer.model.input_size
+        self.scorer = scorer
+        m = scorer.manifest
+        self.model_ref = {"name": m.name, "version": m.version, "sha256": m.sha256, "synthetic": m.synthetic}
+        if scorer.model.input_size != old_size:
+            self.selectors = {
+                v.name: ViewSelector(v, self.cfg.selection, scorer.model.input_size, self._detector)
+                for v in self.cfg.views
+            }
 
     # ------------------------------------------------------------------ status
 
@@ -149,7 +183,7 @@ class Agent:
                 f"; {warning}" if warning else ""
             )
         delivery = getattr(self, "delivery", None)  # None while Delivery() builds its last will
-        return status_message(
+        message = status_message(
             device_id=self.cfg.device.id,
             site=self.cfg.device.site,
             state=state,
@@ -162,6 +196,10 @@ class Agent:
             storage_warning=warning,
             state_dir=self.state_dir,
         )
+        models = getattr(self, "models", None)
+        if models is not None:  # previous and candidate model, and how the last model change went
+            message = Status.check({**message, **models.status_fields()}).wire()
+        return message
 
     # ------------------------------------------------------------------ waiting
 
@@ -206,8 +244,9 @@ class Agent:
 
     def score_selection(self, sel: Selection) -> ScoreDraft:
         c = sel.chosen
-        s = self.scorer.score_input(to_model_input(c.pixels, self.scorer.manifest.input))
+        s = self._score_active(c.pixels)
         self.health.inference_ms = s.inference_ms
+        shadow = self._shadow(c.pixels)
         msg_id = new_msg_id()
         has_crop = self.crops.save(msg_id, c.pixels)
         v = sel.view
@@ -238,7 +277,39 @@ class Agent:
             face_box=[int(v) for v in c.box],
             inference_ms=s.inference_ms,
             has_crop=has_crop,
+            **({"shadow": shadow} if shadow else {}),
         )
+
+    def _score_active(self, pixels: Any) -> Any:
+        """The active model's score; a model that fails here is rolled back and the face scored again."""
+        try:
+            return self.scorer.score_input(to_model_input(pixels, self.scorer.manifest.input))
+        except Exception as e:
+            if not self.models.on_scoring_error(self, e):
+                raise
+        spec = self.scorer.manifest.input
+        return self.scorer.score_input(to_model_input(_fit(pixels, spec.width, spec.height), spec))
+
+    def _shadow(self, pixels: Any) -> dict[str, Any] | None:
+        """The candidate model's score of the same face (never drives anything on the collector)."""
+        cand = self.models.candidate
+        if cand is None:
+            return None
+        spec = cand.manifest.input
+        try:
+            s = cand.score_input(to_model_input(_fit(pixels, spec.width, spec.height), spec))
+        except Exception as e:  # noqa: BLE001 - a failing candidate never costs an active score
+            log.error("candidate model failed: %s", e)
+            self.health.error(f"candidate model failed: {e}")
+            return None
+        return {
+            "model": self.models.candidate_ref,
+            "p_pain": s.p_pain,
+            "label": s.label,
+            "confidence": s.confidence,
+            "mgs_au": s.mgs_au,
+            "inference_ms": s.inference_ms,
+        }
 
     def run_burst(self, name: str) -> int:
         """Capture, select, score and commit one burst of one source; returns the records committed."""
@@ -312,6 +383,7 @@ class Agent:
         self._install_signals()
         self.crops.prune()
         self.delivery.start()
+        self.models.start()
         self.notifier.ready(f"scoring {len(self.cfg.views)} view(s)")
         log.info(
             "device %s running: %d source(s), %d view(s)",
@@ -335,6 +407,7 @@ class Agent:
                 self.run_burst(name)
                 worked = worked or not src.idle_until > time.monotonic()
             self._housekeeping()
+            self.models.apply(self)  # between bursts: a new model or candidate takes over here
             if not self.delivery.alive():
                 log.error(
                     "the delivery thread stopped: %s; exiting for a restart",
@@ -348,6 +421,7 @@ class Agent:
             if not worked:
                 self.sleep(self._idle_wait())
         self.notifier.stopping()
+        self.models.close()
         self.delivery.stop()
         self.outbox.close()
         self.notifier.close()
@@ -373,6 +447,16 @@ class Agent:
         left = self.outbox.count()
         if left:
             log.warning("replay done; %d score(s) still wait for confirmation and stay in the outbox", left)
+
+
+def _fit(pixels: Any, width: int, height: int) -> Any:
+    """A face crop at another model's input size (bilinear), for a candidate or after a roll-back."""
+    if (width, height) == pixels.shape[1::-1]:
+        return pixels
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
 
 
 def run_agent(cfg: DeviceConfig) -> int:

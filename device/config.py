@@ -48,6 +48,31 @@ class ModelSection(_Strict):
     )
 
 
+class ModelUpdateSection(_Strict):
+    collector_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/\s]+(/[^\s]*)?$",
+        description="the collector's HTTP(S) base URL: models are fetched from here and nowhere else "
+        "(unset: no roll-out, the device keeps model.path)",
+    )
+    ca_file: Path | None = Field(None, description="CA certificate for an https collector_url")
+    active_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="score with this registry model (until the collector says otherwise)",
+    )
+    candidate_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="score this registry model in shadow beside the active one",
+    )
+    timeout_s: float = Field(60.0, gt=0, description="HTTP timeout of one download")
+    retry_s: float = Field(
+        60.0, gt=0, description="first wait before a failed download is tried again (doubles)"
+    )
+    max_mb: float = Field(200.0, gt=0, description="refuse model files larger than this")
+
+
 class DetectorSection(_Strict):
     """The face detector: the shipped one (no ``path``), one made by ``amgs model train-detector``, or a
     user's TFLite SSD-style model (outputs boxes, classes, scores, count)."""
@@ -204,6 +229,7 @@ class AgentSection(_Strict):
 class DeviceConfig(_Strict):
     device: DeviceSection
     model: ModelSection = ModelSection()
+    model_update: ModelUpdateSection = ModelUpdateSection()
     detector: DetectorSection | None = None
     sources: tuple[Source, ...] = Field(min_length=1)
     views: tuple[ViewSection, ...] = Field(min_length=1)

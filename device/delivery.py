@@ -58,11 +58,13 @@ class Delivery:
         outbox_path: Path,
         status_fn: StatusFn,
         crop_reader: Callable[[str], bytes | None] = lambda _id: None,
+        model_assign: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox_path = outbox_path
         self.status_fn = status_fn
         self.crop_reader = crop_reader
+        self.model_assign = model_assign
         site, dev = cfg.device.site, cfg.device.id
         self.topics = {
             "score": score_topic(site, dev),
@@ -375,6 +377,13 @@ class Delivery:
             log.info("collector asked to re-send from seq %d", start)
             self.send_after = min(self.send_after, max(0, start - 1))
             self._more = True
+        elif name == "model_assign":
+            if self.model_assign is not None:
+                self.model_assign(cmd)
+            else:
+                log.warning(
+                    "the collector assigned a model, but model_update.collector_url is not set: ignored"
+                )
         elif name == "send_crops":
             for msg_id in cmd.get("msg_ids", []):
                 data = self.crop_reader(msg_id)

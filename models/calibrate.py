@@ -141,12 +141,23 @@ def ensure_exposed(model_path: Path) -> bool:
 
 
 def split_items(
-    train_root: Path, heldout_root: Path | None, val_animals: Sequence[str]
+    train_root: Path,
+    heldout_root: Path | None,
+    val_animals: Sequence[str],
+    animal_from_name: str | None = None,
 ) -> tuple[list[Item], list[Item], str]:
-    """(fit items, held-out items, how the held-out set was chosen)."""
+    """(fit items, held-out items, how the held-out set was chosen). ``animal_from_name``: the regex the
+    training run took animal ids from (`amgs model train --animal-from-name`), for images animals.csv lacks."""
     items = labelled_items(train_root)
     if heldout_root is not None:
         return items, labelled_items(heldout_root), f"{heldout_root}"
+    if animal_from_name:
+        from amgs.models.split import animals_from_names
+
+        rel = [str(it.path.relative_to(train_root)) for it in items]
+        ids, _ = animals_from_names(rel, [it.animal_id or "" for it in items], animal_from_name)
+        for it, a in zip(items, ids, strict=True):
+            it.animal_id = it.animal_id or (str(a) or None)
     held = [it for it in items if it.animal_id and it.animal_id in set(val_animals)]
     if not held:
         raise ValueError(
@@ -183,6 +194,7 @@ def calibrate(
     heldout_root: Path | None = None,
     *,
     val_animals: Sequence[str] = (),
+    animal_from_name: str | None = None,
     fit_count: int = 1500,
     heldout_count: int = 1000,
     dims: int = DEFAULT_DIMS,
@@ -195,7 +207,9 @@ def calibrate(
     """Fit and write the model's in-domain check and temperature (see module docstring)."""
     model_path = Path(model_path)
     exposed = ensure_exposed(model_path)
-    fit_items, held_items, held_desc = split_items(Path(train_root), heldout_root, val_animals)
+    fit_items, held_items, held_desc = split_items(
+        Path(train_root), heldout_root, val_animals, animal_from_name
+    )
     fit_items, held_items = _sample(fit_items, fit_count, seed), _sample(held_items, heldout_count, seed + 1)
     model = Model(model_path, num_threads=threads)
     fit = cached_features(model, fit_items, cache, progress)

@@ -34,16 +34,21 @@ def cli() -> None:
 )
 @click.option(
     "--recipe",
-    type=click.Choice(["head", "finetune"]),
-    default="finetune",
+    type=click.Choice(["auto", "head", "finetune"]),
+    default="auto",
     show_default=True,
-    help="head: frozen backbone, new softmax (the paper's); finetune: every layer learns.",
+    help="head: frozen ImageNet backbone, only the new softmax and AU heads learn (the paper's; for small "
+    "real sets); finetune: every layer learns (a second, optional stage with --weights RUN/model.weights.h5 "
+    "and a low --lr, or from random weights on thousands of images). auto: head on ImageNet weights, "
+    "else finetune. head with --weights none is refused.",
 )
 @click.option(
     "--weights",
     default="imagenet",
     show_default=True,
-    help="imagenet (Keras download, needs a network), none (random init), or a weights file.",
+    help="imagenet (Keras' cache; offline: `amgs model weights import FILE` first), none (random init), "
+    "or a file: Keras' InceptionV3 notop .h5 (checked against Keras' hash) or a model.weights.h5 of an "
+    "earlier run.",
 )
 @click.option("--size", type=click.IntRange(75, 600), default=299, show_default=True, help="Input pixels.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
@@ -92,6 +97,29 @@ def cli() -> None:
     help="Share of images held out, split by animal (an animal never sits on both sides).",
 )
 @click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 0.8),
+    default=0.15,
+    show_default=True,
+    help="Share of images held out as the test part (by animal), evaluated at the end into RUN/test/report.md.",
+)
+@click.option(
+    "--animal-from-name",
+    metavar="REGEX",
+    default=None,
+    help="Animal id from each file name (searched in the name): group 'animal', else group 1, else the "
+    r"match, e.g. '^([A-Z]+\d+)_' for CTC03_..., '^(\w+ \w+) ' for 'AJ F4 ...'. animals.csv wins where it "
+    "names an image. Without either the split is BY IMAGE.",
+)
+@click.option(
+    "--pain-cutoff",
+    type=click.FloatRange(0, 2),
+    default=1.0,
+    show_default=True,
+    help="Images with action-unit scores only: pain when mean human MGS >= this (recorded in train.json, "
+    "then in the manifest by `amgs model quantize`).",
+)
+@click.option(
     "--validate-every",
     type=click.IntRange(1),
     default=1,
@@ -124,17 +152,34 @@ def train(
     bn_recalibration_batches,
     augment,
     val_fraction,
+    test_fraction,
+    animal_from_name,
+    pain_cutoff,
     validate_every,
     time_budget_min,
     seed,
     quiet,
 ) -> None:
     """Train on the labelled images in DATA (folders pain/ and no pain/, labels.csv, au_scores.csv,
-    animals.csv, boxes.json). Interrupted? Run the same command again: it resumes from the last epoch."""
-    from amgs.datasets import DatasetError
-    from amgs.models.train import TrainConfig
-    from amgs.models.train import train as run_training
+    animals.csv, boxes.json). Interrupted? Run the same command again: it resumes from the last epoch.
 
+    \b
+    A lab with a few hundred to a few thousand scored photos (the paper's recipe, Tuttle et al. 2018):
+      amgs model weights import inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5   # once, offline
+      amgs model train LAB -o runs/head --recipe head --weights imagenet --animal-from-name '^([A-Z]+\\d+)_'
+      # optional second stage: every layer, low learning rate, from the head run (same seed: same split)
+      amgs model train LAB -o runs/ft --recipe finetune --weights runs/head/model.weights.h5 --lr 1e-4 \\
+          --animal-from-name '^([A-Z]+\\d+)_'
+    The split (train / validation / test, by animal) is written to RUN/split.csv; the test part is scored
+    at the end: RUN/test/report.md. --weights none (random backbone) needs --recipe finetune and thousands
+    of images.
+    """
+    from amgs.datasets import DatasetError
+    from amgs.models.train import TrainConfig, resolve_recipe
+    from amgs.models.train import train as run_training
+    from amgs.models.weights import WeightsError
+
+    recipe = resolve_recipe(recipe, weights)
     cfg = TrainConfig(
         size=size,
         recipe=recipe,
@@ -150,10 +195,14 @@ def train(
         bn_recalibration_batches=bn_recalibration_batches,
         augment=augment,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        animal_from_name=animal_from_name,
+        pain_cutoff=pain_cutoff,
         validate_every=validate_every,
         time_budget_s=time_budget_min * 60 if time_budget_min else None,
         seed=seed,
     )
+    _echo(f"recipe {recipe}, weights {weights}")
     try:
         result = run_training(
             data,
@@ -162,7 +211,7 @@ def train(
             verbose=2 if quiet or not sys.stderr.isatty() else 1,
             log_fn=lambda m: _echo(m),
         )
-    except (DatasetError, FileNotFoundError, ValueError) as e:
+    except (DatasetError, WeightsError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     _echo(
         f"wrote {result.model_path} (quantize it with `amgs model quantize {result.model_path} "
@@ -269,6 +318,7 @@ def quantize(
             threshold=threshold,
             review_threshold=review_threshold,
             edgetpu=edgetpu,
+            pain_cutoff=_trained_cutoff(train_dir or keras_model.parent),
         )
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
@@ -280,6 +330,8 @@ def quantize(
     if edgetpu and result.edgetpu_path is None:
         how = "did not produce a model" if shutil.which("edgetpu_compiler") else "is not installed"
         _echo(f"edgetpu_compiler {how}: the model runs on the CPU only (Coral apt repository, x86-64 Linux)")
+    if m.pain_cutoff is not None:
+        _echo(f"AU-only images were labelled pain at mean MGS >= {m.pain_cutoff} (recorded in the manifest)")
     from amgs.models.calibrate import calibrate, val_animals_of
 
     try:
@@ -288,6 +340,7 @@ def quantize(
             calibration,
             heldout,
             val_animals=val_animals_of(train_dir or keras_model.parent),
+            animal_from_name=_trained_config(train_dir or keras_model.parent).get("animal_from_name"),
             progress=sys.stderr.isatty(),
         )
     except ValueError as e:
@@ -296,6 +349,22 @@ def quantize(
     card_path = card or result.model_path.with_suffix(".card.md")
     write_card(card_path, result.model_path, train_dir or keras_model.parent)
     _echo(f"wrote model card {card_path}")
+
+
+def _trained_config(run_dir: Path) -> dict:
+    """The config a training run recorded (its train.json), or {}."""
+    try:
+        return dict(json.loads((run_dir / "train.json").read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _trained_cutoff(run_dir: Path) -> float | None:
+    """The AU pain cut-off a training run used (its train.json), or None when it did not record one."""
+    try:
+        return json.loads((run_dir / "train.json").read_text())["config"].get("pain_cutoff")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _echo_calibrated(m, ece_before: float, ece_after: float) -> None:
@@ -496,7 +565,27 @@ def _domain_line(manifest) -> str:
     help="The float model it was quantized from (.keras or float .tflite), for float-vs-int8 agreement.",
 )
 @click.option("--dataset-name", default=None, help="Name of DATA in the manifest (default: its folder name).")
-@click.option("--no-manifest", is_flag=True, help="Do not write the figures into the model's manifest.")
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Also write the figures into MODEL's manifest (refused for the shipped model and inside an installed "
+    "package). By default the manifest is not touched: the figures stay in OUT/figures.json.",
+)
+@click.option("--no-manifest", is_flag=True, hidden=True, help="Accepted for old scripts; now the default.")
+@click.option(
+    "--pain-cutoff",
+    type=click.FloatRange(0, 2),
+    default=None,
+    help="AU-only labels: pain at mean human MGS >= this (default: the model's manifest, else 1.0).",
+)
+@click.option(
+    "--images",
+    "images_list",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Only these images of DATA (one path per line, relative to DATA), e.g. RUN/test_images.txt: the "
+    "held-out test part a training run kept.",
+)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option(
     "--controls",
@@ -508,7 +597,18 @@ def _domain_line(manifest) -> str:
 )
 @click.option("--controls-seed", type=int, default=2, show_default=True)
 def evaluate(
-    model, data, out_dir, float_model, dataset_name, no_manifest, threads, controls, controls_seed
+    model,
+    data,
+    out_dir,
+    float_model,
+    dataset_name,
+    record,
+    no_manifest,
+    pain_cutoff,
+    images_list,
+    threads,
+    controls,
+    controls_seed,
 ) -> None:
     """Accuracy, sensitivity, specificity, ROC AUC, calibration, r/ICC vs human MGS, per animal, float vs int8,
     the share of unscorable images and the figures on the scorable ones (and on controls)."""
@@ -523,9 +623,13 @@ def evaluate(
             out_dir,
             float_model=float_model,
             dataset_name=dataset_name,
-            write_manifest=not no_manifest,
+            write_manifest=record and not no_manifest,
             progress=sys.stderr.isatty(),
             threads=threads,
+            pain_cutoff=pain_cutoff,
+            only={ln.strip() for ln in images_list.read_text().splitlines() if ln.strip()}
+            if images_list
+            else None,
             controls=controls,
             controls_seed=controls_seed,
         )
@@ -535,7 +639,11 @@ def evaluate(
         click.echo(f"{k:40s} {v}")
     _echo(
         f"report: {result.report}"
-        + ("" if no_manifest else f"; figures written into {model.with_suffix('.manifest.json')}")
+        + (
+            f"; figures written into {model.with_suffix('.manifest.json')}"
+            if record and not no_manifest
+            else ""
+        )
     )
 
 
@@ -620,6 +728,45 @@ def card(model, out, train_dirs, intro) -> None:
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
     _echo(f"wrote {path}")
+
+
+@cli.group()
+def weights() -> None:
+    """ImageNet InceptionV3 weights for an offline training machine (checked against Keras' own hash)."""
+
+
+@weights.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def weights_import(file) -> None:
+    """Check FILE (inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5, copied from a machine with
+    internet) against the hash the installed Keras carries, and store it in Keras' cache so that
+    `amgs model train --weights imagenet` works offline."""
+    from amgs.models.weights import WeightsError, import_weights, keras_notop_hash
+
+    try:
+        want = keras_notop_hash()
+        target = import_weights(file, expected=want)
+    except (WeightsError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    _echo(f"{file}: {want.algorithm} {want.value} as Keras expects (from {want.source})")
+    click.echo(f"stored {target}: --weights imagenet now works offline")
+
+
+@weights.command("status")
+def weights_status() -> None:
+    """Whether Keras' cache holds the ImageNet notop weights, and whether they pass Keras' hash."""
+    from amgs.models.weights import WeightsError, imagenet_status, keras_notop_hash
+
+    try:
+        want = keras_notop_hash()
+    except WeightsError as e:
+        raise click.ClickException(str(e)) from None
+    path, state = imagenet_status(want)
+    click.echo(f"{path}: {state} (Keras expects {want.algorithm} {want.value}, from {want.source})")
+    if state != "ok":
+        raise click.ClickException(
+            "run `amgs model weights import FILE` with the notop .h5 from a machine with internet"
+        )
 
 
 def _add_detector_commands() -> None:

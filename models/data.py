@@ -50,9 +50,11 @@ class ArraySet:
         return ArraySet(self.pixels[idx], self.labels[idx], self.au[idx], self.animals[idx], self.paths[idx])
 
 
-def labelled_items(root: Path) -> list[Item]:
-    """The images under ``root`` that have a pain / no-pain label (any lab format; see amgs.datasets)."""
-    items = [it for it in load_dataset(Path(root)) if it.label is not None]
+def labelled_items(root: Path, pain_cutoff: float = 1.0) -> list[Item]:
+    """The images under ``root`` that have a pain / no-pain label (any lab format; see amgs.datasets).
+
+    Images labelled only by action units are pain when their mean human MGS >= ``pain_cutoff``."""
+    items = [it for it in load_dataset(Path(root), pain_cutoff) if it.label is not None]
     if not items:
         raise DatasetError(
             f"{root}: no labelled images found. Expected folders 'pain/' and 'no pain/', a labels.csv "
@@ -63,17 +65,25 @@ def labelled_items(root: Path) -> list[Item]:
 
 def _cache_key(root: Path, items: list[Item], size: int) -> str:
     h = hashlib.sha256(f"{size}".encode())
+    h.update(bytes(it.label or 0 for it in items))  # labels depend on the AU pain cut-off
     for it in items:
         st = it.path.stat()
         h.update(f"{it.path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}|{it.box}".encode())
     return h.hexdigest()[:16]
 
 
-def load_arrays(root: Path, size: int, *, cache_dir: Path | None = None, progress: bool = False) -> ArraySet:
+def load_arrays(
+    root: Path,
+    size: int,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+    pain_cutoff: float = 1.0,
+) -> ArraySet:
     """Load every labelled image under ``root`` at ``size`` x ``size``; unreadable images are skipped
     with a warning naming them (they never stop a training run)."""
     root = Path(root)
-    items = labelled_items(root)
+    items = labelled_items(root, pain_cutoff)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"arrays-{size}-{_cache_key(root, items, size)}.npz"

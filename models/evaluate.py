@@ -106,13 +106,21 @@ def predict(
     float_model: Path | None = None,
     progress: bool = False,
     threads: int = 1,
+    pain_cutoff: float | None = None,
+    only: set[str] | None = None,
 ) -> Predictions:
     model = Model(model_path, num_threads=threads)
     scorer = Scorer(model)
     spec = model.manifest.input
     reference = FloatReference(float_model, model.manifest) if float_model else None
     truth = _generator_truth(Path(data_root))
-    items = labelled_items(Path(data_root))
+    # AU-only labels: the cut-off the model was trained with (manifest), unless given
+    cutoff = pain_cutoff if pain_cutoff is not None else (model.manifest.pain_cutoff or 1.0)
+    items = labelled_items(Path(data_root), cutoff)
+    if only is not None:  # e.g. the test part a training run kept (RUN/test_images.txt)
+        items = [it for it in items if str(it.path.relative_to(data_root)) in only]
+        if not items:
+            raise ValueError(f"{data_root}: none of the listed images is there")
     iterator: Any = items
     if progress:
         from tqdm import tqdm
@@ -290,6 +298,32 @@ def record_in_manifest(model_path: Path, evaluation: Evaluation) -> Manifest:
     return updated
 
 
+def check_recordable(manifest_path: Path) -> None:
+    """Refuse to write figures into a manifest inside an installed package (site-packages) or one this user
+    cannot write: record them in a copy of the model, or in the collector's model registry."""
+    import os
+    import site
+    import sysconfig
+
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(site.getsitepackages())
+    from amgs.models import DEFAULT_MODEL
+
+    where = Path(manifest_path).resolve()
+    if where == manifest_path_for(DEFAULT_MODEL).resolve():
+        raise ValueError(
+            f"--record: {manifest_path} is the shipped model's manifest; copy the model and its manifest "
+            "elsewhere first (the shipped figures stay as released)"
+        )
+    for root in installed:
+        if where.is_relative_to(Path(root).resolve()):
+            raise ValueError(
+                f"--record: {manifest_path} is inside an installed package ({root}); copy the model and its "
+                "manifest elsewhere first, or keep the figures in report/figures.json"
+            )
+    if not os.access(where, os.W_OK):
+        raise ValueError(f"--record: cannot write {manifest_path}")
+
+
 @dataclass
 class EvaluationResult:
     figures: dict[str, float | int | None]
@@ -307,9 +341,11 @@ def evaluate(
     *,
     float_model: Path | None = None,
     dataset_name: str | None = None,
-    write_manifest: bool = True,
+    write_manifest: bool = False,
     progress: bool = False,
     threads: int = 1,
+    pain_cutoff: float | None = None,
+    only: set[str] | None = None,
     controls: int = 0,
     controls_seed: int = 2,
 ) -> EvaluationResult:
@@ -319,7 +355,9 @@ def evaluate(
 
     model_path, data_root, out_dir = Path(model_path), Path(data_root), Path(out_dir)
     manifest = read_manifest(manifest_path_for(model_path))
-    pred = predict(model_path, data_root, float_model, progress, threads)
+    if write_manifest:
+        check_recordable(manifest_path_for(model_path))
+    pred = predict(model_path, data_root, float_model, progress, threads, pain_cutoff, only)
     figs = figures(pred, manifest.threshold)
     if controls:
         scorer = Scorer(Model(model_path, num_threads=threads))

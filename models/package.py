@@ -21,9 +21,11 @@ from amgs.preprocess import ImageError, load_pixels, to_float
 log = logging.getLogger(__name__)
 
 
-def calibration_set(data_root: Path, size: int, count: int = 200, seed: int = 0) -> list[np.ndarray]:
+def calibration_set(
+    data_root: Path, size: int, count: int = 200, seed: int = 0, pain_cutoff: float = 1.0
+) -> list[np.ndarray]:
     """``count`` float inputs (1xHxWx3), balanced over pain / no pain, via the one preprocessing path."""
-    items = labelled_items(Path(data_root))
+    items = labelled_items(Path(data_root), pain_cutoff)
     rng = np.random.default_rng(seed)
     by_class = [[it for it in items if it.label == c] for c in (0, 1)]
     chosen = []
@@ -81,13 +83,14 @@ def package(
     review_threshold: float = 0.65,
     edgetpu: bool = True,
     notes: str | None = None,
+    pain_cutoff: float | None = None,
 ) -> Packaged:
     """Quantize ``keras_path`` to full int8 at ``size``, write ``out`` and its manifest (and an Edge TPU
     build beside it when ``edgetpu_compiler`` is installed)."""
     from amgs.models.train import load_keras
 
     model = at_size(load_keras(Path(keras_path)), size)
-    calib = calibration_set(calibration, size, calibration_count)
+    calib = calibration_set(calibration, size, calibration_count, pain_cutoff=pain_cutoff or 1.0)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tflite.tmp")
@@ -103,6 +106,7 @@ def package(
         review_threshold=review_threshold,
         notes=notes,
     )
+    manifest = _record_cutoff(out, manifest, pain_cutoff)
     tpu = compile_edgetpu(out, out.parent) if edgetpu else None
     if tpu is not None:
         write_manifest(
@@ -116,7 +120,17 @@ def package(
             edgetpu_compiled=True,
             notes=notes,
         )
+        _record_cutoff(tpu, read_manifest(tpu.with_suffix(".manifest.json")), pain_cutoff)
     return Packaged(out, manifest, tpu)
+
+
+def _record_cutoff(model_path: Path, manifest: Manifest, pain_cutoff: float | None) -> Manifest:
+    """The AU pain cut-off the training labels used goes into the manifest (None: not recorded)."""
+    if pain_cutoff is None:
+        return manifest
+    manifest = manifest.model_copy(update={"pain_cutoff": pain_cutoff})
+    model_path.with_suffix(".manifest.json").write_text(manifest.to_json())
+    return manifest
 
 
 # Operations the Edge TPU compiler maps (coral.ai/docs/edgetpu/models-intro, "supported operations").

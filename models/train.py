@@ -27,7 +27,7 @@ import numpy as np
 
 from amgs.manifest import InputSpec
 from amgs.models.architecture import AU_OUTPUT, PAIN_OUTPUT, build_model
-from amgs.models.data import ArraySet, load_arrays, split_by_animal
+from amgs.models.data import ArraySet, load_arrays
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class TrainConfig:
     brightness: float = 0.10  # +- share of full scale
     contrast: float = 0.15  # contrast factor in 1 +- this
     val_fraction: float = 0.15
+    test_fraction: float = 0.15  # held-out test part (by animal), evaluated at the end; 0 = none
+    animal_from_name: str | None = None  # regex over file names giving the animal id (animals.csv wins)
+    pain_cutoff: float = 1.0  # images with AU scores only: pain when mean human MGS >= this
     validate_every: int = 1  # epochs between validation passes in training (the final check always runs)
     seed: int = 0
     time_budget_s: float | None = None  # stop after the epoch that exceeds it, then finish as usual
@@ -73,6 +76,43 @@ class TrainResult:
     n_train: int
     n_val: int
     val_animals: list[str]
+    n_test: int = 0
+    split_by: str = "animal"
+    test_report: Path | None = None
+    test_figures: dict[str, Any] = field(default_factory=dict)
+
+
+HEAD_ON_RANDOM = (
+    "--recipe head with --weights none trains only the new head on a frozen RANDOM backbone: its features "
+    "mean nothing and the model cannot learn faces. Use --weights imagenet (on an offline machine first "
+    "`amgs model weights import inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5`), or train "
+    "every layer with --recipe finetune (needs thousands of images and hours on a CPU)."
+)
+
+
+def resolve_recipe(recipe: str, weights: str) -> str:
+    """``auto``: the paper's ``head`` recipe on ImageNet weights, ``finetune`` from random weights or
+    when continuing from a whole aMGS model file."""
+    if recipe != "auto":
+        return recipe
+    if weights == "imagenet":
+        return "head"
+    if weights not in ("none", "") and Path(weights).is_file():
+        from amgs.models.weights import matches_notop
+
+        if matches_notop(Path(weights)):
+            return "head"
+    return "finetune"
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot give a useful model, before loading any image."""
+    if cfg.recipe == "head" and cfg.weights == "none":
+        raise ValueError(HEAD_ON_RANDOM)
+    if not 0 <= cfg.test_fraction < 0.9 or cfg.val_fraction + cfg.test_fraction >= 0.95:
+        raise ValueError(
+            f"val_fraction {cfg.val_fraction} + test_fraction {cfg.test_fraction} leave too little to train on"
+        )
 
 
 def masked_mse(y_true: Any, y_pred: Any) -> Any:
@@ -89,11 +129,21 @@ def build_for_training(cfg: TrainConfig) -> Any:
     """The network with weights per ``cfg.weights`` and BN momentum per ``cfg.bn_momentum``."""
     import keras
 
+    from amgs.models.weights import WeightsError, check_notop
+
     freeze = cfg.recipe == "head"
     file = None if cfg.weights in ("none", "imagenet") else Path(cfg.weights)
     if file is not None and not file.is_file():
         raise FileNotFoundError(f"--weights {file}: no such file (give imagenet, none, or a weights file)")
     backbone_weights = "imagenet" if cfg.weights == "imagenet" else None
+    notop_error = None
+    if file is not None:
+        try:  # Keras' ImageNet notop weights copied to this machine: checked by Keras' own hash
+            check_notop(file)
+            backbone_weights = str(file)
+            file = None
+        except WeightsError as e:
+            notop_error = e
     try:
         model = build_model(
             cfg.size,
@@ -107,26 +157,18 @@ def build_for_training(cfg: TrainConfig) -> Any:
             raise
         raise ValueError(
             f"--weights imagenet: Keras could not fetch the ImageNet weights ({e}). On an offline machine, copy "
-            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5 (from a machine that has run Keras "
-            "once, in ~/.keras/models/) and pass --weights FILE; or train from --weights none."
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5 from a machine that has run Keras once "
+            "(~/.keras/models/) and run `amgs model weights import FILE` (it checks Keras' hash and puts it "
+            "where Keras looks); --weights imagenet then works offline."
         ) from None
     if file is not None:
         try:
             model.load_weights(file)  # a whole aMGS model saved by this tool (any input size)
         except (ValueError, KeyError, OSError) as whole_error:
-            try:  # a backbone-only file, e.g. Keras' inception_v3 ..._notop.h5 copied to an offline machine
-                model = build_model(
-                    cfg.size,
-                    weights=str(file),
-                    au_heads=cfg.au_heads,
-                    dropout=cfg.dropout,
-                    freeze_backbone=freeze,
-                )
-            except (ValueError, KeyError, OSError) as backbone_error:
-                raise ValueError(
-                    f"--weights {file}: neither a whole aMGS model ({whole_error}) nor InceptionV3 "
-                    f"backbone weights ({backbone_error})"
-                ) from None
+            raise ValueError(
+                f"--weights {file}: not a whole aMGS model saved by `amgs model train` ({whole_error}), and "
+                f"not Keras' ImageNet notop weights either: {notop_error}"
+            ) from None
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = cfg.bn_momentum
@@ -318,19 +360,45 @@ def train(
     """
     import keras
 
+    from amgs.datasets import DatasetError
+    from amgs.models.split import animals_from_names, read_split, split_three, write_split
+
+    check_config(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
-    data = load_arrays(data_root, cfg.size, cache_dir=cache_dir or out_dir / "cache", progress=verbose == 1)
-    train_idx, val_idx = split_by_animal(data.animals, cfg.val_fraction, cfg.seed)
-    tr, va = data.subset(train_idx), data.subset(val_idx)
+    data = load_arrays(
+        data_root,
+        cfg.size,
+        cache_dir=cache_dir or out_dir / "cache",
+        progress=verbose == 1,
+        pain_cutoff=cfg.pain_cutoff,
+    )
+    if cfg.animal_from_name:
+        animals, missed = animals_from_names(data.paths, data.animals, cfg.animal_from_name)
+        if len(missed) == len(data):
+            raise DatasetError(
+                f"--animal-from-name {cfg.animal_from_name!r} matched none of the {len(data)} file names "
+                f"(e.g. {missed[0]!r}); the animal id is the group named 'animal', else group 1, else the match"
+            )
+        if missed:
+            log_fn(
+                f"--animal-from-name matched no animal in {len(missed)} file names (split image by image), "
+                f"e.g. {', '.join(missed[:3])}"
+            )
+        data.animals = animals
+    split_file = out_dir / "split.csv"
+    if split_file.exists():
+        split = read_split(split_file, data.paths, data.animals)
+        log_fn(f"using the split recorded in {split_file}")
+    else:
+        split = split_three(data.animals, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        write_split(split_file, data.paths, data.animals, split)
+    tr, va, te = data.subset(split.train), data.subset(split.val), data.subset(split.test)
     if cfg.au_heads and not tr.has_au:
         log_fn("no per-AU scores (au_scores.csv) found: training without the AU heads")
         cfg.au_heads = False
-    log_fn(
-        f"{len(tr)} training / {len(va)} validation images at {cfg.size}px; "
-        f"{len(set(va.animals) - {''})} validation animals never seen in training"
-    )
+    log_fn(f"{len(data)} images at {cfg.size}px, {split.describe(data.animals)} (list: {split_file})")
     steps = cfg.steps_per_epoch or max(len(tr) // cfg.batch_size, 1)
     model = build_for_training(cfg)
     compile_model(model, cfg, steps * cfg.epochs)
@@ -359,21 +427,60 @@ def train(
         n = recalibrate_batch_norm(model, tr.pixels, cfg.bn_recalibration_batches, cfg.batch_size)
         log_fn(f"batch-norm statistics re-estimated on {n} training batches")
     validation = _quick_validation(model, va, cfg)
-    log_fn("held-out animals: " + " ".join(f"{k}={v:.4f}" for k, v in validation.items()))
+    held = {"animal": "held-out animals", "animal+image": "held-out animals and images"}.get(
+        split.by, "held-out images (split BY IMAGE: no animal ids)"
+    )
+    log_fn(f"validation, {held}: " + " ".join(f"{k}={v:.4f}" for k, v in validation.items()))
     model_path, weights_path = out_dir / "model.keras", out_dir / "model.weights.h5"
     model.save(model_path)
     model.save_weights(weights_path)
+    test_report, test_figures = None, {}
+    if len(te):
+        from amgs.models.holdout import evaluate_holdout
+
+        test_report, test_figures = evaluate_holdout(
+            model,
+            model_path,
+            te,
+            data_root,
+            out_dir / "test",
+            size=cfg.size,
+            split_by=split.by,
+            batch_size=cfg.batch_size,
+        )
+        headline = ("accuracy", "sensitivity", "specificity", "roc_auc", "pearson_r_au_vs_human_mgs")
+        log_fn(
+            f"test part ({len(te)} images, {held.replace('held-out ', '')}): "
+            + " ".join(f"{k}={test_figures[k]}" for k in headline if k in test_figures)
+            + f"; report: {test_report}"
+        )
     record = {
         "config": asdict(cfg),
         "data": str(data_root),
+        "split_by": split.by,
         "n_train": len(tr),
         "n_val": len(va),
+        "n_test": len(te),
         "val_animals": sorted(set(va.animals) - {""}),
+        "test_animals": sorted(set(te.animals) - {""}),
         "validation": validation,
+        "test": test_figures,
     }
     (out_dir / "train.json").write_text(json.dumps(record, indent=2) + "\n")
     history = {k: [float(x) for x in v] for k, v in hist.history.items() if all(math.isfinite(x) for x in v)}
-    return TrainResult(model_path, weights_path, history, validation, len(tr), len(va), record["val_animals"])
+    return TrainResult(
+        model_path,
+        weights_path,
+        history,
+        validation,
+        len(tr),
+        len(va),
+        record["val_animals"],
+        n_test=len(te),
+        split_by=split.by,
+        test_report=test_report,
+        test_figures=test_figures,
+    )
 
 
 def load_keras(path: Path) -> Any:

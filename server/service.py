@@ -43,9 +43,27 @@ def _backup_job(ctx: JobContext) -> None:
     backup(ctx.db.local().conn, storage.backups_dir, "periodic", storage.backups_keep)
 
 
+class ModelAssignmentPublisher:
+    """Sends each changed model assignment to its device (retained), and all of them every 10 minutes
+    (a broker that lost its retained messages in a restart gets them back)."""
+
+    def __init__(self) -> None:
+        self.last_all = 0.0
+
+    def __call__(self, ctx: JobContext) -> None:
+        import time
+
+        from amgs.server.models.registry import publish_due
+
+        everything = time.monotonic() - self.last_all > 600
+        publish_due(ctx.db.local().conn, ctx.publish, republish_all=everything)
+        if everything:
+            self.last_all = time.monotonic()
+
+
 def builtin_jobs(config: ServerConfig) -> list[PeriodicJob]:
     """The collector's own periodic work outside the writer (which does gap expiry and retention)."""
-    jobs = []
+    jobs = [PeriodicJob("model-assignments", 2.0, ModelAssignmentPublisher(), 1.0)]
     if config.ingest.crop_request_every_s and config.ingest.crops_per_cage:
         jobs.append(PeriodicJob("crop-requests", config.ingest.crop_request_every_s, CropRequester(), 5.0))
     if config.storage.backup_every_h:

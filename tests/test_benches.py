@@ -69,6 +69,17 @@ def test_bench_scoring():
     assert out.count("overhead ratio") == 3, out
 
 
+def test_bench_shadow():
+    out = run_bench("bench_shadow.py", "--n", "2")
+    assert re.search(rf"active \+ candidate:\s+{NUMBER} ms per face \(median\)\s+ratio {NUMBER}", out), out
+
+
+def test_bench_lab_training():
+    out = run_bench("bench_lab_training.py", "--n", "16", "--size", "75", "--batch-size", "4", timeout=900)
+    for line in ("decode + preprocess", "head: one epoch", "finetune: whole run"):
+        assert line in out, out
+
+
 def test_bench_scoring_in_domain_check_cost():
     out = run_bench("bench_scoring.py", "--n", "2", "--rounds", "1", "--int8-only", timeout=600)
     assert re.search(rf"In-domain check .* {NUMBER} ms per image beside an invoke of {NUMBER} ms", out), out

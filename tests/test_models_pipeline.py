@@ -157,6 +157,7 @@ def test_evaluate_writes_report_plots_and_manifest_figures(quantized, sets, trai
             str(trained.model_path),
             "--dataset-name",
             "pytest-heldout",
+            "--record",
         ],
     )
     assert r.exit_code == 0, r.output

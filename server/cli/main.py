@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from .models import model
 from .options import config_option, db_option, load
 from .ratings import export_agreement, export_ratings
 from .users import users
@@ -326,5 +327,6 @@ def serve_api(config_path, db_path) -> None:
 
 
 cli.add_command(users)
+cli.add_command(model)
 cli.add_command(export_ratings)
 export.add_command(export_agreement)

@@ -25,6 +25,8 @@ from ..alerts.engine import AlertEngine, wall_clock
 from ..web.throttle import LoginThrottle
 from . import access
 from .api import router as api_router
+from .models_api import device_router as models_device_router
+from .models_api import router as models_router
 from .rating import router as rating_router
 
 
@@ -48,6 +50,8 @@ def create_app(config, db: CollectorDB, runtime=None) -> FastAPI:
     require_schema(db.local(), "the collector's API")  # accounts, tokens and alerts live in migrated tables
     access.install(app)
     app.include_router(api_router)
+    app.include_router(models_router)
+    app.include_router(models_device_router)
     app.include_router(rating_router)
     app.add_exception_handler(RequestValidationError, _bad_parameter)
     app.add_middleware(SecurityHeaders)

@@ -116,7 +116,9 @@ def classify(
                 )
             # the row is all the writer needs: the model is let go at once (a batch of 1,000 models and
             # their parts kept alive until the commit costs the collector's garbage collector ~10 us a score)
-            return Classified("score", item, row=score_row(msg, item.received_at), **base)
+            # a candidate model's score of the same face (shadow mode) travels beside the row, stored apart
+            extra = {"shadow": msg.shadow.model_dump(mode="json")} if msg.shadow is not None else {}
+            return Classified("score", item, row=score_row(msg, item.received_at), extra=extra, **base)
         if topic.kind == "status":
             msg = Status.parse(item.payload)
             _check_origin(msg, topic.site, topic.device)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amgs.contract import Status, parse_time
+from amgs.server.models.registry import store_device_models, store_shadow
 from amgs.server.storage.db import SCORE_COLUMNS, CollectorDB
 from amgs.sqlite_tx import write_transaction
 
@@ -168,6 +169,8 @@ class Ingestor:
         rows = [c.row for c in new]
         last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
         self.conn.executemany(_SCORE_INSERT, [_insert_values(r) for r in rows])
+        # a candidate model's score of the same face (shadow mode) is kept apart: never in scores/rollups
+        store_shadow(self.conn, [(c.extra, c.row) for c in new if c.extra.get("shadow")])
         for sql in ADD_ROWS_AFTER:
             self.conn.execute(sql, [last_rowid])
         per_device: dict[str, list[dict]] = defaultdict(list)
@@ -238,6 +241,7 @@ class Ingestor:
             if trusted_time(t, now, self.config.ingest.max_clock_ahead_s):  # a wrong clock anchors nothing
                 self.anchors.set(c.device_id, clock.boot_id, t - clock.monotonic_s, now)
         store_status(self.conn, c.device_id, c.site, msg, now)
+        store_device_models(self.conn, c.device_id, msg.wire())
 
     def quarantine_alone(self, item: Incoming, reason: str, now: float) -> BatchResult:
         """Quarantine one message in its own transaction (when storing it failed for an unexpected reason)."""

@@ -115,6 +115,13 @@ def _v6(db: sqlite_utils.Database) -> None:
     _adopt(db, ALERT_TABLES_DDL, ALERT_INDEXES)
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    """The model registry: models, their evaluations, per-device assignments, events, shadow scores."""
+    from .model_schema import MODEL_TABLES_DDL
+
+    run_script(db.conn, MODEL_TABLES_DDL)
+
+
 def _v7(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE scores ADD COLUMN model_synthetic INTEGER")  # NULL: a device older than the flag
     db.execute("CREATE INDEX scores_synthetic ON scores(t) WHERE model_synthetic = 1")
@@ -137,5 +144,6 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "web_users, web_sessions, web_tokens, alerts, alert_events, alert_outbox (existing rows kept)", _v6),
     (7, "scores.model_synthetic: the score came from a model trained on synthetic faces", _v7),
     (8, "rating_items, rating_days, ratings, rating_changes, rater_sessions, rater_queue", _v8),
+    (9, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v9),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

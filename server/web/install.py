@@ -10,12 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import pages, rating
+from . import models_page, pages, rating
 from .context import STATIC_DIR, LoginRequired
 
 
 def install(app: FastAPI) -> None:
     app.include_router(pages.router)
+    app.include_router(models_page.router)
     app.include_router(rating.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
