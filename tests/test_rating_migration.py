@@ -41,7 +41,7 @@ def test_upgrade_from_version_7_keeps_every_row_and_adds_the_rating_tables(tmp_p
 
     db = open_database(config)
     assert db.version() == SCHEMA_VERSION >= 8
-    (copy,) = config.storage.backups_dir.glob("collector-*-pre-v8-from-v7.db")
+    (copy,) = config.storage.backups_dir.glob("collector-*-from-v7.db")
     assert tables(copy) == before
     after = tables(config.storage.db_path)
     assert {k: v for k, v in after.items() if k in before and k != "meta"} == {
