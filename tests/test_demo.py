@@ -58,7 +58,8 @@ def test_demo_runs_alerts_and_stops_cleanly_on_ctrl_c(tmp_path):
             if m := re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", line):
                 url = m.group(1)
             if re.search(
-                r"ALERT (ALERT: sustained pain|HUMANE_ENDPOINT: HUMANE ENDPOINT level) in cage", line
+                r"ALERT (ALERT|HUMANE_ENDPOINT): (SYNTHETIC MODEL: )?(sustained pain|HUMANE ENDPOINT level) in cage",
+                line,
             ):
                 alert = line
         assert url and alert, "no dashboard URL or pain alert:\n" + "".join(seen)
