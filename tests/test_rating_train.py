@@ -95,7 +95,7 @@ def test_train_on_an_export_of_rated_faces(tmp_path):
     )
     result = train(out, tmp_path / "run", cfg, verbose=0, log_fn=lambda m: None)
     assert result.model_path.exists()
-    assert result.n_train + result.n_val == summary["pain"] + summary["no pain"]
+    assert result.n_train + result.n_val + result.n_test == summary["pain"] + summary["no pain"]
     record = json.loads((result.model_path.parent / "train.json").read_text())
     exported_animals = {r["animal_id"] for r in csv.DictReader(open(out / "animals.csv"))}
     assert set(record["val_animals"]) < exported_animals  # split by animal: whole animals held out
