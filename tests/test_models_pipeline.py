@@ -123,8 +123,9 @@ def test_quantized_model_keeps_decisions_and_loads_with_its_manifest(trained, qu
     m = Model(quantized)
     assert m.input.dtype == "uint8" and m.input.shape == (1, SIZE, SIZE, 3)
     assert m.manifest.quantization == "full_int8" and m.manifest.synthetic
-    assert set(m.outputs) == {"pain", "au", "features", "logits"}
+    assert set(m.outputs) == {"pain", "au", "features", "features_mixed5", "logits"}
     assert m.manifest.domain_check is not None and m.manifest.calibration is not None
+    assert m.manifest.domain_check.output in m.outputs
     # the input quantization covers every pixel value (scale 2/255)
     assert m.manifest.input.quantization[0] == pytest.approx(2 / 255, rel=1e-3)
     from amgs.models.evaluate import predict
