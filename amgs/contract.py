@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 TOPIC_ROOT = "amgs/v1"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -46,6 +54,12 @@ TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{
 
 LABELS = ("no pain", "pain")
 """Class order of every model's pain output, index 0 and 1."""
+
+OUTCOMES = (*LABELS, "unscorable")
+"""What an image ends in: one of the labels, or ``unscorable`` (the model must not be believed on it)."""
+
+UNSCORABLE_REASONS = ("out_of_domain", "no_face", "quality")
+"""Why an image is unscorable (see :mod:`amgs.scoring`, which gives each a name and a meaning)."""
 
 AU_KEYS = ("ot", "nb", "cb", "ep", "wc")
 """MGS action units (Langford 2010): orbital tightening, nose bulge, cheek bulge, ear position, whisker change."""
@@ -290,6 +304,20 @@ def _schema_required(schema: dict[str, Any]) -> None:
     schema["required"] = ["schema", *schema.get("required", [])]
 
 
+def _outcome_rules(schema: dict[str, Any]) -> None:
+    """:meth:`ScoreDraft._outcome_agrees` for JSON Schema readers: the outcome, its reason and the label agree."""
+
+    def present(name: str, sub: dict[str, Any]) -> dict[str, Any]:
+        return {"required": [name], "properties": {name: sub}}
+
+    unscorable = {"const": OUTCOMES[2]}
+    schema["allOf"] = [
+        {"if": present("unscorable_reason", {"type": "string"}), "then": present("outcome", unscorable)},
+        {"if": present("outcome", unscorable), "then": present("unscorable_reason", {"type": "string"})},
+        *({"if": present("outcome", {"const": x}), "then": present("label", {"const": x})} for x in LABELS),
+    ]
+
+
 def _schema_field(sid: str) -> Any:
     return Field(sid, alias="schema", description="message kind and major version")
 
@@ -319,6 +347,9 @@ class ScoreDraft(Message):
     """A score record as the scorer makes it, before the device's outbox numbers it (see :class:`Score`)."""
 
     SCHEMA: ClassVar[str] = "amgs.score/1"
+    model_config = ConfigDict(
+        json_schema_extra=lambda schema, cls: (_schema_required(schema), _outcome_rules(schema))
+    )
     schema_: Literal["amgs.score/1"] = _schema_field("amgs.score/1")
     msg_id: MsgId = Field(description="uuid4 hex; idempotency key")
     device_id: Id
@@ -343,6 +374,38 @@ class ScoreDraft(Message):
     inference_ms: float = Field(None, ge=0)
     has_crop: bool = Field(None, description="a JPEG crop is kept on the device / sent on crop/{msg_id}")
     shadow: ShadowScore | None = Field(None, description="a candidate model's score of the same face")
+    outcome: Literal[OUTCOMES] = Field(
+        None,
+        description="pain, no pain or unscorable (amgs.scoring); left out by devices older than it, which "
+        "means the label. An unscorable record keeps its raw p_pain/label for the record only: the collector "
+        "leaves it out of every mean, fraction pain and alert rule",
+    )
+    unscorable_reason: Literal[UNSCORABLE_REASONS] | None = Field(
+        None, description="why the image is unscorable (only with outcome unscorable)"
+    )
+    domain_distance: float | None = Field(
+        None, ge=0, description="the model's in-domain check score (higher = less like its training faces)"
+    )
+
+    @model_validator(mode="after")
+    def _outcome_agrees(self) -> ScoreDraft:
+        if self.outcome is None:
+            if self.unscorable_reason is not None:
+                raise ValueError("unscorable_reason: is only allowed with outcome 'unscorable'")
+        elif self.outcome == OUTCOMES[2]:
+            if self.unscorable_reason is None:
+                raise ValueError("unscorable_reason: is required with outcome 'unscorable'")
+        elif self.outcome != self.label or self.unscorable_reason is not None:
+            raise ValueError(
+                f"outcome: {self.outcome!r} disagrees with label {self.label!r}"
+                + (" or has an unscorable_reason" if self.unscorable_reason else "")
+            )
+        return self
+
+    @property
+    def scorable(self) -> bool:
+        """False for an unscorable record (never part of a mean, a fraction or an alert)."""
+        return self.outcome != OUTCOMES[2]
 
     def numbered(self, seq: int) -> Score:
         """The record as sent, once the outbox has given it its ``seq``."""

@@ -40,19 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from amgs.contract import AU_KEYS, LABELS
+from amgs.contract import AU_KEYS, LABELS, OUTCOMES, UNSCORABLE_REASONS
 from amgs.domain import DomainScorer
 from amgs.manifest import Calibration, ManifestError
 from amgs.preprocess import Box, ImageSource, load_pixels, to_model_input
 from amgs.runtime import Model
 
-NO_PAIN, PAIN = LABELS
-UNSCORABLE = "unscorable"
-OUTCOMES = (NO_PAIN, PAIN, UNSCORABLE)
-OUT_OF_DOMAIN = "out_of_domain"
-NO_FACE = "no_face"
-QUALITY = "quality"
-UNSCORABLE_REASONS = (OUT_OF_DOMAIN, NO_FACE, QUALITY)
+NO_PAIN, PAIN, UNSCORABLE = OUTCOMES  # the wire contract's vocabulary (amgs.contract), named here
+OUT_OF_DOMAIN, NO_FACE, QUALITY = UNSCORABLE_REASONS
 
 # Quality gate on the model's input pixels: a frame whose grey levels hardly vary, or that is mostly
 # clipped to black or white, shows nothing to judge, whatever the model says.

@@ -344,3 +344,36 @@ def test_no_message_is_built_by_hand_outside_the_contract():
         if path.name != "contract.py" and literal.search(path.read_text())
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "fields,ok",
+    [
+        ({}, True),  # a device older than the outcome: the label is the outcome
+        ({"outcome": "pain"}, True),
+        ({"outcome": "pain", "unscorable_reason": None, "domain_distance": 3.5}, True),
+        ({"outcome": "unscorable", "unscorable_reason": "out_of_domain", "domain_distance": 91.0}, True),
+        ({"outcome": "unscorable", "unscorable_reason": "quality"}, True),
+        ({"outcome": "unscorable", "unscorable_reason": "no_face"}, True),
+        ({"outcome": "no pain"}, False),  # disagrees with label "pain"
+        ({"outcome": "unscorable"}, False),  # no reason
+        ({"outcome": "unscorable", "unscorable_reason": None}, False),
+        ({"unscorable_reason": "quality"}, False),  # a reason without the outcome
+        ({"outcome": "pain", "unscorable_reason": "quality"}, False),
+        ({"outcome": "maybe"}, False),
+        ({"outcome": "unscorable", "unscorable_reason": "dark"}, False),
+        ({"domain_distance": -1.0}, False),
+    ],
+)
+def test_outcome_reason_and_label_agree_and_the_json_schema_says_the_same(fields, ok):
+    ours, theirs = _agrees(make_score(**fields))
+    assert (ours, theirs) == (ok, ok)
+
+
+def test_an_unscorable_record_is_not_scorable_and_says_which_field_is_wrong():
+    rec = c.check(make_score(outcome="unscorable", unscorable_reason="out_of_domain"))
+    assert not rec.scorable and c.check(make_score()).scorable
+    with pytest.raises(c.ContractError, match="unscorable_reason: is required"):
+        c.validate(make_score(outcome="unscorable"))
+    with pytest.raises(c.ContractError, match="outcome: 'no pain' disagrees with label 'pain'"):
+        c.validate(make_score(outcome="no pain"))
