@@ -210,10 +210,11 @@ class Scorer:
         )
 
     def score_pixels(self, pixels: np.ndarray) -> ImageScore:
-        """Score uint8 RGB pixels already at the model's size: quality gate, then model and in-domain check."""
+        """Score uint8 RGB pixels already at the model's size: model and in-domain check, then the quality
+        gate, whose reason wins (a flat or clipped frame says more about the camera than about the model)."""
         s = self.score_input(to_model_input(pixels, self.manifest.input))
         reason = pixel_quality(pixels)
-        return mark_unscorable(s, reason) if reason and s.scorable else s
+        return mark_unscorable(s, reason) if reason else s
 
     def score(self, source: ImageSource, box: Box | None = None) -> ImageScore:
         spec = self.manifest.input

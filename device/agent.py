@@ -38,7 +38,7 @@ from amgs.device.sources import (
 )
 from amgs.manifest import Manifest
 from amgs.preprocess import to_model_input
-from amgs.scoring import Scorer
+from amgs.scoring import ImageScore, Scorer
 from amgs.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -246,6 +246,8 @@ class Agent:
         c = sel.chosen
         s = self._score_active(c.pixels)
         self.health.inference_ms = s.inference_ms
+        if not s.scorable:  # published all the same: "the camera sees no usable mouse" must be visible
+            self.health.count(f"unscorable_{s.unscorable_reason}")
         shadow = self._shadow(c.pixels)
         msg_id = new_msg_id()
         has_crop = self.crops.save(msg_id, c.pixels)
@@ -265,6 +267,9 @@ class Agent:
             amgs=s.amgs,
             confidence=s.confidence,
             needs_review=s.needs_review,
+            outcome=s.outcome,
+            **({"unscorable_reason": s.unscorable_reason} if not s.scorable else {}),
+            **({"domain_distance": s.domain_distance} if s.domain_distance is not None else {}),
             au=s.au,
             mgs_au=s.mgs_au,
             quality={
@@ -280,15 +285,17 @@ class Agent:
             **({"shadow": shadow} if shadow else {}),
         )
 
-    def _score_active(self, pixels: Any) -> Any:
-        """The active model's score; a model that fails here is rolled back and the face scored again."""
+    def _score_active(self, pixels: Any) -> ImageScore:
+        """The active model's score (quality gate and in-domain check included: an image the model must not
+        be believed on comes back ``unscorable``); a model that fails here is rolled back and the face scored
+        again."""
         try:
-            return self.scorer.score_input(to_model_input(pixels, self.scorer.manifest.input))
+            return self.scorer.score_pixels(pixels)
         except Exception as e:
             if not self.models.on_scoring_error(self, e):
                 raise
         spec = self.scorer.manifest.input
-        return self.scorer.score_input(to_model_input(_fit(pixels, spec.width, spec.height), spec))
+        return self.scorer.score_pixels(_fit(pixels, spec.width, spec.height))
 
     def _shadow(self, pixels: Any) -> dict[str, Any] | None:
         """The candidate model's score of the same face (never drives anything on the collector)."""
