@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 
 # outcome: "pain" | "no pain" | "unscorable" (amgs.scoring.OUTCOMES); unscorable_reason: why, else empty.
 # p_pain/label are the model's raw verdict, kept even for unscorable images; use outcome for decisions.
-COLUMNS = [
-    "path",
+SCORE_COLUMNS = [
     "outcome",
     "unscorable_reason",
     "p_pain",
@@ -32,11 +31,18 @@ COLUMNS = [
     "needs_review",
     "mgs_au",
     "domain_distance",
-    "model",
-    "model_version",
-    "synthetic",
-    "model_sha256",
 ]
+MODEL_COLUMNS = ["model", "model_version", "synthetic", "model_sha256"]
+"""Every row of every ``amgs score`` output says which model made it and whether it is synthetic."""
+COLUMNS = ["path", *SCORE_COLUMNS, *MODEL_COLUMNS]
+
+
+def model_columns(m: Manifest) -> dict:
+    return {"model": m.name, "model_version": m.version, "synthetic": m.synthetic, "model_sha256": m.sha256}
+
+
+def score_columns(s: ImageScore) -> dict:
+    return {c: getattr(s, c) for c in SCORE_COLUMNS}
 
 
 def model_banner(m: Manifest) -> list[str]:
@@ -98,13 +104,7 @@ def run_batch(
     workers: int = 1,
 ) -> BatchResult:
     result = BatchResult()
-    m = scorer.manifest
-    model_cols = {
-        "model": m.name,
-        "model_version": m.version,
-        "synthetic": m.synthetic,
-        "model_sha256": m.sha256,
-    }
+    model_cols = model_columns(scorer.manifest)
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(COLUMNS)
@@ -114,19 +114,7 @@ def run_batch(
             log.warning("skipped %s", s)
             continue
         result.scored.append((path, s))
-        row = {
-            "path": str(path),
-            "outcome": s.outcome,
-            "unscorable_reason": s.unscorable_reason,
-            "p_pain": s.p_pain,
-            "label": s.label,
-            "amgs": s.amgs,
-            "confidence": s.confidence,
-            "needs_review": s.needs_review,
-            "mgs_au": s.mgs_au,
-            "domain_distance": s.domain_distance,
-            **model_cols,
-        }
+        row = {"path": str(path), **score_columns(s), **model_cols}
         if writer:
             writer.writerow([row[c] if row[c] is not None else "" for c in COLUMNS])
         else:

@@ -18,6 +18,7 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
+from amgs.batch import MODEL_COLUMNS, SCORE_COLUMNS, model_columns, score_columns
 from amgs.datasets import load_boxes
 from amgs.preprocess import Box, ImageError, iter_image_files, open_image
 from amgs.scoring import ImageScore, Scorer, summarize_by_folder
@@ -33,13 +34,8 @@ FACE_COLUMNS = [
     "box_w",
     "box_h",
     "det_score",
-    "p_pain",
-    "label",
-    "amgs",
-    "confidence",
-    "needs_review",
-    "mgs_au",
-    "model_sha256",
+    *SCORE_COLUMNS,
+    *MODEL_COLUMNS,
 ]
 
 
@@ -87,7 +83,7 @@ def run_faces(
     if detector is None and boxes is None:
         raise ValueError("run_faces needs a detector or a box table")
     result = FaceBatchResult()
-    sha = scorer.manifest.sha256
+    model = model_columns(scorer.manifest)
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(FACE_COLUMNS)
@@ -104,14 +100,14 @@ def run_faces(
             for i, (box, det_score) in enumerate(faces):
                 s = scorer.score(frame, box)
                 result.scored.append((f, s))
-                rows.append(_row(f, i, "scored", box, det_score, s, sha))
+                rows.append(_row(f, i, "scored", box, det_score, s, model))
         except ImageError as e:
             result.failed.append((f, str(e)))
             log.warning("skipped %s", e)
             continue
         if not rows:
             result.no_face.append(f)
-            rows.append(_row(f, None, "no_face", None, None, None, sha))
+            rows.append(_row(f, None, "no_face", None, None, None, model))
         for row in rows:
             if writer:
                 writer.writerow(["" if row[c] is None else row[c] for c in FACE_COLUMNS])
@@ -121,30 +117,26 @@ def run_faces(
     return result
 
 
-def _row(path, face, status, box, det_score, s: ImageScore | None, sha: str) -> dict:
+def _row(path, face, status, box, det_score, s: ImageScore | None, model: dict) -> dict:
     row: dict = dict.fromkeys(FACE_COLUMNS)
-    row.update(path=str(path), face=face, status=status, model_sha256=sha, det_score=det_score)
+    row.update(path=str(path), face=face, status=status, det_score=det_score, **model)
     if box is not None:
         row.update(box_x=int(box[0]), box_y=int(box[1]), box_w=int(box[2]), box_h=int(box[3]))
     if s is not None:
-        row.update(
-            p_pain=s.p_pain,
-            label=s.label,
-            amgs=s.amgs,
-            confidence=s.confidence,
-            needs_review=s.needs_review,
-            mgs_au=s.mgs_au,
-        )
+        row.update(score_columns(s))
+    else:  # a photo in which no face was found
+        row.update(outcome="unscorable", unscorable_reason="no_face")
     return row
 
 
 def format_face_summary(result: FaceBatchResult) -> str:
-    lines = [f"{'folder':<40} {'faces':>6} {'mean aMGS':>10} {'% pain':>7} {'review':>7}"]
+    """Per folder: faces, then mean aMGS, % pain and review count over scorable faces only."""
+    lines = [f"{'folder':<40} {'faces':>6} {'mean aMGS':>10} {'% pain':>7} {'review':>7} {'unscorable':>11}"]
     for folder, s in summarize_by_folder(result.scored).items():
         name = folder if len(folder) <= 40 else "..." + folder[-37:]
-        lines.append(
-            f"{name:<40} {s.n:>6} {s.mean_amgs:>10.3f} {100 * (s.fraction_pain or 0):>6.1f}% {s.n_review:>7}"
-        )
+        mean = f"{s.mean_amgs:.3f}" if s.mean_amgs is not None else "-"
+        pain = f"{100 * s.fraction_pain:.1f}%" if s.fraction_pain is not None else "-"
+        lines.append(f"{name:<40} {s.n_total:>6} {mean:>10} {pain:>7} {s.n_review:>7} {s.n_unscorable:>11}")
     photos = len({p for p, _ in result.scored})
     lines.append(
         f"scored {len(result.scored)} face(s) in {photos} photo(s); {len(result.no_face)} photo(s) without a face; "

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from amgs.batch import MODEL_COLUMNS, SCORE_COLUMNS, model_columns, score_columns
 from amgs.device.config import SelectionSection, ViewSection
 from amgs.device.selection import ViewSelector
-from amgs.preprocess import to_model_input
-from amgs.scoring import Scorer
+from amgs.scoring import NO_FACE, QUALITY, UNSCORABLE, Scorer
 from amgs.video import VideoInfo, iter_windows, probe, video_time
 
 WINDOW_COLUMNS = [
@@ -34,12 +34,7 @@ WINDOW_COLUMNS = [
     "wall_time",
     "status",
     "reason",
-    "p_pain",
-    "label",
-    "amgs",
-    "confidence",
-    "needs_review",
-    "mgs_au",
+    *SCORE_COLUMNS,
     "box_x",
     "box_y",
     "box_w",
@@ -49,8 +44,10 @@ WINDOW_COLUMNS = [
     "motion",
     "asleep",
     "frames",
-    "model_sha256",
+    *MODEL_COLUMNS,
 ]
+NO_FACE_REJECTS = ("no_face", "no_frames", "region_outside_frame")
+"""Window rejection reasons that mean no face was found; every other one (blurry, too dark, ...) is quality."""
 
 
 @dataclass
@@ -83,7 +80,7 @@ def score_video(
     view = ViewSection(name="video", source="video", cage_id="video", region=region)
     selector = ViewSelector(view, selection or SelectionSection(), scorer.model.input_size, detector)
     result = VideoResult(info)
-    sha = scorer.manifest.sha256
+    model = model_columns(scorer.manifest)
     bar = tqdm(
         total=round(info.duration_s, 1),
         unit="s",
@@ -102,30 +99,26 @@ def score_video(
                 start_s=round(win.start_s, 3),
                 end_s=round(win.end_s, 3),
                 frames=len(win.frames),
-                model_sha256=sha,
+                **model,
             )
             outcome = selector.select(win.frames) if win.frames else None
             if outcome is None or outcome.selection is None:
-                rejected = outcome.rejected if outcome else Counter({"no_frames": 1})
-                row.update(status="unscorable", reason=_reason(rejected))
+                reason = _reason(outcome.rejected if outcome else Counter({"no_frames": 1}))
+                why = NO_FACE if reason in NO_FACE_REJECTS else QUALITY
+                row.update(status="unscorable", reason=reason, outcome=UNSCORABLE, unscorable_reason=why)
                 if outcome is not None and outcome.motion_energy is not None:
                     row["motion"] = round(outcome.motion_energy, 3)
             else:
                 sel = outcome.selection
                 c = sel.chosen
-                s = scorer.score_input(to_model_input(c.pixels, scorer.manifest.input))
+                s = scorer.score_pixels(c.pixels)  # the quality gate and the in-domain check included
                 t = video_time(c.frame, info)
                 row.update(
-                    status="scored",
-                    reason="",
+                    status="scored" if s.scorable else "unscorable",
+                    reason=s.unscorable_reason or "",
                     video_time_s=round(t, 3),
                     wall_time=_iso(c.frame.captured_at) if info.start else "",
-                    p_pain=s.p_pain,
-                    label=s.label,
-                    amgs=s.amgs,
-                    confidence=s.confidence,
-                    needs_review=s.needs_review,
-                    mgs_au=s.mgs_au,
+                    **score_columns(s),
                     box_x=c.box[0],
                     box_y=c.box[1],
                     box_w=c.box[2],

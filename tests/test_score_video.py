@@ -102,6 +102,31 @@ def test_whole_cage_photos_each_face_scored_with_its_lab_box(tmp_path):
     }
     assert sum(x["status"] == "no_face" for x in rows) == sum(not v for v in boxes.values())
     assert "photo(s) without a face" in r.output
+    # every row says which model made it, that it is synthetic, and what the image ends in
+    assert all(x["model"] and x["model_version"] and x["synthetic"] is True for x in rows)
+    assert all(x["outcome"] in ("pain", "no pain", "unscorable") for x in scored)
+    assert all(
+        (x["outcome"], x["unscorable_reason"]) == ("unscorable", "no_face") for x in rows if not x["box_w"]
+    )
+
+
+def test_video_without_a_detector_is_not_called_pain_on_whole_cage_frames(recording, tmp_path):
+    """Without a detector, a fixed region of the whole cage is scored as it is: the raw model says "pain" at
+    0.99 for every window (the failure issue 11 was filed for); the in-domain check makes each window
+    unscorable (out_of_domain) instead, and the summary scores nothing."""
+    path, _ = recording
+    out = tmp_path / "windows.csv"
+    r = CliRunner().invoke(
+        main, ["score", str(path), "-o", str(out), "--window", "5s", "--region", "0,0,640,360"]
+    )
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == sum(s.duration_s for s in SEGMENTS) / 5
+    assert all(x["model"] and x["model_version"] and x["synthetic"] == "True" for x in rows)
+    assert {(x["status"], x["outcome"], x["unscorable_reason"]) for x in rows} == {
+        ("unscorable", "unscorable", "out_of_domain")
+    }
+    assert "0 scored (mean aMGS -" in r.output and f"out_of_domain {len(rows)}" in r.output
 
 
 @needs_shipped_detector
