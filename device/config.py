@@ -84,6 +84,11 @@ class DetectorSection(_Strict):
     class_id: int | None = Field(None, ge=0, description="keep only this class; None keeps all")
     threads: int = Field(1, ge=1, le=16)
     margin: float = Field(0.1, ge=0, le=1, description="grow each box by this fraction per side")
+    allow_synthetic: bool = Field(
+        False,
+        description="run a detector trained on SYNTHETIC scenes only (demos, tests): on real cages it finds "
+        "faces by chance, so the agent refuses such a detector unless this is true",
+    )
 
 
 class FolderSource(_Strict):

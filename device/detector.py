@@ -66,7 +66,15 @@ def load_detector(cfg: DetectorSection, backend: str = "auto"):
     manifest_file = path.with_suffix(".manifest.json")
     if manifest_file.is_file():
         try:
-            if read_manifest(manifest_file).kind == "detector":
+            manifest = read_manifest(manifest_file)
+            if manifest.kind == "detector":
+                if manifest.synthetic and not cfg.allow_synthetic:
+                    raise DetectorError(
+                        f"face detector {manifest.name} {manifest.version} ({path}) was trained on SYNTHETIC "
+                        "scenes only: on real cages it finds faces by chance. Train one on your lab's boxes "
+                        "(`amgs model train-detector`, docs/models.md), or, for a demo or a test, set "
+                        "detector.allow_synthetic = true."
+                    )
                 return FaceDetector(
                     path, num_threads=cfg.threads, backend=backend, min_score=cfg.min_score, margin=cfg.margin
                 )

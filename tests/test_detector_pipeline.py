@@ -100,6 +100,7 @@ state_dir = "{tmp_path / "state"}"
 allow_synthetic = true
 [detector]
 path = "{det_path}"
+allow_synthetic = true
 [[sources]]
 name = "replay"
 kind = "folder"
