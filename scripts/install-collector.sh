@@ -224,6 +224,8 @@ say "7/7 database schema (the collector backs an existing database up first), sy
 run install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$STATE_DIR"
 run runuser -u "$USER_NAME" -- "$VENV/bin/amgs" server migrate --config "$ETC/server.toml"
 run install -m 0644 "$SRC/systemd/amgs-collector.service" /etc/systemd/system/amgs-collector.service
+# the worker template for scale-out (docs/scale-out.md); installed, never enabled here
+run install -m 0644 "$SRC/systemd/amgs-worker@.service" /etc/systemd/system/amgs-worker@.service
 run systemctl daemon-reload
 run systemctl enable mosquitto.service amgs-collector.service
 run systemctl restart mosquitto.service

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-UNITS = {name: REPO / "systemd" / f"{name}.service" for name in ("amgs-device", "amgs-collector")}
+UNITS = {
+    name: REPO / "systemd" / f"{name}.service" for name in ("amgs-device", "amgs-collector", "amgs-worker@")
+}
 INSTALLED_AMGS = "/opt/amgs/venv/bin/amgs"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
@@ -50,7 +52,7 @@ def checkable_units(tmp_path_factory) -> dict[str, Path]:
     for name, path in UNITS.items():
         text = path.read_text()
         assert INSTALLED_AMGS in text
-        units[name] = out / path.name
+        units[name] = out / path.name.replace("@.service", "@1.service")  # a template is checked as an instance
         units[name].write_text(text.replace(INSTALLED_AMGS, str(amgs)))
     return units
 
@@ -130,6 +132,16 @@ def test_execstart_command_exists_with_config_option(part, command):
     cmd = group.get_command(ctx, command)
     assert cmd is not None, f"`amgs {part} {command}` missing: the unit's ExecStart would fail"
     assert "--config" in {o for p in cmd.params for o in p.opts}
+
+
+def test_worker_unit_is_a_template_of_the_collector_unit_with_its_own_config_and_state():
+    """Several workers per host: each instance its own config file and state directory, the same hardening."""
+    w, c = service("amgs-worker@"), service("amgs-collector")
+    assert w["ExecStart"] == [f"{INSTALLED_AMGS} server run --config /etc/amgs/worker-%i.toml"]
+    assert w["StateDirectory"] == ["amgs-worker/%i"]
+    assert "nats-server.service" in UNITS["amgs-worker@"].read_text()
+    same = {k: v for k, v in c.items() if k not in ("ExecStart", "StateDirectory")}
+    assert {k: w.get(k) for k in same} == same
 
 
 def test_units_parse_as_ini():
