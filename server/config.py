@@ -118,7 +118,8 @@ class StorageConfig(Section):
         None,
         pattern=r"^postgres(ql)?://",
         description="PostgreSQL instead of the SQLite file: postgresql://user@host:5432/db (password in "
-        "~/.pgpass or PGPASSFILE, never here); the same schema and migrations; backups are the database's",
+        "~/.pgpass or PGPASSFILE, never here); the same schema and migrations; pg_dump before a schema upgrade "
+        "and by `amgs server backup`; periodic backups are the database's (backup_every_h applies to SQLite)",
     )
     wal: bool = Field(True, description="SQLite write-ahead log (readers never block the writer)")
     backup_before_migrate: bool = Field(

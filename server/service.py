@@ -66,7 +66,9 @@ def builtin_jobs(config: ServerConfig) -> list[PeriodicJob]:
     jobs = [PeriodicJob("model-assignments", 2.0, ModelAssignmentPublisher(), 1.0)]
     if config.ingest.crop_request_every_s and config.ingest.crops_per_cage:
         jobs.append(PeriodicJob("crop-requests", config.ingest.crop_request_every_s, CropRequester(), 5.0))
-    if config.storage.backup_every_h:
+    # PostgreSQL: periodic backups are the database's (every worker dumping would be N copies): schedule
+    # `amgs server backup` (pg_dump) once, or use the institution's own tooling (docs/server.md, PostgreSQL)
+    if config.storage.backup_every_h and not config.storage.url:
         every = config.storage.backup_every_h * 3600
         jobs.append(PeriodicJob("backup", every, _backup_job, first_delay_s=every))
     return jobs

@@ -52,7 +52,9 @@ def checkable_units(tmp_path_factory) -> dict[str, Path]:
     for name, path in UNITS.items():
         text = path.read_text()
         assert INSTALLED_AMGS in text
-        units[name] = out / path.name.replace("@.service", "@1.service")  # a template is checked as an instance
+        units[name] = out / path.name.replace(
+            "@.service", "@1.service"
+        )  # a template is checked as an instance
         units[name].write_text(text.replace(INSTALLED_AMGS, str(amgs)))
     return units
 

@@ -95,13 +95,23 @@ def migrate(config_path, db_path) -> None:
 @db_option
 @click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path), default=None)
 def backup(config_path, db_path, dest) -> None:
-    """Copy the live database (consistent while the collector runs) into the backups folder."""
+    """Copy the live database (consistent while the collector runs) into the backups folder.
+
+    SQLite: the online backup API. PostgreSQL: ``pg_dump`` in its custom format (``pg_restore`` reads it)."""
+    from amgs.server.storage.db import DatabaseError
     from amgs.server.storage.db import backup as do_backup
+    from amgs.server.storage.pg import is_postgres
+    from amgs.server.storage.pg_backup import backup as pg_backup
 
     config, db = load(config_path, db_path)
-    path = do_backup(
-        db.local().conn, dest or config.storage.backups_dir, "manual", config.storage.backups_keep
-    )
+    where, keep = dest or config.storage.backups_dir, config.storage.backups_keep
+    try:
+        if is_postgres(db):
+            path = pg_backup(db.url, where, "manual", keep)
+        else:
+            path = do_backup(db.local().conn, where, "manual", keep)
+    except DatabaseError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(str(path))
 
 

@@ -188,7 +188,7 @@ def open_database(config) -> CollectorDB:
         from .pg import PgDatabase
 
         db = PgDatabase(storage.url)
-        db.migrate()
+        db.migrate(storage.backups_dir if storage.backup_before_migrate else None, storage.backups_keep)
         return db
     db = CollectorDB.from_config(storage)
     db.migrate(storage.backups_dir if storage.backup_before_migrate else None, storage.backups_keep)

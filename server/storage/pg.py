@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 import time
+from pathlib import Path
 
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 
@@ -338,8 +339,13 @@ class PgDatabase:
                 raise DatabaseError(
                     f"{self.path} has schema version {current}, newer than this software's {SCHEMA_VERSION}"
                 )
+            pending = [m for m in MIGRATIONS if current < m[0] <= target]
+            if current and pending and backups_dir is not None:  # as on SQLite: a copy before any change
+                from .pg_backup import backup
+
+                backup(self.url, Path(backups_dir), f"before-v{pending[0][0]}", keep)
             done = []
-            for version, what, run in (m for m in MIGRATIONS if current < m[0] <= target):
+            for version, what, run in pending:
                 log.info("migrating %s to schema version %d: %s", self.path, version, what)
                 db.execute("BEGIN")
                 try:
