@@ -17,7 +17,7 @@ from amgs.server.models import registry
 from amgs.server.storage.db import open_database
 from amgs.server.web import auth
 from tests.test_web_auth import login
-from tests.web_helpers import Served, http
+from tests.web_helpers import ARTIFACTS, Served, http, launch_chromium
 
 HUMAN = [0, 0, 1, 1, 2, 2, 0, 1, 2, 1, 0, 2]  # every unit, both raters: human MGS of the 12 faces
 ACTIVE_AU = [0.2, 0.1, 0.9, 1.3, 1.8, 1.6, 0.5, 0.7, 1.9, 1.2, 0.3, 1.5]
@@ -216,3 +216,53 @@ def test_agreement_with_human_ratings_on_the_page_and_in_the_api(site):
     shadow = page[page.index('id="shadow-human"') : page.index('id="model-events"')]
     c2 = shadow[shadow.index('data-cage="C2"') :]
     assert "n &lt; 10: too few" in c2[: c2.index("</tr>")]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_in_chromium_staff_promote_after_confirming_and_viewers_see_no_buttons(site):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    base, conn, a, b = site
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{base}/login?next=/models")
+            page.fill("input[name=username]", "vet")
+            page.fill("input[name=password]", "correct horse battery")
+            page.keyboard.press("Enter")
+            page.wait_for_url(re.compile(re.escape(base) + r"/models$"))
+            assert page.locator("#human-agreement tbody tr").count() == 1
+            page.screenshot(path=str(ARTIFACTS / "models-staff.png"), full_page=True)
+            page.click('a[data-action="promote"][data-device="dev1"]')
+            page.wait_for_url(re.compile(re.escape(base) + r"/models/promote/confirm\?device_id=dev1$"))
+            page.click("#confirm-form button[type=submit]")  # nothing typed: the browser does not send it
+            assert "/confirm" in page.url and assignment(conn, "dev1") == (a, b)
+            page.fill("#confirm-form input[name=confirm]", "dev1")
+            page.screenshot(path=str(ARTIFACTS / "models-confirm.png"), full_page=True)
+            page.click("#confirm-form button[type=submit]")
+            page.wait_for_url(re.compile(re.escape(base) + r"/models\?event=\d+#model-devices$"))
+            assert "Promoted: lab-mgs 2.0.0" in page.inner_text("#model-notice")
+            assert assignment(conn, "dev1") == (b, None)
+            row = page.locator("#model-devices tbody tr", has_text="dev1").first.inner_text()
+            assert "lab-mgs 2.0.0" in row and "Promote" not in row
+            assert "promoted" in page.inner_text("#model-events")
+            context.close()
+            assert not errors, errors
+
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{base}/login?next=/models")
+            page.fill("input[name=username]", "guest")
+            page.fill("input[name=password]", "viewer password 1")
+            page.keyboard.press("Enter")
+            page.wait_for_url(re.compile(re.escape(base) + r"/models$"))
+            assert page.locator("a[data-action]").count() == 0
+            assert "in shadow (staff decide)" in page.inner_text("#model-devices")
+            context.close()
+        finally:
+            browser.close()

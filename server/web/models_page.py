@@ -12,6 +12,7 @@ the recorded event.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
@@ -39,6 +40,24 @@ def _names(conn) -> dict[str, str]:
     return {r[0]: f"{r[1]} {r[2]}" for r in conn.execute("SELECT sha256, name, version FROM models")}
 
 
+def _event_rows(conn, names: dict[str, str]) -> list[dict]:
+    """The last changes, with an assignment's detail (sha256s as JSON) said in model names."""
+    out = []
+    for e in registry.events(conn, 10):
+        detail = e["detail"] or ""
+        if e["action"] == "assigned":
+            try:
+                shas = json.loads(detail)
+                detail = "active: {}; candidate: {}".format(
+                    names.get(shas.get("active"), "configured model"),
+                    names.get(shas.get("candidate"), "none") if shas.get("candidate") else "none",
+                )
+            except (ValueError, AttributeError):
+                pass
+        out.append({**e, "model": names.get(e["sha256"], (e["sha256"] or "")[:16]), "text": detail})
+    return out
+
+
 def _models_page(
     request: Request, viewer: Principal | None, *, notice: str = "", error: str = "", status_code=200
 ):
@@ -55,7 +74,7 @@ def _models_page(
         assignments=registry.assignments(conn),
         agreement=registry.agreement(conn),
         human=human_agreement(conn, request.app.state.config.rating.human_pain_cutoff),
-        events=registry.events(conn, 10),
+        events=_event_rows(conn, names),
         names=names,
         when=_when,
         notice=notice,
