@@ -160,6 +160,15 @@ def test_staff_promote_through_a_confirmation_step_and_see_the_event(site):
     _, _, page = http("GET", base + headers["Location"].split("#")[0], headers={"Cookie": vet})
     assert "Abandoned: lab-mgs 2.0.0 is no longer scored in shadow on dev2" in page
 
+    # the JSON API records who changed it too
+    token = auth.create_token(sqlite_utils.Database(conn), "vet", "script")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert http("POST", f"{base}/api/models/assign", {"device_id": "dev2", "candidate": b}, bearer)[0] == 200
+    assert http("POST", f"{base}/api/models/abandon", {"device_id": "dev2"}, bearer)[0] == 200
+    assert conn.execute("SELECT detail FROM model_events ORDER BY id DESC LIMIT 1 OFFSET 1").fetchone() == (
+        "vet",
+    )
+
 
 def test_viewers_see_no_buttons_and_forged_posts_are_refused(site):
     base, conn, a, b = site

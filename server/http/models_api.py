@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse
 
 from amgs.server.models import registry
 from amgs.server.rating.by_model import human_agreement
+from amgs.server.web.context import who as current
 
 from .access import require_editor, require_viewer
 
@@ -81,8 +82,9 @@ def get_model(request: Request, ref: str) -> dict[str, Any]:
 
 
 def _who(request: Request) -> str | None:
-    user = getattr(request.state, "user", None)
-    return getattr(user, "username", None) or getattr(user, "name", None)
+    """The user or token owner making the change (recorded with the event)."""
+    user = current(request)
+    return user.username if user else None
 
 
 @router.post(
