@@ -15,6 +15,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
 from amgs.server.models import registry
+from amgs.server.rating.by_model import human_agreement
+from amgs.server.web.context import who as current
 
 from .access import require_editor, require_viewer
 
@@ -37,9 +39,22 @@ def _ref(conn, value: Any) -> str | None:
         raise HTTPException(400, str(e)) from None
 
 
-@router.get("", summary="Registered models with their evaluations and where they run")
+def _human(request: Request) -> dict[str, Any]:
+    return human_agreement(_conn(request), request.app.state.config.rating.human_pain_cutoff)
+
+
+@router.get("", summary="Registered models with their evaluations, where they run and their human agreement")
 def list_models(request: Request) -> list[dict[str, Any]]:
-    return registry.list_models(_conn(request))
+    human = {m["sha256"]: m for m in _human(request)["models"] if m["sha256"]}
+    return [{**m, "human_agreement": human.get(m["sha256"])} for m in registry.list_models(_conn(request))]
+
+
+@router.get(
+    "/human-agreement",
+    summary="Model vs human ratings per model version, and of shadow candidates on the same rated faces",
+)
+def get_human_agreement(request: Request) -> dict[str, Any]:
+    return _human(request)
 
 
 @router.get("/assignments", summary="Per device: assigned active/candidate model and what it reports")
@@ -62,12 +77,14 @@ def get_events(request: Request) -> list[dict[str, Any]]:
 def get_model(request: Request, ref: str) -> dict[str, Any]:
     conn = _conn(request)
     sha = _ref(conn, ref)
-    return registry.get_model(conn, sha)
+    human = {m["sha256"]: m for m in _human(request)["models"] if m["sha256"]}
+    return {**registry.get_model(conn, sha), "human_agreement": human.get(sha)}
 
 
 def _who(request: Request) -> str | None:
-    user = getattr(request.state, "user", None)
-    return getattr(user, "username", None) or getattr(user, "name", None)
+    """The user or token owner making the change (recorded with the event)."""
+    user = current(request)
+    return user.username if user else None
 
 
 @router.post(

@@ -58,6 +58,7 @@ class RatedItem:
     is_pain: bool | None = None
     mgs_au: float | None = None
     site: str = ""
+    model_sha256: str = ""
 
 
 @dataclass

@@ -57,10 +57,11 @@ def load(
             is_pain=None if r[8] is None else bool(r[8]),
             mgs_au=r[9],
             site=r[10] or "",
+            model_sha256=r[11] or "",
         )
         for r in conn.execute(
             "SELECT item_id, t, model_name, model_version, device_id, cage_id, group_id, p_pain, is_pain, "
-            f"mgs_au, site FROM rating_items i WHERE {' AND '.join(where)} ORDER BY item_id",
+            f"mgs_au, site, model_sha256 FROM rating_items i WHERE {' AND '.join(where)} ORDER BY item_id",
             args,
         )
     ]
