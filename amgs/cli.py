@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -119,27 +121,7 @@ def main(verbose: int) -> None:
     show_default=True,
     help="Images: threads decoding and preprocessing ahead of the model.",
 )
-def score(
-    paths,
-    model_path,
-    threads,
-    accelerator,
-    backend,
-    output,
-    fmt,
-    no_progress,
-    detect,
-    boxes_file,
-    detector_path,
-    min_score,
-    margin,
-    window,
-    samples,
-    region,
-    start,
-    plot,
-    workers,
-) -> None:
+def score(**options) -> None:
     """Score face images, whole-cage photos (--detect / --boxes) or videos (mp4, avi, mov, mkv).
 
     Face images: one row per image. Whole-cage photos: one row per face, with its box. Videos: sampled
@@ -152,46 +134,28 @@ def score(
     from amgs.preprocess import iter_image_files
     from amgs.video import iter_video_files
 
-    videos = iter_video_files(list(paths))
+    run = ScoreRun(**options)
+    paths, output, progress = list(run.paths), run.output, not run.no_progress
+    videos = iter_video_files(paths)
     if videos and iter_image_files([p for p in paths if p not in videos]):
         raise click.UsageError("score images and videos in separate runs (their rows have different columns)")
-    scorer = load_scorer(model_path, threads, accelerator, backend)
+    scorer = load_scorer(run.model_path, run.threads, run.accelerator, run.backend)
     for line in model_banner(scorer.manifest):  # before any progress bar: read it before any score
         click.echo(line, err=True)
     if videos:
-        ok = _score_videos(
-            scorer,
-            videos,
-            output,
-            fmt,
-            no_progress,
-            detector_path,
-            min_score,
-            margin,
-            window,
-            samples,
-            region,
-            start,
-            plot,
-            threads,
-            backend,
-        )
-    elif detect or boxes_file:
+        ok = _score_videos(scorer, videos, run)
+    elif run.detect or run.boxes_file:
         from amgs.batch_faces import BoxTable, format_face_summary, run_faces
 
-        det = (
-            _load_detector(detector_path, min_score, margin, threads, backend)
-            if detect or not boxes_file
-            else None
-        )
-        table = BoxTable(boxes_file) if boxes_file else None
-        result = run_faces(scorer, list(paths), output, fmt, det, table, progress=not no_progress)
+        det = _load_detector(run) if run.detect or not run.boxes_file else None
+        table = BoxTable(run.boxes_file) if run.boxes_file else None
+        result = run_faces(scorer, paths, output, run.fmt, det, table, progress=progress)
         click.echo(format_face_summary(result), err=True)
         ok = bool(result.scored or result.no_face)
     else:
         from amgs.batch import format_summary, run_batch
 
-        result = run_batch(scorer, list(paths), output, fmt, progress=not no_progress, workers=workers)
+        result = run_batch(scorer, paths, output, run.fmt, progress=progress, workers=run.workers)
         click.echo(format_summary(result), err=True)
         ok = bool(result.scored)
     if scorer.manifest.synthetic:  # and again after, where the eye lands when the run ends
@@ -200,7 +164,32 @@ def score(
         sys.exit(1)
 
 
-def _load_detector(path, min_score, margin, threads, backend):
+@dataclass(frozen=True)
+class ScoreRun:
+    """What ``amgs score`` was asked for: its options, handed to the helpers as one object."""
+
+    paths: tuple[Path, ...]
+    model_path: Path | None
+    threads: int
+    accelerator: str
+    backend: str
+    output: TextIO
+    fmt: str
+    no_progress: bool
+    detect: bool
+    boxes_file: Path | None
+    detector_path: Path | None
+    min_score: float | None
+    margin: float
+    window: str
+    samples: int
+    region: str | None
+    start: str | None
+    plot: Path | None
+    workers: int
+
+
+def _load_detector(run: ScoreRun):
     """The face detector (default: the shipped one) or exit with the reason."""
     from amgs.detect import FaceDetector
     from amgs.manifest import ManifestError
@@ -209,7 +198,11 @@ def _load_detector(path, min_score, margin, threads, backend):
 
     try:
         det = FaceDetector(
-            path or DEFAULT_DETECTOR, num_threads=threads, backend=backend, min_score=min_score, margin=margin
+            run.detector_path or DEFAULT_DETECTOR,
+            num_threads=run.threads,
+            backend=run.backend,
+            min_score=run.min_score,
+            margin=run.margin,
         )
     except (ManifestError, RuntimeUnavailable) as e:
         raise click.ClickException(f"detector: {e}") from None
@@ -221,23 +214,7 @@ def _load_detector(path, min_score, margin, threads, backend):
     return det
 
 
-def _score_videos(
-    scorer,
-    videos,
-    output,
-    fmt,
-    no_progress,
-    detector_path,
-    min_score,
-    margin,
-    window,
-    samples,
-    region,
-    start,
-    plot,
-    threads,
-    backend,
-) -> bool:
+def _score_videos(scorer, videos, run: ScoreRun) -> bool:
     """Score each video; rows to ``output``, a summary per video to stderr, optional PNG time courses."""
     import csv
     from datetime import UTC, datetime
@@ -252,18 +229,19 @@ def _score_videos(
     from amgs.device.config import SelectionSection
     from amgs.video import VideoError, parse_duration
 
+    output, plot = run.output, run.plot
     try:
-        window_s = parse_duration(window)
-        start_at = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
+        window_s = parse_duration(run.window)
+        start_at = datetime.fromisoformat(run.start.replace("Z", "+00:00")) if run.start else None
         if start_at is not None and start_at.tzinfo is None:
             start_at = start_at.replace(tzinfo=UTC)
-        box = tuple(int(v) for v in region.split(",")) if region else None
+        box = tuple(int(v) for v in run.region.split(",")) if run.region else None
         if box is not None and (len(box) != 4 or box[2] < 2 or box[3] < 2):
-            raise ValueError(f"--region {region!r}: expected x,y,w,h")
+            raise ValueError(f"--region {run.region!r}: expected x,y,w,h")
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    detector = None if box else _load_detector(detector_path, min_score, margin, threads, backend)
-    writer = csv.writer(output) if fmt == "csv" else None
+    detector = None if box else _load_detector(run)
+    writer = csv.writer(output) if run.fmt == "csv" else None
     if writer:
         writer.writerow(WINDOW_COLUMNS)
     any_ok = False
@@ -274,10 +252,10 @@ def _score_videos(
                 scorer,
                 detector,
                 window_s,
-                samples,
+                run.samples,
                 SelectionSection(),
                 start_at,
-                progress=not no_progress,
+                progress=not run.no_progress,
                 region=box,
             )
         except VideoError as e:
