@@ -196,6 +196,12 @@ def _load_detector(run: ScoreRun):
     from amgs.models import DEFAULT_DETECTOR
     from amgs.runtime import RuntimeUnavailable
 
+    if run.detector_path is None and not DEFAULT_DETECTOR.is_file():
+        raise click.ClickException(
+            "no face detector is shipped yet (docs/models.md, 'The face detector'): pass --detector FILE "
+            "(made by `amgs model train-detector` and `quantize-detector`), or --region x,y,w,h for videos, "
+            "or --boxes FILE for whole-cage photos"
+        )
     try:
         det = FaceDetector(
             run.detector_path or DEFAULT_DETECTOR,

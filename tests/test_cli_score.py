@@ -2,6 +2,8 @@ import csv
 import io
 import shutil
 
+import pytest
+
 from click.testing import CliRunner
 
 from amgs.cli import main
@@ -33,3 +35,14 @@ def test_score_jsonl_and_missing_model(synth_set, tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"x")
     r = CliRunner().invoke(main, ["score", str(synth_set), "--model", str(tmp_path / "m.tflite")])
     assert r.exit_code != 0 and "no manifest" in r.output
+
+
+def test_video_without_a_detector_says_what_to_pass_instead(tmp_path):
+    from amgs.models import DEFAULT_DETECTOR
+
+    if DEFAULT_DETECTOR.is_file():
+        pytest.skip("a detector is shipped: nothing to say")
+    video = tmp_path / "cage1_20260301_080000.mp4"
+    video.write_bytes(b"")  # never opened: the detector is looked for first
+    r = CliRunner().invoke(main, ["score", str(video), "--no-progress"])
+    assert r.exit_code == 1 and "--region x,y,w,h" in r.output and "--detector FILE" in r.output, r.output
