@@ -3,7 +3,6 @@ import io
 import shutil
 
 import pytest
-
 from click.testing import CliRunner
 
 from amgs.cli import main
