@@ -11,6 +11,8 @@ GENERATED = ["docs/server.md"]
 
 
 def test_config_reference_is_current():
-    cog = Path(sys.executable).with_name("cog")
-    r = subprocess.run([str(cog), "--check", *GENERATED], capture_output=True, text=True, cwd=ROOT)
+    # this interpreter's cog (a copied virtual environment's bin/cog may start another Python)
+    r = subprocess.run(
+        [sys.executable, "-m", "cogapp", "--check", *GENERATED], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\nregenerate: .venv/bin/cog -r {' '.join(GENERATED)}"
