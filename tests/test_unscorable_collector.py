@@ -392,6 +392,44 @@ def test_api_and_dashboard_show_unscorable_counts(tmp_path):
         served.stop()
 
 
+@pytest.mark.browser
+def test_dashboard_draws_unscorable_counts_in_chromium(tmp_path):
+    """The cage page draws the unscorable count per bin beside the images scored, with a note of the
+    reasons; the overview tile gives the window's unscorable share."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from tests.web_helpers import launch_chromium
+
+    config = server_config(tmp_path, notify={"mqtt": {"enabled": False}})
+    db = open_database(config)
+    save(db.local().conn, "cages", {"cage_id": "C1", "site_id": SITE})
+    t0 = (int(time.time()) // HOUR - 2) * HOUR + 60
+    Ingestor(db, config).process([incoming(m) for m in mixed(t0)])
+    served = Served(create_app(config, db))
+    errors: list[str] = []
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = launch_chromium(p)
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{served.base}/cages/C1?hours=24&bin=1h")
+            page.wait_for_function("Number(document.body.dataset.ready || 0) >= 1", timeout=45000)
+            labels = page.evaluate("AMGS.charts.pain.series.map((s) => s.label)")
+            assert labels[1:] == ["fraction pain", "images scored", "images unscorable"]
+            assert page.evaluate("AMGS.charts.pain.data[2].reduce((a, b) => a + (b || 0), 0)") == 4
+            assert page.evaluate("AMGS.charts.pain.data[3].reduce((a, b) => a + (b || 0), 0)") == 5
+            note = page.locator("#unscorable-note").inner_text()
+            assert note.startswith(
+                "5 of 9 images in this range were unscorable (out of domain 3, no face 1, quality 1)"
+            )
+            page.goto(f"{served.base}/")
+            page.wait_for_function("Number(document.body.dataset.ready || 0) >= 1", timeout=45000)
+            assert "24 h: 5 of 9 img unscorable (56%)" in page.locator(".tile[data-cage=C1]").inner_text()
+            browser.close()
+    finally:
+        served.stop()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
 # --------------------------------------------------------------------------- alerts
 
 
