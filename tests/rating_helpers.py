@@ -50,7 +50,9 @@ def add_score(
     model_name: str = "amgs-test",
     jpeg: bytes | None = None,
     synthetic: bool = False,
+    unscorable: str | None = None,
 ) -> None:
+    """A stored score (``unscorable``: its reason, for an unscorable record)."""
     au = mgs_au if mgs_au is not None else 2 * p
     row = {
         "msg_id": msg_id,
@@ -86,8 +88,13 @@ def add_score(
         "inference_ms": None,
         "has_crop": int(crop),
         "face_box": None,
+        "outcome": "unscorable" if unscorable else None,
+        "unscorable_reason": unscorable,
+        "domain_distance": None,
     }
     assert set(row) == set(SCORE_COLUMNS)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}  # an older schema: its columns
+    row = {k: v for k, v in row.items() if k in have}
     conn.execute(
         f"INSERT INTO scores ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
     )

@@ -12,13 +12,27 @@ from tests.server_support import server_config
 RATING_TABLES = ("rating_items", "rating_days", "ratings", "rating_changes", "rater_sessions", "rater_queue")
 
 
-def tables(path):
-    with sqlite3.connect(path) as conn:
-        return {
-            name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if not name.startswith("sqlite_")
-        }
+def tables(path, columns_of=None):
+    """Every row of every table; with ``columns_of`` (an older file), only the columns that file's
+    tables have (later schema versions add columns to existing tables)."""
+
+    def columns(conn, name):
+        return [r[1] for r in conn.execute(f"PRAGMA table_info({name})")]
+
+    old = sqlite3.connect(columns_of) if columns_of else None
+    try:
+        with sqlite3.connect(path) as conn:
+            out = {}
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                if name.startswith("sqlite_"):
+                    continue
+                cols = columns(old, name) if old else []
+                what = ", ".join(c for c in columns(conn, name) if c in cols) if cols else "*"
+                out[name] = sorted(conn.execute(f"SELECT {what} FROM {name}").fetchall(), key=repr)
+            return out
+    finally:
+        if old:
+            old.close()
 
 
 def schema(path):
@@ -43,7 +57,7 @@ def test_upgrade_from_version_7_keeps_every_row_and_adds_the_rating_tables(tmp_p
     assert db.version() == SCHEMA_VERSION >= 8
     (copy,) = config.storage.backups_dir.glob("collector-*-from-v7.db")
     assert tables(copy) == before
-    after = tables(config.storage.db_path)
+    after = tables(config.storage.db_path, columns_of=copy)
     assert {k: v for k, v in after.items() if k in before and k != "meta"} == {
         k: v for k, v in before.items() if k != "meta"
     }

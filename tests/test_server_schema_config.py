@@ -63,7 +63,8 @@ def test_migration_from_version_1_keeps_data_backfills_rollups_and_backs_up(tmp_
 def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
     from amgs.server.ingest.classify import Incoming
     from amgs.server.ingest.store import Ingestor
-    from amgs.server.storage.db import ROLLUP_SUMS, ROLLUP_TABLES, rollup_select
+    from amgs.server.storage.db import ROLLUP_TABLES, rollup_select
+    from amgs.server.storage.schema import ROLLUP_SUMS_V2
 
     config = server_config(tmp_path)
     db = CollectorDB(config.storage.db_path)
@@ -74,7 +75,8 @@ def test_migration_from_the_previous_version_keeps_ingest_state(tmp_path):
     _insert_old_scores(conn, rows)
     for width, table in ROLLUP_TABLES.items():
         conn.execute(
-            f"INSERT INTO {table} (cage_id, animal_id, bucket, {', '.join(ROLLUP_SUMS)}) {rollup_select(width)}"
+            f"INSERT INTO {table} (cage_id, animal_id, bucket, {', '.join(ROLLUP_SUMS_V2)}) "
+            f"{rollup_select(width, before_outcomes=True)}"
         )
     conn.execute(
         "INSERT INTO devices (device_id, site, committed_seq, max_seq, scores_total) VALUES ('d1', 'lab', 3, 5, 4)"

@@ -86,6 +86,22 @@ class NoFacesRule(_Strict):
     severity: Severity = Field("warning", description="severity of the alert it raises")
 
 
+class NoUsableFacesRule(_Strict):
+    """Fire when, over the last ``window_min`` with at least ``min_images`` images, the share the device
+    found unscorable (out of the model's domain, no face, poor quality) is >= ``unscorable_share``: the
+    cage is effectively unmonitored although images arrive (camera moved, fogged, lights, bedding)."""
+
+    enabled: bool = Field(True, description="false = this rule never fires")
+    window_min: float = Field(120, gt=0, le=7 * 24 * 60, description="look back this far")
+    min_images: int = Field(
+        6, ge=1, description="images (scorable or not) the window needs before the rule judges"
+    )
+    unscorable_share: float = Field(
+        0.8, gt=0, le=1, description="fire at this share of the window's images unscorable"
+    )
+    severity: Severity = Field("warning", description="severity of the alert it raises")
+
+
 class DeviceErrorRule(_Strict):
     """Fire while a device reports camera/model errors (status ``degraded``, ``errors``, a view error)."""
 
@@ -107,6 +123,7 @@ class AlertsConfig(_Strict):
     baseline_rise: BaselineRiseRule = BaselineRiseRule()
     device_offline: DeviceOfflineRule = DeviceOfflineRule()
     no_faces: NoFacesRule = NoFacesRule()
+    no_usable_faces: NoUsableFacesRule = NoUsableFacesRule()
     device_errors: DeviceErrorRule = DeviceErrorRule()
 
 

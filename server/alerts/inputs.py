@@ -1,7 +1,7 @@
 """Snapshots for the alert rules, read from the collector's tables (see ``amgs.server.storage.db``).
 
 Pain windows use the raw ``scores`` rows (exact windows; raw scores are kept far longer than any
-window), baselines use the collector's own baseline definition (``timecourse.baseline``) so the alert
+window), scorable records only (an unscorable one is counted apart, for the no-usable-faces rule), baselines use the collector's own baseline definition (``timecourse.baseline``) so the alert
 and the dashboard agree on what "the animal's baseline" is.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from amgs.contract import UNSCORABLE_REASONS
 from amgs.server.query.timecourse import Source, baseline, first_event
+from amgs.server.storage.schema import SCORABLE, UNSCORABLE
 from amgs.server.storage.sql import database
 
 from .config import AlertsConfig
@@ -22,12 +24,28 @@ def _dt(t: float | None) -> datetime | None:
 
 
 def window_stats(conn, cage: CageSnapshot, since: datetime, until: datetime) -> WindowStats:
-    n, mean, frac, synthetic = conn.execute(
-        "SELECT count(*), avg(amgs), avg(is_pain), max(model_synthetic) FROM scores "
+    """The cage's records in [since, until]: count, mean aMGS, fraction pain and the synthetic flag over
+    the scorable ones; the unscorable ones counted apart, by reason (their raw scores are never used)."""
+    only = f"CASE WHEN {SCORABLE} THEN"
+    reasons = ", ".join(
+        f"count(CASE WHEN {UNSCORABLE} AND unscorable_reason = '{r}' THEN 1 END)" for r in UNSCORABLE_REASONS
+    )
+    n, mean, frac, synthetic, n_unscorable, unscorable_synthetic, *by_reason = conn.execute(
+        f"SELECT count({only} 1 END), avg({only} amgs END), avg({only} is_pain END), "
+        f"max({only} model_synthetic END), count(CASE WHEN {UNSCORABLE} THEN 1 END), "
+        f"max(CASE WHEN {UNSCORABLE} THEN model_synthetic END), {reasons} FROM scores "
         "WHERE cage_id = ? AND t >= ? AND t <= ?",
         [cage.cage_id, since.timestamp(), until.timestamp()],
     ).fetchone()
-    return WindowStats(int(n), mean, frac, bool(synthetic))
+    return WindowStats(
+        int(n),
+        mean,
+        frac,
+        bool(synthetic),
+        int(n_unscorable),
+        tuple((r, int(k)) for r, k in zip(UNSCORABLE_REASONS, by_reason, strict=True) if k),
+        bool(unscorable_synthetic),
+    )
 
 
 def _views(text: str | None) -> list[dict]:
@@ -89,8 +107,10 @@ def cage_snapshots(
     info: dict[str, dict] = {}
     for cage_id, site in conn.execute("SELECT cage_id, site_id FROM cages"):
         info[cage_id] = {"site": site}
-    for cage_id, site, last in conn.execute(
-        "SELECT cage_id, max(site), max(t) FROM scores WHERE t >= ? GROUP BY cage_id", [since]
+    for cage_id, site, last in conn.execute(  # last: the last scorable face (no_faces)
+        f"SELECT cage_id, max(site), max(CASE WHEN {SCORABLE} THEN t END) FROM scores WHERE t >= ? "
+        "GROUP BY cage_id",
+        [since],
     ):
         info.setdefault(cage_id, {})
         info[cage_id]["site"] = info[cage_id].get("site") or site
@@ -105,7 +125,9 @@ def cage_snapshots(
     for cage_id, facts in sorted(info.items()):
         last = facts.get("last")
         if last is None:
-            row = conn.execute("SELECT max(t) FROM scores WHERE cage_id = ?", [cage_id]).fetchone()
+            row = conn.execute(
+                f"SELECT max(t) FROM scores WHERE cage_id = ? AND {SCORABLE}", [cage_id]
+            ).fetchone()
             last = row[0] if row else None
         device = watcher.get(cage_id)
         site = facts.get("site") or (device.site if device else None)

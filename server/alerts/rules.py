@@ -16,21 +16,26 @@ from .config import SEVERITY_RANK, AlertsConfig, SustainedPainRule
 
 @dataclass(frozen=True)
 class WindowStats:
-    """Scores of one cage over a time window."""
+    """Scores of one cage over a time window. ``n``, the mean, the fraction and ``synthetic`` are over the
+    scorable records only; the records the device found unscorable are only counted (by reason)."""
 
     n: int
     mean_amgs: float | None
     fraction_pain: float | None
     synthetic: bool = False  # some of these scores came from a model trained on synthetic faces
+    n_unscorable: int = 0
+    unscorable_reasons: tuple[tuple[str, int], ...] = ()  # (reason, count), the reasons with a count
+    unscorable_synthetic: bool = False  # some unscorable records came from a synthetic-trained model
 
 
 SYNTHETIC_MODEL = "SYNTHETIC MODEL"
 """Starts the message (and the e-mail subject) of every alert raised from a synthetic-trained model's scores."""
 
 
-def _honest(message: str, window: WindowStats) -> str:
-    """Say so when the scores behind an alert come from a model that has never seen a real mouse."""
-    if not window.synthetic:
+def _honest(message: str, window: WindowStats, synthetic: bool | None = None) -> str:
+    """Say so when the scores behind an alert come from a model that has never seen a real mouse
+    (``synthetic``: whether they do, when not the window's scorable records)."""
+    if not (window.synthetic if synthetic is None else synthetic):
         return message
     return (
         f"{SYNTHETIC_MODEL}: {message}. These scores come from a model trained on synthetic faces only: "
@@ -230,6 +235,42 @@ def no_faces(
     )
 
 
+def _span(minutes: float) -> str:
+    return f"{minutes / 60:g} h" if minutes >= 60 and minutes % 60 == 0 else f"{minutes:g} min"
+
+
+def no_usable_faces(
+    cfg: AlertsConfig, cage: CageSnapshot, now: datetime, stats: StatsFn
+) -> Condition | Unknown | None:
+    """Images arrive but the device finds (nearly) all of them unscorable: the cage is not monitored."""
+    rule = cfg.no_usable_faces
+    if not rule.enabled:
+        return None
+    window = stats(cage, now - timedelta(minutes=rule.window_min), now)
+    total = window.n + window.n_unscorable
+    if total < rule.min_images:
+        return Unknown("no_usable_faces", cage.site, cage.cage_id)
+    share = window.n_unscorable / total
+    if share < rule.unscorable_share:
+        return None
+    why = ", ".join(f"{reason} {k}" for reason, k in window.unscorable_reasons)
+    message = (
+        f"no usable faces in cage {cage.cage_id}: {window.n_unscorable} of {total} images unscorable"
+        f"{f' ({why})' if why else ''} in the last {_span(rule.window_min)}: check the camera and the cage"
+    )
+    return Condition(
+        "no_usable_faces",
+        cage.site,
+        cage.cage_id,
+        rule.severity,
+        _honest(message, window, window.synthetic or window.unscorable_synthetic),
+        round(share, 4),
+        rule.unscorable_share,
+        cage.animal_id,
+        cage.device_id,
+    )
+
+
 def device_conditions(cfg: AlertsConfig, device: DeviceSnapshot, now: datetime) -> list[Condition]:
     """Offline and error conditions, one per cage the device watches (each cage is unmonitored)."""
     cages = device.cages or (device.device_id,)
@@ -276,10 +317,17 @@ def evaluate(
     unknown: set[str] = set()
     for cage in cages:
         key = f"sustained_pain:{cage.site}:{cage.cage_id}"
+        unusable = no_usable_faces(cfg, cage, now, stats)
+        quiet = no_faces(cfg, cage, by_device.get((cage.site, cage.device_id or "")), now)
+        if isinstance(unusable, Condition) and quiet is not None:
+            # no scorable face for long because the images are unscorable: one alert says why, the
+            # no-faces one is neither opened nor resolved meanwhile
+            quiet = Unknown(quiet.rule, quiet.site, quiet.cage_id)
         for cond in (
             sustained_pain(cfg, cage, now, stats, pain_open_since.get(key)),
             baseline_rise(cfg, cage, now, stats),
-            no_faces(cfg, cage, by_device.get((cage.site, cage.device_id or "")), now),
+            quiet,
+            unusable,
         ):
             if isinstance(cond, Unknown):
                 unknown.add(cond.key)

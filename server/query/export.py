@@ -40,7 +40,12 @@ SCORE_EXPORT_COLUMNS = (
     "clock_synced",
     "model_name",
     "model_version",
+    "outcome",
+    "unscorable_reason",
+    "domain_distance",
 )
+"""``outcome`` empty: a device older than the field (the label stands); ``unscorable``: the image's
+amgs/p_pain/label are the model's raw output, kept for the record and in no mean or fraction."""
 
 TIMECOURSE_COLUMNS = (
     "series",
@@ -90,7 +95,7 @@ _METRICS = ("mean_amgs", "frac_pain", "delta_amgs", "mgs_au", "activity", "frac_
 
 def _series_rows(kind: str, series_id: str, group_id: str | None, result: dict[str, Any]) -> Iterator[tuple]:
     for b in result["bins"]:
-        if not b.get("n"):
+        if not b.get("n") and not b.get("n_unscorable"):
             continue
         common = (kind, series_id, group_id, b["start"], b.get("hours"), b.get("phase"), b["n"], None)
         for metric in _METRICS:
@@ -100,6 +105,11 @@ def _series_rows(kind: str, series_id: str, group_id: str | None, result: dict[s
             yield (*common, f"au_{k}", v, None)
         for reason, count in b.get("rejected", {}).items():
             yield (*common, f"rejected_{reason}", count, None)
+        if b.get("n_unscorable"):
+            yield (*common, "n_unscorable", b["n_unscorable"], None)
+            for reason, count in b["unscorable"].items():
+                if count:
+                    yield (*common, f"unscorable_{reason}", count, None)
 
 
 def _timecourse_rows(result: dict[str, Any]) -> Iterator[tuple]:

@@ -4,7 +4,8 @@ Bins run from 5 min to 1 day (any multiple of 5 min). A bin holds the 5-min (or 
 whose *midpoint* falls in it, so wall-clock bins are exact and bins aligned to an event time that is
 not on a 5-min boundary are off by at most 2.5 min (documented in docs/server.md).
 
-Per bin: images scored (``n``), mean aMGS with SD and SEM over images, fraction classified pain,
+Per bin: images scored (``n``), images the device found unscorable (``n_unscorable``, by reason in
+``unscorable``: out of the model's domain, no face, quality; they are in no other figure), mean aMGS with SD and SEM over images, fraction classified pain,
 AU means and the AU-based MGS when the model has AU heads, activity (mean frame motion), fraction
 asleep, scores needing review, scores from unsynchronized clocks, images rejected by reason (from the
 devices' status counters), and the light/dark phase from the configured photoperiod.
@@ -27,6 +28,7 @@ from typing import Any
 
 from amgs.contract import AU_KEYS, format_time
 from amgs.server.storage.db import REJECT_TABLES, ROLLUP_SUMS, ROLLUP_TABLES
+from amgs.server.storage.schema import UNSCORABLE_SUMS
 from amgs.server.storage.sql import database, where
 
 from .params import MAX_TIME, MIN_BIN_S, MIN_TIME, QueryError
@@ -151,10 +153,19 @@ def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: 
     return {b: dict(zip(ROLLUP_SUMS, v, strict=True)) for b, v in out.items()}
 
 
+def unscorable_counts(s: dict | None) -> dict[str, Any]:
+    """``n_unscorable`` and its split by reason (``out_of_domain``, ``no_face``, ``quality``)."""
+    return {
+        "n_unscorable": int(s["n_unscorable"]) if s else 0,
+        "unscorable": {reason: int(s[c]) if s else 0 for c, reason in UNSCORABLE_SUMS.items()},
+    }
+
+
 def stats(s: dict | None) -> dict[str, Any]:
-    """Rollup sums -> the per-bin figures the API returns."""
+    """Rollup sums -> the per-bin figures the API returns. Every figure is over scorable images only;
+    ``n_unscorable`` (and ``unscorable`` by reason) counts the others."""
     n = int(s["n"]) if s else 0
-    out: dict[str, Any] = {"n": n}
+    out: dict[str, Any] = {"n": n, **unscorable_counts(s)}
     if not n:
         out.update(
             mean_amgs=None, sd_amgs=None, sem_amgs=None, frac_pain=None, n_pain=0, n_review=0, n_unsynced=0
@@ -529,8 +540,9 @@ def group_timecourse(
     collected: dict[float, dict[str, list[float]]] = {}
     for s in per_animal.values():
         for row in s["bins"]:
-            slot = collected.setdefault(row[key], {"mean": [], "frac": [], "delta": [], "n": []})
+            slot = collected.setdefault(row[key], {"mean": [], "frac": [], "delta": [], "n": [], "u": []})
             slot["n"].append(row["n"])
+            slot["u"].append(row["n_unscorable"])
             if row["n"]:
                 slot["mean"].append(row["mean_amgs"])
                 slot["frac"].append(row["frac_pain"])
@@ -542,7 +554,12 @@ def group_timecourse(
         mean, sem = _mean_sem(slot["mean"])
         frac, frac_sem = _mean_sem(slot["frac"])
         delta, delta_sem = _mean_sem(slot["delta"])
-        row = {key: k, "n_animals": len(slot["mean"]), "n_images": sum(slot["n"])}
+        row = {
+            key: k,
+            "n_animals": len(slot["mean"]),
+            "n_images": sum(slot["n"]),
+            "n_unscorable": sum(slot["u"]),
+        }
         if not event_kind:
             row["start"] = iso(k)
         row.update(mean_amgs=mean, sem_amgs=sem, frac_pain=frac, sem_frac_pain=frac_sem)

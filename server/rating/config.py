@@ -58,7 +58,8 @@ class RatingConfig(_Section):
         0.0,
         ge=0,
         le=1,
-        description="share drawn from images the model flagged for review or as asleep (out of domain); "
+        description="share drawn from images flagged for review, as asleep or unscorable (out of domain, "
+        "no face, quality); "
         "0 = such images are never sampled",
     )
     repeat_share: float = Field(

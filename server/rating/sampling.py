@@ -3,8 +3,9 @@
 For each cage and complete local day (``photoperiod.timezone``) with stored crops, ``per_cage_per_day``
 items are drawn:
 
-1. ``unscorable_share`` from images the model or the device flagged (``needs_review`` or ``asleep``):
-   out-of-domain faces the lab may want scored on request; 0 by default, so such images are never drawn.
+1. ``unscorable_share`` from images the model or the device flagged (``needs_review``, ``asleep``, or an
+   ``unscorable`` outcome: out of the model's domain, no face, poor quality): faces the lab may want
+   scored on request; 0 by default, so such images are never drawn.
 2. ``random_share`` at random from the other images (an unbiased check of the whole range).
 3. the rest spread evenly across strata: the model's P(pain) bins (``pain_strata``) crossed with light
    and dark (``by_phase``). Each round gives one item to every stratum that still has images, in random
@@ -34,7 +35,7 @@ class Candidate:
     cage_id: str
     t: float
     p_pain: float
-    flagged: bool = False  # needs_review or asleep: out of the model's domain
+    flagged: bool = False  # needs_review, asleep or unscorable: out of the model's domain
 
 
 @dataclass(frozen=True)

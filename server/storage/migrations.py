@@ -20,6 +20,7 @@ from .schema import (
     RATING_DDL,
     REJECT_TABLES,
     ROLLUP_SUMS,
+    ROLLUP_SUMS_V2,
     ROLLUP_TABLES,
     V1_DDL,
     add_rejects,
@@ -41,11 +42,12 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 
 def _v2(db: sqlite_utils.Database) -> None:
-    """Rollups for fast time courses, backfilled from the scores already stored."""
+    """Rollups for fast time courses, backfilled from the scores already stored (the sums of that time:
+    ``ROLLUP_SUMS_V2``; version 10 adds the unscorable counts)."""
     for width, table in ROLLUP_TABLES.items():
-        run_script(db.conn, rollup_ddl(table))
-        cols = ", ".join(("cage_id", "animal_id", "bucket", *ROLLUP_SUMS))
-        db.conn.execute(f"INSERT INTO {table} ({cols}) {rollup_select(width)}")
+        run_script(db.conn, rollup_ddl(table, ROLLUP_SUMS_V2))
+        cols = ", ".join(("cage_id", "animal_id", "bucket", *ROLLUP_SUMS_V2))
+        db.conn.execute(f"INSERT INTO {table} ({cols}) {rollup_select(width, before_outcomes=True)}")
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -132,6 +134,22 @@ def _v8(db: sqlite_utils.Database) -> None:
     run_script(db.conn, RATING_DDL)
 
 
+def _v10(db: sqlite_utils.Database) -> None:
+    """Honest scores (issue 11): what a device made of each image, and unscorable counts in the rollups.
+
+    NULL ``outcome`` = a device older than the field: its label stands, the record is scorable. Every
+    score stored so far is scorable, so the rollups' existing sums stay right and their new counts are 0."""
+    run_script(
+        db.conn,
+        "ALTER TABLE scores ADD COLUMN outcome TEXT;"
+        "ALTER TABLE scores ADD COLUMN unscorable_reason TEXT;"
+        "ALTER TABLE scores ADD COLUMN domain_distance REAL",
+    )
+    for table in ROLLUP_TABLES.values():
+        for column in (c for c in ROLLUP_SUMS if c not in ROLLUP_SUMS_V2):
+            db.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 
@@ -145,5 +163,6 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "scores.model_synthetic: the score came from a model trained on synthetic faces", _v7),
     (8, "rating_items, rating_days, ratings, rating_changes, rater_sessions, rater_queue", _v8),
     (9, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v9),
+    (10, "scores.outcome, unscorable_reason, domain_distance; rollup n_unscorable and its reasons", _v10),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

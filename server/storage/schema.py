@@ -15,6 +15,7 @@ fields are the contract's RFC 3339 strings):
 - ``groups``            treatment groups / cohorts (e.g. laparotomy, sham, laparotomy + analgesic)
 - ``events``            timestamped events: surgery, analgesic, anaesthesia, handling, weight, other
 - ``rollup_5m``, ``rollup_1h``  pre-aggregated score sums per (cage, animal, bucket) for fast time courses
+  (scorable records only, plus counts of the unscorable ones by reason: see :func:`rollup_select`)
 - ``rejects_5m``, ``rejects_1h`` frames rejected per (device, bucket, reason), from status counter deltas
 - ``clock_anchors``     per device boot: wall time - monotonic time, from a synchronized record
 - ``meta``              key/value facts about this database (created, migrations applied)
@@ -72,12 +73,15 @@ SCORE_COLUMNS = (
     "inference_ms",
     "has_crop",
     "face_box",
+    "outcome",
+    "unscorable_reason",
+    "domain_distance",
 )
 
 ROLLUP_TABLES = {300: "rollup_5m", 3600: "rollup_1h"}
 """Rollup bucket width in seconds -> table."""
 
-ROLLUP_SUMS = (
+ROLLUP_SUMS_V2 = (
     "n",
     "sum_amgs",
     "sumsq_amgs",
@@ -91,6 +95,19 @@ ROLLUP_SUMS = (
     "sum_motion",
     "n_asleep",
 )
+"""The rollup sums as schema versions 2 to 9 held them (frozen: migration 2 creates these)."""
+
+UNSCORABLE_SUMS = {"n_out_of_domain": "out_of_domain", "n_no_face": "no_face", "n_quality": "quality"}
+"""Per-reason counts of unscorable records (``amgs.contract.UNSCORABLE_REASONS``), added by migration 10."""
+
+ROLLUP_SUMS = (*ROLLUP_SUMS_V2, "n_unscorable", *UNSCORABLE_SUMS)
+"""Every rollup sum. All but the ``n_unscorable``/``n_<reason>`` counts sum scorable records only."""
+
+SCORABLE = "coalesce(outcome, '') != 'unscorable'"
+"""SQL: a ``scores`` row that counts (NULL outcome: a device older than the outcome field = its label).
+An unscorable record keeps its raw p_pain/label/amgs for the record only: it is never part of a mean,
+a fraction pain, a rollup sum (other than the unscorable counts) or an alert rule."""
+UNSCORABLE = "outcome = 'unscorable'"
 
 
 V1_DDL = f"""
@@ -176,36 +193,53 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
-def rollup_ddl(table: str) -> str:
-    sums = ", ".join(
-        f"{c} {'INTEGER' if c.startswith('n') else 'REAL'} NOT NULL DEFAULT 0" for c in ROLLUP_SUMS
-    )
+def rollup_ddl(table: str, sums: tuple[str, ...] = ROLLUP_SUMS) -> str:
+    cols = ", ".join(f"{c} {'INTEGER' if c.startswith('n') else 'REAL'} NOT NULL DEFAULT 0" for c in sums)
     return (
         f"CREATE TABLE {table} (cage_id TEXT NOT NULL, animal_id TEXT NOT NULL DEFAULT '', "
-        f"bucket INTEGER NOT NULL, {sums}, PRIMARY KEY (cage_id, bucket, animal_id)) WITHOUT ROWID;"
+        f"bucket INTEGER NOT NULL, {cols}, PRIMARY KEY (cage_id, bucket, animal_id)) WITHOUT ROWID;"
         f"CREATE INDEX {table}_bucket ON {table} (bucket);"
         f"CREATE INDEX {table}_animal ON {table} (animal_id, bucket) WHERE animal_id != '';"
     )
 
 
-def rollup_select(width: int, where: str = "1", sign: str = "") -> str:
-    """SQL aggregating ``scores`` rows into rollup sums: the one definition. The migration backfills with
-    it, the writer adds each batch with it, and re-anchoring moves scores with it (``sign="-"`` removes)."""
-    exprs = {
-        "n": "count(*)",
-        "sum_amgs": "total(amgs)",
-        "sumsq_amgs": "total(amgs * amgs)",
-        "n_pain": "total(is_pain)",
-        "n_review": "total(needs_review)",
-        "n_unsynced": "total(1 - clock_synced)",
-        "n_au": "count(au_ot)",
-        **{f"sum_{k}": f"total(au_{k})" for k in AU_KEYS},
-        "sum_mgs_au": "total(mgs_au)",
-        "n_motion": "count(motion)",
-        "sum_motion": "total(motion)",
-        "n_asleep": "total(asleep)",
+def _rollup_exprs(ok: str) -> dict[str, str]:
+    """Each rollup sum as an aggregate over ``scores`` rows; the ``ROLLUP_SUMS_V2`` ones over rows
+    where ``ok`` holds (the scorable ones)."""
+
+    def only(expr: str) -> str:
+        return f"CASE WHEN {ok} THEN {expr} END"
+
+    return {
+        "n": f"count({only('1')})",
+        "sum_amgs": f"total({only('amgs')})",
+        "sumsq_amgs": f"total({only('amgs * amgs')})",
+        "n_pain": f"total({only('is_pain')})",
+        "n_review": f"total({only('needs_review')})",
+        "n_unsynced": f"total({only('1 - clock_synced')})",
+        "n_au": f"count({only('au_ot')})",
+        **{f"sum_{k}": f"total({only(f'au_{k}')})" for k in AU_KEYS},
+        "sum_mgs_au": f"total({only('mgs_au')})",
+        "n_motion": f"count({only('motion')})",
+        "sum_motion": f"total({only('motion')})",
+        "n_asleep": f"total({only('asleep')})",
+        "n_unscorable": f"count(CASE WHEN {UNSCORABLE} THEN 1 END)",
+        **{
+            c: f"count(CASE WHEN {UNSCORABLE} AND unscorable_reason = '{reason}' THEN 1 END)"
+            for c, reason in UNSCORABLE_SUMS.items()
+        },
     }
-    sums = ", ".join(f"{sign}{exprs[c]} AS {c}" for c in ROLLUP_SUMS)
+
+
+def rollup_select(width: int, where: str = "1", sign: str = "", *, before_outcomes: bool = False) -> str:
+    """SQL aggregating ``scores`` rows into rollup sums: the one definition. The migration backfills with
+    it, the writer adds each batch with it, and re-anchoring moves scores with it (``sign="-"`` removes).
+
+    Unscorable records count in ``n_unscorable`` and their reason's ``n_<reason>`` only. With
+    ``before_outcomes`` it is the select of schema versions 2 to 9 (``ROLLUP_SUMS_V2``, every row scorable:
+    ``scores.outcome`` came with version 10), for the migrations and tests that build such databases."""
+    exprs = _rollup_exprs("1 = 1" if before_outcomes else SCORABLE)
+    sums = ", ".join(f"{sign}{exprs[c]} AS {c}" for c in (ROLLUP_SUMS_V2 if before_outcomes else ROLLUP_SUMS))
     return (
         f"SELECT cage_id, coalesce(animal_id, '') AS animal_id, CAST(t / {width} AS INTEGER) * {width} AS bucket, "
         f"{sums} FROM scores WHERE {where} GROUP BY 1, 2, 3"

@@ -15,7 +15,7 @@
     return `<div class="alert-card sev-${AMGS.esc(a.severity)} st-${AMGS.esc(a.state)}" data-alert="${a.alert_id}" data-state="${AMGS.esc(a.state)}">
       <div class="line1"><span class="sev ${AMGS.esc(a.severity)}">${AMGS.esc(a.severity.replace("_", " "))}</span>
       <strong><a href="${AMGS.root}/cages/${encodeURIComponent(a.cage_id)}">cage ${AMGS.esc(a.cage_id)}</a></strong>
-      <span>${AMGS.esc(a.rule.replace("_", " "))}</span><span class="who">${AMGS.esc(a.state)} &middot; opened ${AMGS.fmtTime(a.opened_at)} &middot; updated ${AMGS.fmtTime(a.updated_at)} &middot; notified ${a.notify_count || 0}x</span></div>
+      <span>${AMGS.esc(a.rule.replace(/_/g, " "))}</span><span class="who">${AMGS.esc(a.state)} &middot; opened ${AMGS.fmtTime(a.opened_at)} &middot; updated ${AMGS.fmtTime(a.updated_at)} &middot; notified ${a.notify_count || 0}x</span></div>
       <div class="msg">${AMGS.esc(a.message)}</div>
       ${who.length ? `<div class="who">${who.join("<br>")}</div>` : ""}
       ${actions}

@@ -34,9 +34,23 @@
     const common = { x, xTime: wall, xLabel: wall ? "" : `hours since ${tc.event.kind}`, dark, events };
     AMGS.plot("amgs", els[0], { ...common, baseline: base, threshold: tc.thresholds.mean_amgs, y: [0, 1], yLabel: "aMGS",
       series: [{ label: "mean aMGS", values: bins.map((b) => b.mean_amgs), sem: bins.map((b) => b.sem_amgs) }] });
+    // Images the device found unscorable (out of domain, no face, quality) are in no mean or fraction:
+    // their count is drawn beside the images scored, only when a bin of the range has any.
+    const counts = [{ label: "images scored", values: bins.map((b) => b.n), color: "#8a939c", scale: "y2", digits: 0, width: 1 }];
+    if (bins.some((b) => b.n_unscorable)) {
+      counts.push({ label: "images unscorable", values: bins.map((b) => b.n_unscorable || 0), color: "#d98e04", scale: "y2", digits: 0, width: 1, dash: [4, 3] });
+    }
     AMGS.plot("pain", els[1], { ...common, threshold: tc.thresholds.fraction_pain, y: [0, 1], yLabel: "fraction pain", y2Label: "images",
-      series: [{ label: "fraction pain", values: bins.map((b) => b.frac_pain), color: "#c62828" },
-               { label: "images scored", values: bins.map((b) => b.n), color: "#8a939c", scale: "y2", digits: 0, width: 1 }] });
+      series: [{ label: "fraction pain", values: bins.map((b) => b.frac_pain), color: "#c62828" }, ...counts] });
+    const unscorable = bins.reduce((a, b) => a + (b.n_unscorable || 0), 0);
+    const scored = bins.reduce((a, b) => a + (b.n || 0), 0);
+    const why = {};
+    bins.forEach((b) => Object.entries(b.unscorable || {}).forEach(([k, v]) => { why[k] = (why[k] || 0) + v; }));
+    document.getElementById("unscorable-note").textContent = unscorable
+      ? `${unscorable} of ${unscorable + scored} images in this range were unscorable (` +
+        Object.entries(why).filter(([, v]) => v).map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(", ") +
+        "): they are left out of every mean and fraction above."
+      : "";
     AMGS.plot("activity", els[2], { ...common, yLabel: "activity", y2Label: "AU MGS (0-2)",
       series: [{ label: "activity", values: bins.map((b) => b.activity), color: "#00838f" },
                { label: "AU MGS", values: bins.map((b) => b.mgs_au), color: "#8e44ad", scale: "y2" }] });
@@ -48,7 +62,7 @@
     const live = alerts.filter((a) => a.state !== "resolved");
     document.getElementById("cage-alerts").innerHTML = live.map((a) =>
       `<div class="alert-card sev-${AMGS.esc(a.severity)}"><div class="line1"><span class="sev ${AMGS.esc(a.severity)}">${AMGS.esc(a.severity.replace("_", " "))}</span>
-       <strong>${AMGS.esc(a.rule.replace("_", " "))}</strong> <span class="who">${AMGS.esc(a.state)} since ${AMGS.fmtTime(a.opened_at)}</span>
+       <strong>${AMGS.esc(a.rule.replace(/_/g, " "))}</strong> <span class="who">${AMGS.esc(a.state)} since ${AMGS.fmtTime(a.opened_at)}</span>
        <a href="${AMGS.root}/alerts">manage</a></div><div class="msg">${AMGS.esc(a.message)}</div></div>`).join("");
   }
 
@@ -59,7 +73,7 @@
       const crops = limit ? await AMGS.getJSON(`/api/crops?cage_id=${encodeURIComponent(cage)}&limit=${limit}`) : [];
       el.innerHTML = crops.length ? crops.map((c) =>
         `<div class="crop ${c.label === "pain" ? "pain" : ""}"><img loading="lazy" src="${AMGS.esc(c.url)}" alt="face crop ${AMGS.esc(c.msg_id)}">
-         <div>aMGS ${AMGS.num(c.amgs)} &middot; ${AMGS.esc(c.label)}${c.needs_review ? " &middot; review" : ""}</div>
+         <div>${c.outcome === "unscorable" ? `unscorable (${AMGS.esc((c.unscorable_reason || "").replace(/_/g, " "))})` : `aMGS ${AMGS.num(c.amgs)} &middot; ${AMGS.esc(c.label)}`}${c.needs_review ? " &middot; review" : ""}</div>
          <div class="legend-note">${AMGS.fmtTime(c.captured_at)}</div></div>`).join("")
         : '<div class="empty">no face crops stored for this cage (devices send crops only when configured to)</div>';
       AMGS.ready();

@@ -30,6 +30,14 @@
     sel.innerHTML = keep + values.map((v) => `<option${v === current ? " selected" : ""}>${AMGS.esc(v)}</option>`).join("");
   }
 
+  function unscorable(t) {
+    // The share of the window's images the device could not score (left out of every figure), when not 0.
+    const w = t.window || {};
+    if (!w.n_unscorable) return "";
+    const all = w.n_unscorable + (w.n || 0);
+    return `<span class="unscorable">${t.window_h} h: ${w.n_unscorable} of ${all} img unscorable (${Math.round((100 * w.n_unscorable) / all)}%)</span>`;
+  }
+
   function render() {
     if (!last) return;
     const r = room.value, g = group.value, s = stateSel.value;
@@ -45,7 +53,7 @@
         <div class="meta">${AMGS.esc(t.room_id || "no room")} &middot; ${AMGS.esc((t.groups || []).join(", ") || "no group")}</div>
         ${spark(t.sparkline || [])}
         <div class="figures"><span>last score ${AMGS.esc(AMGS.ago(t.last_score_at, last.now))}</span>
-          <span>1 h: ${hr.n || 0} img, aMGS ${AMGS.num(hr.mean_amgs)}, pain ${AMGS.num(hr.frac_pain)}</span></div>
+          <span>1 h: ${hr.n || 0} img, aMGS ${AMGS.num(hr.mean_amgs)}, pain ${AMGS.num(hr.frac_pain)}</span>${unscorable(t)}</div>
         ${t.state_reason && t.state !== "ok" ? `<div class="reason">${AMGS.esc(t.state_reason)}</div>` : ""}
       </a>`;
     }).join("");
