@@ -235,6 +235,9 @@ class Quality(_Part):
     face_px: Count = None
     motion: float = Field(None, ge=0)
     asleep: bool = None
+    det_score: Prob = Field(
+        None, description="the face detector's score for face_box (absent: a fixed region)"
+    )
 
 
 class ViewState(_Part):

@@ -278,6 +278,7 @@ class Agent:
                 "face_px": int(c.face_px),
                 "motion": round(sel.motion_energy, 3),
                 "asleep": sel.asleep,
+                **({"det_score": round(c.det_score, 4)} if c.det_score is not None else {}),
             },
             face_box=[int(v) for v in c.box],
             inference_ms=s.inference_ms,

@@ -91,6 +91,7 @@ def add_score(
         "outcome": "unscorable" if unscorable else None,
         "unscorable_reason": unscorable,
         "domain_distance": None,
+        "det_score": None,
     }
     assert set(row) == set(SCORE_COLUMNS)
     have = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}  # an older schema: its columns

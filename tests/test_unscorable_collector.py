@@ -221,6 +221,27 @@ def test_ingest_stores_outcomes_and_counts_unscorable_apart(store):
     assert float(metrics["mean_amgs"]["value"]) == pytest.approx(SCORED_MEAN)
 
 
+def test_the_detector_score_of_a_face_box_is_stored_and_exported(store):
+    """Issue 13: a crop found by the face detector carries the detector's box and score to the collector."""
+    config, db, ing = store
+    t0 = time.time() - HOUR
+    found = record(1, t0, 0.3, outcome="scored") | {
+        "face_box": [40, 30, 220, 210],
+        "quality": {"sharpness": 80.0, "det_score": 0.87},
+    }
+    region = record(2, t0 + 10, 0.4, outcome="scored")  # a fixed region: no detector score
+    result = ing.process([incoming(Score.check(m).wire()) for m in (found, region)])
+    assert (result.stored, result.quarantined) == (2, 0)
+    conn = db.local().conn
+    assert rows(conn, "SELECT seq, face_box, det_score FROM scores ORDER BY seq") == [
+        (1, "[40,30,220,210]", 0.87),
+        (2, None, None),
+    ]
+    lines = "".join(export.scores_csv(conn, t0 - 60, t0 + 60)).splitlines()
+    header = lines[0].split(",")
+    assert [line.split(",")[header.index("det_score")] for line in lines[1:]] == ["0.87", ""]
+
+
 def test_only_unscorable_images_make_a_bin_with_no_mean_but_a_count(store):
     config, db, ing = store
     t0 = (int(time.time()) // HOUR - 3) * HOUR + 30

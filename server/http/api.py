@@ -384,7 +384,7 @@ def get_recent_crops(
     rows = list(
         _db(request).query(
             "SELECT s.msg_id, s.captured_at, s.cage_id, s.animal_id, s.device_id, s.amgs, s.p_pain, s.label, "
-            "s.needs_review, s.mgs_au, s.outcome, s.unscorable_reason, c.size FROM crops c "
+            "s.needs_review, s.mgs_au, s.outcome, s.unscorable_reason, s.face_box, s.det_score, c.size FROM crops c "
             "JOIN scores s ON s.msg_id = c.msg_id "
             f"{clause} ORDER BY s.t DESC LIMIT ?",
             [*params, limit],

@@ -74,6 +74,7 @@ def score_row(msg: Score | dict[str, Any], received_at: float) -> dict[str, Any]
         "inference_ms": msg.inference_ms,
         "has_crop": int(bool(msg.has_crop)),
         "face_box": "[" + ",".join(map(str, msg.face_box)) + "]" if msg.face_box else None,
+        "det_score": quality and quality.det_score,
         # NULL outcome: a device older than the field (its label stands); unscorable rows keep their raw
         # p_pain/label/amgs for the record only and count in no mean, fraction or alert (schema.SCORABLE)
         "outcome": msg.outcome,

@@ -43,6 +43,7 @@ SCORE_EXPORT_COLUMNS = (
     "outcome",
     "unscorable_reason",
     "domain_distance",
+    "det_score",
 )
 """``outcome`` empty: a device older than the field (the label stands); ``unscorable``: the image's
 amgs/p_pain/label are the model's raw output, kept for the record and in no mean or fraction."""

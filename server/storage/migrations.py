@@ -135,7 +135,8 @@ def _v8(db: sqlite_utils.Database) -> None:
 
 
 def _v10(db: sqlite_utils.Database) -> None:
-    """Honest scores (issue 11): what a device made of each image, and unscorable counts in the rollups.
+    """Honest scores (issue 11): what a device made of each image (and the detector score of its box, issue
+    13), and unscorable counts in the rollups.
 
     NULL ``outcome`` = a device older than the field: its label stands, the record is scorable. Every
     score stored so far is scorable, so the rollups' existing sums stay right and their new counts are 0."""
@@ -143,7 +144,8 @@ def _v10(db: sqlite_utils.Database) -> None:
         db.conn,
         "ALTER TABLE scores ADD COLUMN outcome TEXT;"
         "ALTER TABLE scores ADD COLUMN unscorable_reason TEXT;"
-        "ALTER TABLE scores ADD COLUMN domain_distance REAL",
+        "ALTER TABLE scores ADD COLUMN domain_distance REAL;"
+        "ALTER TABLE scores ADD COLUMN det_score REAL",
     )
     for table in ROLLUP_TABLES.values():
         for column in (c for c in ROLLUP_SUMS if c not in ROLLUP_SUMS_V2):
@@ -163,6 +165,10 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "scores.model_synthetic: the score came from a model trained on synthetic faces", _v7),
     (8, "rating_items, rating_days, ratings, rating_changes, rater_sessions, rater_queue", _v8),
     (9, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v9),
-    (10, "scores.outcome, unscorable_reason, domain_distance; rollup n_unscorable and its reasons", _v10),
+    (
+        10,
+        "scores.outcome, unscorable_reason, domain_distance, det_score; rollup n_unscorable and its reasons",
+        _v10,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

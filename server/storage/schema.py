@@ -76,6 +76,7 @@ SCORE_COLUMNS = (
     "outcome",
     "unscorable_reason",
     "domain_distance",
+    "det_score",
 )
 
 ROLLUP_TABLES = {300: "rollup_5m", 3600: "rollup_1h"}
