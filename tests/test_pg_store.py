@@ -103,11 +103,3 @@ def test_two_workers_storing_one_device_keep_one_watermark(tmp_path, pg_database
     assert check.all_watermarks() == {"d1": ("lab", 400), "d2": ("lab", 400)}
     n_rollup = test_server_store.q(check, "SELECT sum(n) FROM rollup_1h")[0][0]
     assert n_rollup == 800  # rollups counted each score once
-
-
-@pytest.mark.skip(
-    reason="known gap on PostgreSQL: a float underflow (amgs = 1e-308, squared in the rollup sums) is an "
-    "error there where SQLite gives 0; the rollup expressions need clamping (docs/server.md, PostgreSQL)"
-)
-def test_numeric_and_time_extremes_end_as_rows_or_quarantine_never_as_errors():
-    """Shadows the imported fuzz test on PostgreSQL (it found the underflow)."""

@@ -517,6 +517,19 @@ def _extremes_ingestor(tmp_path_factory) -> Ingestor:
     return _FUZZ["extremes"]
 
 
+def test_a_vanishing_probability_is_stored_as_zero_and_its_square_never_underflows(tmp_path):
+    """Found by the fuzz test on PostgreSQL: an aMGS of 1e-308, squared in the rollup sums, is an underflow
+    error there (SQLite gives 0). Probabilities are stored to 12 decimals, on both engines."""
+    config = server_config(tmp_path)
+    ing = Ingestor(open_database(config), config)
+    msg = loadgen.score_message("d1", 1)
+    msg.update(p_pain=1e-308, amgs=1e-308, label="no pain", confidence=1.0)
+    r = ing.process([Incoming(score_topic("lab", "d1"), json.dumps(msg).encode(), 1, 1)], time.time())
+    assert (r.stored, r.quarantined) == (1, 0)
+    assert q(ing, "SELECT p_pain, amgs FROM scores") == [(0.0, 0.0)]
+    assert q(ing, "SELECT n, sumsq_amgs FROM rollup_5m") == [(1, 0.0)]
+
+
 def test_incoming_crosses_the_process_boundary_as_itself():
     """The receiver sends ``Incoming`` objects (pickled as class + fields), not positional tuples."""
     import pickle

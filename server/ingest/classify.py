@@ -59,11 +59,11 @@ def score_row(msg: Score | dict[str, Any], received_at: float) -> dict[str, Any]
         "model_version": model.version,
         "model_sha256": model.sha256,
         "model_synthetic": None if model.synthetic is None else int(model.synthetic),
-        "p_pain": msg.p_pain,
+        "p_pain": _prob(msg.p_pain),
         "label": msg.label,
         "is_pain": int(msg.label == "pain"),
-        "amgs": msg.amgs,
-        "confidence": msg.confidence,
+        "amgs": _prob(msg.amgs),
+        "confidence": _prob(msg.confidence),
         "needs_review": int(msg.needs_review),
         "mgs_au": msg.mgs_au,
         "sharpness": quality and quality.sharpness,
@@ -86,6 +86,12 @@ def score_row(msg: Score | dict[str, Any], received_at: float) -> dict[str, Any]
     if row["mgs_au"] is None and au:
         row["mgs_au"] = sum(getattr(au, k) for k in AU_KEYS) / len(AU_KEYS)
     return row
+
+
+def _prob(value: float) -> float:
+    """A probability as stored: 12 decimals (devices send 6). Below 5e-13 is 0, so no square in the rollup
+    sums underflows, which PostgreSQL reports as an error where SQLite quietly gives 0."""
+    return round(value, 12)
 
 
 def _check_origin(msg: Score | Status, site: str, device_id: str) -> None:
