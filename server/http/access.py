@@ -18,6 +18,7 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException, Request
 
 from amgs.server.web.auth import Principal, check_csrf
+from amgs.server.web.context import require
 from amgs.server.web.context import who as current
 
 
@@ -37,11 +38,7 @@ def viewer(request: Request) -> Principal | None:
 
 
 def editor(request: Request) -> Principal:
-    who = current(request)
-    if who is None:
-        raise HTTPException(401, "log in (or send an API token) to do this")
-    if not who.can_act:
-        raise HTTPException(403, f"user {who.username!r} has role {who.role!r}: staff or admin needed")
+    who = require(request, "can_act", "do this", "staff or admin")
     check_csrf(request, who)
     return who
 

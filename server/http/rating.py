@@ -26,7 +26,7 @@ from amgs.server.rating.agreement import CSV_COLUMNS, GROUPINGS
 from amgs.server.rating.export import write_export
 
 from ..web.auth import Principal, check_csrf
-from ..web.context import who
+from ..web.context import require, who
 from .access import require_viewer
 
 router = APIRouter(prefix="/api/rating", tags=["rating"])
@@ -46,12 +46,7 @@ def _now(request: Request) -> float:
 
 
 def _rater(request: Request) -> Principal:
-    p = who(request)
-    if p is None:
-        raise HTTPException(401, "log in as a rater to score")
-    if not p.can_rate:
-        raise HTTPException(403, f"user {p.username!r} has role {p.role!r}: rater, staff or admin needed")
-    return p
+    return require(request, "can_rate", "score faces", "rater, staff or admin")
 
 
 def _rater_acting(request: Request) -> Principal:

@@ -37,6 +37,19 @@ def who(request: Request) -> Principal | None:
     return cached
 
 
+def require(request: Request, can: str, to: str, roles: str) -> Principal:
+    """Who is asking, if their role has ``can`` (a :class:`Principal` property such as ``can_act``): 401 when
+    nobody is logged in, 403 naming the role otherwise. ``to``: what they tried; ``roles``: who may."""
+    from fastapi import HTTPException
+
+    p = who(request)
+    if p is None:
+        raise HTTPException(401, f"log in (or send an API token) to {to}")
+    if not getattr(p, can):
+        raise HTTPException(403, f"user {p.username!r} has role {p.role!r}: {roles} needed")
+    return p
+
+
 def page_viewer(request: Request) -> Principal | None:
     p = who(request)
     if p is None and web_config(request).view_requires_login:

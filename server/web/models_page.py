@@ -25,7 +25,7 @@ from amgs.server.rating.by_model import MIN_ITEMS, human_agreement
 from amgs.sqlite_tx import write_transaction
 
 from .auth import Principal, check_csrf
-from .context import LoginRequired, who
+from .context import LoginRequired, require, who
 from .pages import Viewer, _conn, _render, _root
 
 router = APIRouter(include_in_schema=False)
@@ -107,12 +107,7 @@ def models_page(request: Request, viewer: Viewer, event: int | None = None):
 
 
 def _editor(request: Request) -> Principal:
-    p = who(request)
-    if p is None:
-        raise HTTPException(401, "log in as staff or admin to change a device's model")
-    if not p.can_act:
-        raise HTTPException(403, f"user {p.username!r} has role {p.role!r}: staff or admin needed")
-    return p
+    return require(request, "can_act", "change a device's model", "staff or admin")
 
 
 def _state(conn, device_id: str) -> tuple[bool, str | None, str | None]:
