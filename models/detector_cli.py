@@ -214,18 +214,21 @@ def quantize_detector(
         calib = _load(tuple(calib_paths), int(model.input_shape[1]), "animal_id")
     except DatasetError as e:
         raise click.ClickException(str(e)) from None
-    m = package_detector(
-        model,
-        calib,
-        out,
-        name=name,
-        version=model_version,
-        training_data=training_data,
-        synthetic=synthetic,
-        threshold=threshold,
-        calibration_count=calibration_count,
-        edgetpu=edgetpu,
-    )
+    try:
+        m = package_detector(
+            model,
+            calib,
+            out,
+            name=name,
+            version=model_version,
+            training_data=training_data,
+            synthetic=synthetic,
+            threshold=threshold,
+            calibration_count=calibration_count,
+            edgetpu=edgetpu,
+        )
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     _echo(
         f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, full int8, {m.input.width}x{m.input.height} "
         f"uint8 input, threshold {m.threshold}) and {out.with_suffix('.manifest.json')}"

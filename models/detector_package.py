@@ -16,6 +16,7 @@ import numpy as np
 
 from amgs.manifest import DetectorSpec, Evaluation, Manifest, sha256_file
 from amgs.models.detector_data import DetectorSet
+from amgs.models.package import not_integer_only
 from amgs.models.quantize import compile_edgetpu, convert_int8, describe_tflite
 
 ARCHITECTURE = "MobileNetV2 (alpha 0.35) + CenterNet head, stride 8"
@@ -91,6 +92,13 @@ def package_detector(
     grid = int(keras_model.output_shape[1])
     tmp = out.with_suffix(".tflite.tmp")
     tmp.write_bytes(convert_int8(keras_model, detector_calibration(calibration, calibration_count), "uint8"))
+    odd_types, odd_ops = not_integer_only(tmp)
+    if odd_types or odd_ops:
+        tmp.unlink()
+        raise ValueError(
+            f"{out}: the converted detector is not integer-only (tensor types {odd_types or 'ok'}, ops off "
+            f"the Edge TPU list {odd_ops or 'none'}); not written (docs/models.md, the face detector)"
+        )
     tmp.replace(out)
     kwargs = dict(
         name=name,

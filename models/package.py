@@ -160,6 +160,14 @@ def tflite_ops(model_path: Path) -> tuple[list[str], list[str]]:
     return ops, dtypes
 
 
+def not_integer_only(model_path: Path) -> tuple[list[str], list[str]]:
+    """(non-integer tensor types, ops off the Edge TPU list) of a .tflite; both empty for a full-int8 file
+    the Edge TPU compiler can map whole. Resource tensors (variable handles) count as non-integer."""
+    ops, dtypes = tflite_ops(model_path)
+    odd_types = ["resource" if d == "object" else d for d in dtypes if not d.startswith(("int", "uint"))]
+    return odd_types, sorted(set(ops) - EDGETPU_OPS)
+
+
 @dataclass
 class Check:
     what: str
@@ -193,12 +201,10 @@ def inspect(model_path: Path) -> tuple[Manifest, list[Check]]:
         Check("input quantization", _q(m.quantization), _q(spec.quantization)),
     ]
     if manifest.quantization == "full_int8":
-        ops, dtypes = tflite_ops(model_path)
-        floats = [d for d in dtypes if d.startswith("float")]
+        floats, odd = not_integer_only(model_path)
         checks.append(
             Check("integer-only tensors", "yes", "yes" if not floats else f"no ({', '.join(floats)})")
         )
-        odd = sorted(set(ops) - EDGETPU_OPS)
         checks.append(Check("Edge TPU ops", "yes", "yes" if not odd else f"no ({', '.join(odd)})"))
     in_file = {o.name: o for o in outputs}
     for o in manifest.outputs:

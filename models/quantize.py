@@ -8,6 +8,13 @@ Calibration images go through the one preprocessing path (``amgs.preprocess``; s
 ``amgs.models.package.calibration_set``), so the int8 ranges are measured on exactly the pixels the
 device will feed. Ops stay within TFLITE_BUILTINS_INT8, which
 the Edge TPU compiler accepts for InceptionV3; ``edgetpu_compiler`` is run when it is installed.
+
+Every conversion starts from :func:`export_inference`, which traces the model with ``training=False``
+passed explicitly. ``keras_model.export`` calls the model without a ``training`` argument, and Keras 3
+then lets a layer whose ``call`` defaults to ``training=True`` (the image preprocessing layers, e.g. the
+detector's ``Resizing``) set training mode for every layer run after it in the same call: the
+BatchNormalization layers behind it were exported in training mode (batch moments, moving-average
+updates), which the converter kept as float ops and resource variables (issue 13, docs/models.md).
 """
 
 from __future__ import annotations
@@ -28,12 +35,34 @@ from amgs.manifest import Evaluation, InputSpec, Manifest, OutputSpec, sha256_fi
 log = logging.getLogger(__name__)
 
 
+def export_inference(keras_model: Any, path: str | Path) -> None:
+    """Write ``keras_model``'s inference forward pass as a SavedModel (endpoint ``serve``, the signature
+    names ``keras_model.export`` gives), traced with ``training=False`` passed explicitly.
+
+    Not ``keras_model.export``: it calls the model with no ``training`` argument, and in Keras 3 a layer
+    whose ``call`` defaults to ``training=True`` (``Resizing`` and the other image preprocessing layers)
+    then puts every layer after it in that call into training mode, so BatchNormalization would be
+    exported with batch statistics and moving-average updates (float ops and VAR_HANDLE/ASSIGN_VARIABLE/
+    CALL_ONCE in the converted file). Training is untouched: it always passes ``training`` itself.
+    """
+    import keras
+
+    if len(keras_model.inputs) != 1:
+        raise ValueError(f"{keras_model.name}: one input expected, got {len(keras_model.inputs)}")
+    inp = keras_model.inputs[0]
+    spec = keras.InputSpec(shape=(None, *inp.shape[1:]), dtype=inp.dtype, name=inp.name)
+    archive = keras.export.ExportArchive()
+    archive.track(keras_model)
+    archive.add_endpoint("serve", lambda x: keras_model(x, training=False), input_signature=[spec])
+    archive.write_out(str(path), verbose=False)
+
+
 def convert_int8(keras_model: Any, calibration: list[np.ndarray], io_dtype: str = "uint8") -> bytes:
     """Keras model -> full-integer TFLite bytes (uint8 or int8 input and outputs), as converted."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
-        keras_model.export(tmp, format="tf_saved_model", verbose=False)
+        export_inference(keras_model, tmp)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
@@ -65,7 +94,7 @@ def convert_float(keras_model: Any) -> bytes:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
-        keras_model.export(tmp, format="tf_saved_model", verbose=False)
+        export_inference(keras_model, tmp)
         return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
 
 
