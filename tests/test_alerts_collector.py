@@ -1,34 +1,35 @@
 """The alert job on a real collector database filled through the collector's own ingest (no MQTT):
-pain from stored scores, the cage's own baseline, device errors and silence, no usable faces."""
+pain from stored scores, the cage's own baseline, device errors and silence, no usable faces.
+
+SQLite here; tests/test_pg_alerts.py collects these tests again on PostgreSQL (it replaces ``server_config``
+and ``Ingestor``)."""
 
 from __future__ import annotations
 
 import time
 
 from amgs.server.alerts.service import AlertRunner
-from amgs.server.config import parse_config
 from amgs.server.ingest.store import Ingestor
 from amgs.server.query.metadata import save
 from amgs.server.storage.db import open_database
 from tests.alert_helpers import SITE, at, score, status
+from tests.server_support import server_config
 
 
 def test_alert_job_on_ingested_data(tmp_path):
-    config = parse_config(
-        {
-            "storage": {"state_dir": str(tmp_path / "state")},
-            "notify": {"mqtt": {"enabled": False}},
-            "alerts": {
-                "pain": {"window_min": 60, "min_images": 10},
-                "baseline_rise": {
-                    "window_min": 60,
-                    "min_images": 10,
-                    "baseline_hours": 4,
-                    "baseline_min_images": 10,
-                },
-                "no_faces": {"after_min": 90},
+    config = server_config(
+        tmp_path,
+        notify={"mqtt": {"enabled": False}},
+        alerts={
+            "pain": {"window_min": 60, "min_images": 10},
+            "baseline_rise": {
+                "window_min": 60,
+                "min_images": 10,
+                "baseline_hours": 4,
+                "baseline_min_images": 10,
             },
-        }
+            "no_faces": {"after_min": 90},
+        },
     )
     db = open_database(config)
     store = Ingestor(db, config)
@@ -78,9 +79,7 @@ def test_alert_job_on_ingested_data(tmp_path):
 
 def test_a_revoked_device_raises_no_offline_alert(tmp_path):
     """`amgs provision revoke` marks the device revoked: its silence is intended, not an outage."""
-    config = parse_config(
-        {"storage": {"state_dir": str(tmp_path / "state")}, "notify": {"mqtt": {"enabled": False}}}
-    )
+    config = server_config(tmp_path, notify={"mqtt": {"enabled": False}})
     db = open_database(config)
     store = Ingestor(db, config)
     now = time.time()

@@ -1,5 +1,8 @@
-"""Alert life cycle on a real SQLite file with real receivers: fire, de-duplicate, re-notify, escalate,
-acknowledge, auto-resolve, and delivery failure (receiver down -> retried, not lost)."""
+"""Alert life cycle on a real collector database with real receivers: fire, de-duplicate, re-notify, escalate,
+acknowledge, auto-resolve, and delivery failure (receiver down -> retried, not lost).
+
+SQLite here; tests/test_pg_alerts.py collects these tests again on PostgreSQL (it replaces ``server_config``).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,17 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlite_utils
 
 from amgs.contract import validate
 from amgs.server.alerts.channels import build_channels
 from amgs.server.alerts.config import AlertsConfig, NotifyConfig
 from amgs.server.alerts.engine import AlertEngine
-from amgs.server.alerts.outbox import Deliverer
+from amgs.server.alerts.outbox import CLAIM_S, Deliverer
 from amgs.server.alerts.rules import Condition
-from amgs.server.alerts.store import alert_events
-from amgs.server.storage.db import CollectorDB
+from amgs.server.alerts.store import alert_events, rows
+from amgs.server.storage.db import open_database
 from tests.alert_helpers import SmtpReceiver, WebhookReceiver
+from tests.server_support import server_config
 
 
 class Clock:
@@ -44,9 +47,17 @@ def receivers():
     smtp.stop()
 
 
+def count_alerts(db) -> int:
+    return db.execute("SELECT count(*) FROM alerts").fetchone()[0]
+
+
+def first_alert_id(db) -> str:
+    return rows(db, "SELECT alert_id FROM alerts ORDER BY opened_at")[0]["alert_id"]
+
+
 def make(tmp_path, hook, smtp, **alerts):
-    CollectorDB(tmp_path / "collector.db").migrate()  # the alert tables come from the collector's migrations
-    db = sqlite_utils.Database(tmp_path / "collector.db")
+    # the alert tables come from the collector's migrations; the engine gets the collector's connection
+    db = open_database(server_config(tmp_path)).local()
     notify = NotifyConfig(
         mqtt={"enabled": False},
         webhooks=[{"url": hook.url, "min_severity": "warning"}],
@@ -76,7 +87,7 @@ def test_fire_dedupe_renotify_ack_resolve(tmp_path, receivers):
     clock.advance(minutes=30)
     assert [c.kind for c in engine.apply([PAIN])] == []
     assert deliverer.deliver_due() == (0, 0)
-    assert engine.db["alerts"].count == 1
+    assert count_alerts(engine.db) == 1
 
     # Still open, unacknowledged, 60 min after the last notification: re-notified.
     clock.advance(minutes=31)
@@ -85,7 +96,7 @@ def test_fire_dedupe_renotify_ack_resolve(tmp_path, receivers):
     assert smtp.messages[-1]["Subject"].startswith("[aMGS] STILL OPEN: ALERT cage C01")
 
     # Acknowledged: no more reminders while it holds; the webhook hears about the acknowledgement.
-    alert_id = next(engine.db["alerts"].rows)["alert_id"]
+    alert_id = first_alert_id(engine.db)
     row = engine.acknowledge(alert_id, "alice", "gave buprenorphine 0.1 mg/kg")
     assert (row["state"], row["acknowledged_by"], row["ack_comment"]) == (
         "acknowledged",
@@ -112,14 +123,14 @@ def test_fire_dedupe_renotify_ack_resolve(tmp_path, receivers):
     # A new episode is a new alert.
     clock.advance(minutes=1)
     assert [c.kind for c in engine.apply([PAIN])] == ["opened"]
-    assert engine.db["alerts"].count == 2
+    assert count_alerts(engine.db) == 2
 
 
 def test_escalation_reopens_acknowledged_alert(tmp_path, receivers):
     hook, smtp = receivers
     engine, deliverer, clock = make(tmp_path, hook, smtp)
     engine.apply([PAIN])
-    alert_id = next(engine.db["alerts"].rows)["alert_id"]
+    alert_id = first_alert_id(engine.db)
     engine.acknowledge(alert_id, "bob")
     deliverer.deliver_due()
     clock.advance(minutes=5)
@@ -178,7 +189,7 @@ def test_order_per_target_is_kept_after_a_failure(tmp_path, receivers):
     hook.stop()
     engine.apply([PAIN])
     deliverer.deliver_due()
-    alert_id = next(engine.db["alerts"].rows)["alert_id"]
+    alert_id = first_alert_id(engine.db)
     engine.acknowledge(alert_id, "carol", "seen")
     hook.start()
     # The acknowledgement is due now but the earlier "opened" is not: neither goes, order is kept.
@@ -195,5 +206,24 @@ def test_too_few_images_neither_updates_nor_resolves(tmp_path, receivers):
     engine.apply([PAIN])
     clock.advance(hours=2)
     assert engine.apply([], unknown={PAIN.key}) == []
-    assert next(engine.db["alerts"].rows)["state"] == "open"
+    assert rows(engine.db, "SELECT state FROM alerts")[0]["state"] == "open"
     assert [c.kind for c in engine.apply([])] == ["resolved"]
+
+
+def test_a_claim_left_by_a_dead_worker_is_taken_over_after_the_lease(tmp_path, receivers):
+    """Workers sharing a database claim a row before sending it. One that claimed the webhook row and died
+    before sending: the row waits out the lease (CLAIM_S), then another worker sends it; the e-mail goes
+    at once (another target)."""
+    hook, smtp = receivers
+    engine, deliverer, clock = make(tmp_path, hook, smtp)
+    engine.apply([PAIN])
+    dead = Deliverer(engine.db, deliverer.notify, {}, clock)
+    first = dead.pending()[0]
+    assert first["channel"] == "webhook:0"
+    assert dead._claim(first, clock()) and not dead._claim(first, clock())  # claimed once, then it "dies"
+    assert deliverer.deliver_due() == (1, 0) and len(smtp.messages) == 1 and hook.received == []
+    clock.advance(seconds=CLAIM_S - 1)
+    assert deliverer.deliver_due() == (0, 0)
+    clock.advance(seconds=1)
+    assert deliverer.deliver_due() == (1, 0)
+    assert [r["event"] for r in hook.received] == ["opened"] and deliverer.pending() == []

@@ -1,4 +1,7 @@
-"""The MQTT channel: each cage's current alert state, retained, on the contract's alert topic (real Mosquitto)."""
+"""The MQTT channel: each cage's current alert state, retained, on the contract's alert topic (real Mosquitto).
+
+SQLite here; tests/test_pg_alerts.py collects these tests again on PostgreSQL (it replaces ``server_config``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import queue
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
-import sqlite_utils
 
 from amgs.contract import alert_topic, validate
 from amgs.server.alerts.channels import build_channels
@@ -15,7 +17,8 @@ from amgs.server.alerts.config import AlertsConfig, NotifyConfig
 from amgs.server.alerts.engine import AlertEngine
 from amgs.server.alerts.outbox import Deliverer
 from amgs.server.alerts.rules import Condition
-from amgs.server.storage.db import CollectorDB
+from amgs.server.storage.db import open_database
+from tests.server_support import server_config
 
 
 def retained(port: int, topic: str, timeout: float = 5.0) -> dict:
@@ -38,8 +41,9 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> dict:
 def test_retained_cage_state_and_broker_outage(tmp_path, broker):
     now = [datetime(2026, 5, 1, 8, 0, tzinfo=UTC)]
     clock = lambda: now[0]  # noqa: E731
-    CollectorDB(tmp_path / "c.db").migrate()  # the alert tables come from the collector's migrations
-    db = sqlite_utils.Database(tmp_path / "c.db")
+    db = open_database(
+        server_config(tmp_path)
+    ).local()  # the alert tables come from the collector's migrations
     notify = NotifyConfig(retry_initial_s=1, mqtt={"publish_timeout_s": 2})
     engine = AlertEngine(db, AlertsConfig(resolve_after_min=0), notify, clock, clock)
     channels = build_channels(

@@ -30,6 +30,7 @@ from amgs.server.ingest.store import Ingestor
 from amgs.server.query import export, timecourse
 from amgs.server.query.metadata import save
 from amgs.server.storage.db import ROLLUP_SUMS, ROLLUP_TABLES, SCHEMA_VERSION, CollectorDB, open_database
+from amgs.server.storage.pg import is_postgres
 from amgs.server.storage.schema import ROLLUP_SUMS_V2, rollup_select
 from tests.alert_helpers import MODEL, SITE, at
 from tests.web_helpers import Served, http
@@ -153,6 +154,23 @@ def store(request, tmp_path):
     config = server_config(tmp_path, storage={"url": pg.create()})
     db = open_database(config)
     return config, db, PgIngestor(db, config)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def config_on(request, tmp_path):
+    """``server_config(tmp_path, ...)`` as it is (SQLite), or pointed at a fresh PostgreSQL database."""
+    pg = request.getfixturevalue("pg_databases") if request.param == "postgresql" else None
+
+    def make(broker=None, **sections):
+        if pg is not None:
+            sections.setdefault("storage", {})["url"] = pg.create()
+        return server_config(tmp_path, broker, **sections)
+
+    return make
+
+
+def ingestor(db, config):
+    return PgIngestor(db, config) if is_postgres(db) else Ingestor(db, config)
 
 
 def test_ingest_stores_outcomes_and_counts_unscorable_apart(store):
@@ -491,17 +509,16 @@ def test_no_usable_faces_rule_thresholds_message_and_synthetic_prefix():
     assert "no_usable_faces" not in _found(evaluate(off, NOW, [CAGE], [ONLINE], lambda *a: NINE_OF_TEN))
 
 
-def test_alerts_ignore_unscorable_records_and_say_no_usable_faces(tmp_path):
+def test_alerts_ignore_unscorable_records_and_say_no_usable_faces(config_on):
     """C1 (flat and noise frames: 9 of 10 unscorable, raw P(pain) 0.99) raises no pain alert but
     no_usable_faces; C2 (faces, a few unscorable) raises neither; C3 (faces in pain) shows the pain rule
     works in the same pass. When C1's faces come back the alert resolves."""
-    config = server_config(
-        tmp_path,
+    config = config_on(
         notify={"mqtt": {"enabled": False}},
         alerts={"pain": {"min_images": 5}, "humane_endpoint": {"min_images": 5}},
     )
     db = open_database(config)
-    ing = Ingestor(db, config)
+    ing = ingestor(db, config)
     now = time.time()
     t1 = now - 3 * HOUR  # the first evaluation
     batch = [
@@ -581,14 +598,13 @@ def test_rating_pool_flags_unscorable_crops(tmp_path):
 # --------------------------------------------------------------------------- through a real broker
 
 
-def test_collector_over_mqtt_counts_unscorable_and_raises_no_usable_faces(tmp_path, broker):
+def test_collector_over_mqtt_counts_unscorable_and_raises_no_usable_faces(config_on, broker):
     """Records published over a real Mosquitto as devices would: one device looking at flat and noise
     frames (unscorable, raw P(pain) 0.99), one at faces. The collector shows the unscorable counts, raises
     no pain alert on the controls and raises no_usable_faces for them."""
     from amgs.server.service import Collector, collector_jobs
 
-    config = server_config(
-        tmp_path,
+    config = config_on(
         broker,
         notify={"mqtt": {"enabled": False}},
         alerts={"evaluate_every_s": 0.5, "pain": {"min_images": 5}},

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
 from amgs.contract import format_time, parse_time
 from amgs.server.storage.db import require_schema
 from amgs.sqlite_tx import write_transaction
@@ -26,7 +24,17 @@ from amgs.sqlite_tx import write_transaction
 from .config import AlertsConfig, NotifyConfig
 from .outbox import enqueue_notifications
 from .rules import Condition, more_severe
-from .store import ALERTS, OPEN_STATES, add_event, open_alerts
+from .store import (
+    ALERTS,
+    OPEN_STATES,
+    Connection,
+    add_event,
+    get_alert,
+    insert,
+    open_alerts,
+    serialize_writers,
+    update_alert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +54,16 @@ class Change:
 
 
 class AlertEngine:
-    """Alert state machine over the alert tables. Thread-safe: the HTTP handlers and the periodic job share it."""
+    """Alert state machine over the alert tables. Thread-safe: the HTTP handlers and the periodic job share it.
+
+    ``db``: a connection, or a function giving this thread's connection (``CollectorDB.local`` or
+    ``PgDatabase.local``). Every change runs in one ``write_transaction`` that starts with
+    :func:`~.store.serialize_writers`, so several collector workers on one PostgreSQL database change the
+    alerts one at a time, as the threads of one collector do."""
 
     def __init__(
         self,
-        db: sqlite_utils.Database | Callable[[], sqlite_utils.Database],
+        db: Connection | Callable[[], Connection],
         alerts: AlertsConfig,
         notify: NotifyConfig,
         clock: Callable[[], datetime] = wall_clock,
@@ -65,7 +78,7 @@ class AlertEngine:
         require_schema(self.db, "the alert engine")
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Connection:
         """This thread's connection (the collector gives each thread its own)."""
         return self._db() if callable(self._db) else self._db
 
@@ -88,6 +101,7 @@ class AlertEngine:
         active = {c.key: c for c in conditions}
         changes: list[Change] = []
         with self._lock, write_transaction(self.db):
+            serialize_writers(self.db, now)
             for alert in open_alerts(self.db):
                 cond = active.pop(alert["dedupe_key"], None)
                 if cond is None and alert["dedupe_key"] in (unknown or ()):
@@ -113,7 +127,7 @@ class AlertEngine:
                     kind = "renotified"
                 if kind != "updated":
                     update |= {"last_notified_at": stamp, "notify_count": (alert["notify_count"] or 0) + 1}
-                row = self.db[ALERTS].update(alert["alert_id"], update).get(alert["alert_id"])
+                row = update_alert(self.db, alert["alert_id"], update)
                 if kind != "updated":
                     add_event(self.db, row["alert_id"], now, kind, "system", cond.message)
                     self._notify(row, kind)
@@ -148,7 +162,7 @@ class AlertEngine:
             "value": cond.value,
             "threshold": cond.threshold,
         }
-        self.db[ALERTS].insert(row)
+        insert(self.db, ALERTS, row)
         add_event(self.db, row["alert_id"], now, "opened", "system", cond.message)
         self._notify(row, "opened")
         return row
@@ -164,19 +178,16 @@ class AlertEngine:
 
     def _set_resolved(self, alert: dict[str, Any], now: datetime, actor: str, comment: str) -> dict[str, Any]:
         stamp = format_time(now)
-        row = (
-            self.db[ALERTS]
-            .update(
-                alert["alert_id"],
-                {
-                    "state": "resolved",
-                    "updated_at": stamp,
-                    "resolved_at": stamp,
-                    "resolved_by": actor,
-                    "resolve_comment": comment,
-                },
-            )
-            .get(alert["alert_id"])
+        row = update_alert(
+            self.db,
+            alert["alert_id"],
+            {
+                "state": "resolved",
+                "updated_at": stamp,
+                "resolved_at": stamp,
+                "resolved_by": actor,
+                "resolve_comment": comment,
+            },
         )
         add_event(self.db, row["alert_id"], now, "resolved", actor, comment)
         self._notify(row, "resolved")
@@ -185,34 +196,32 @@ class AlertEngine:
     # ------------------------------------------------------------------ staff actions
 
     def get(self, alert_id: str) -> dict[str, Any]:
-        try:
-            return self.db[ALERTS].get(alert_id)
-        except sqlite_utils.db.NotFoundError:
-            raise AlertNotFound(f"no alert with id {alert_id!r}") from None
+        row = get_alert(self.db, alert_id)
+        if row is None:
+            raise AlertNotFound(f"no alert with id {alert_id!r}")
+        return row
 
     def acknowledge(self, alert_id: str, actor: str, comment: str = "") -> dict[str, Any]:
         """Stop re-notification; the alert stays visible until its condition clears (or someone resolves it)."""
         now = self.clock()
         with self._lock, write_transaction(self.db):
+            serialize_writers(self.db, now)
             alert = self.get(alert_id)
             if alert["state"] != "open":
                 raise ValueError(
                     f"alert {alert_id} is {alert['state']}, only an open alert can be acknowledged"
                 )
             stamp = format_time(now)
-            row = (
-                self.db[ALERTS]
-                .update(
-                    alert_id,
-                    {
-                        "state": "acknowledged",
-                        "updated_at": stamp,
-                        "acknowledged_at": stamp,
-                        "acknowledged_by": actor,
-                        "ack_comment": comment[:2000],
-                    },
-                )
-                .get(alert_id)
+            row = update_alert(
+                self.db,
+                alert_id,
+                {
+                    "state": "acknowledged",
+                    "updated_at": stamp,
+                    "acknowledged_at": stamp,
+                    "acknowledged_by": actor,
+                    "ack_comment": comment[:2000],
+                },
             )
             add_event(self.db, alert_id, now, "acknowledged", actor, comment)
             self._notify(row, "acknowledged")
@@ -220,11 +229,13 @@ class AlertEngine:
 
     def resolve(self, alert_id: str, actor: str, comment: str = "") -> dict[str, Any]:
         """Close an alert by hand (e.g. animal treated or removed). If the condition still holds it reopens."""
+        now = self.clock()
         with self._lock, write_transaction(self.db):
+            serialize_writers(self.db, now)
             alert = self.get(alert_id)
             if alert["state"] not in OPEN_STATES:
                 raise ValueError(f"alert {alert_id} is already {alert['state']}")
-            return self._set_resolved(alert, self.clock(), actor, comment[:2000])
+            return self._set_resolved(alert, now, actor, comment[:2000])
 
     def _notify(self, row: dict[str, Any], event: str) -> None:
         enqueue_notifications(self.db, self.cfg, self.notify, row, event, self.outbox_clock())

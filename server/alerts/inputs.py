@@ -39,8 +39,8 @@ def window_stats(conn, cage: CageSnapshot, since: datetime, until: datetime) -> 
     ).fetchone()
     return WindowStats(
         int(n),
-        mean,
-        frac,
+        None if mean is None else float(mean),
+        None if frac is None else float(frac),  # PostgreSQL's avg of an integer column is a Decimal
         bool(synthetic),
         int(n_unscorable),
         tuple((r, int(k)) for r, k in zip(UNSCORABLE_REASONS, by_reason, strict=True) if k),

@@ -4,6 +4,16 @@ A receiver that is down (SMTP relay rebooting, webhook endpoint 500, broker rest
 delivery: the row stays, with its attempt count and last error, and is retried with exponential backoff
 until it goes through. Messages to one target are delivered in order (the MQTT topic is retained
 "current state", so a stale one must never overtake a newer one).
+
+Several collector workers may share one database (PostgreSQL, ``docs/scale-out.md``) and each runs the
+delivery job. A row is sent only by the worker that claimed it: the claim is one ``UPDATE`` that moves the
+row's ``next_attempt_at`` a lease (:data:`CLAIM_S`) ahead, on the condition that it is still undelivered
+and due; the worker whose update changed the row (row count 1) sends it, any other finds it changed and
+skips it and, to keep the order, the rest of that target's rows in this pass. The same statement is atomic
+on both engines (SQLite: one writer at a time; PostgreSQL: the second update waits for the first to
+commit and then re-checks the condition). A worker that dies while sending leaves the row claimed until
+the lease ends; then another worker sends it again (at least once, never lost). The claim needs no column
+of its own (``claimed_by``): it is carried by ``next_attempt_at``, which already means "not before".
 """
 
 from __future__ import annotations
@@ -14,15 +24,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import sqlite_utils
-
 from amgs.contract import alert_topic, format_time
 from amgs.sqlite_tx import write_transaction
 
 from .config import SEVERITY_RANK, AlertsConfig, NotifyConfig
-from .store import ALERTS, OUTBOX, alert_message
+from .store import ALERTS, OUTBOX, Connection, alert_message, insert, rows
 
 log = logging.getLogger(__name__)
+
+CLAIM_S = 300.0
+"""How long a claimed outbox row is left to the worker sending it (longer than any channel's timeouts)."""
 
 
 class DeliveryError(Exception):
@@ -35,12 +46,12 @@ class Channel(Protocol):
     def send(self, target: str, payload: dict[str, Any]) -> None: ...
 
 
-def _cage_state(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, Any]:
+def _cage_state(db: Connection, row: dict[str, Any]) -> dict[str, Any]:
     """The cage's current alert state: its most severe unresolved alert, else the alert that just changed."""
-    live = list(
-        db[ALERTS].rows_where(
-            "site = ? and cage_id = ? and state in ('open', 'acknowledged')", [row["site"], row["cage_id"]]
-        )
+    live = rows(
+        db,
+        f"SELECT * FROM {ALERTS} WHERE site = ? AND cage_id = ? AND state IN ('open', 'acknowledged')",
+        [row["site"], row["cage_id"]],
     )
     if not live:
         return row
@@ -48,7 +59,7 @@ def _cage_state(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, Any
 
 
 def enqueue_notifications(
-    db: sqlite_utils.Database,
+    db: Connection,
     alerts: AlertsConfig,
     notify: NotifyConfig,
     row: dict[str, Any],
@@ -72,7 +83,9 @@ def enqueue_notifications(
     if notify.email and wants_people and rank >= SEVERITY_RANK[notify.email.min_severity]:
         queued.append(("email", ",".join(notify.email.to), {"event": event, "alert": message}))
     for channel, target, payload in queued:
-        db[OUTBOX].insert(
+        insert(
+            db,
+            OUTBOX,
             {
                 "alert_id": row["alert_id"],
                 "channel": channel,
@@ -81,7 +94,7 @@ def enqueue_notifications(
                 "created_at": stamp,
                 "attempts": 0,
                 "next_attempt_at": stamp,
-            }
+            },
         )
     return len(queued)
 
@@ -91,7 +104,7 @@ class Deliverer:
 
     def __init__(
         self,
-        db: sqlite_utils.Database | Callable[[], sqlite_utils.Database],
+        db: Connection | Callable[[], Connection],
         notify: NotifyConfig,
         channels: dict[str, Channel],
         clock: Callable[[], datetime],
@@ -102,7 +115,7 @@ class Deliverer:
         self.clock = clock
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Connection:
         return self._db() if callable(self._db) else self._db
 
     def backoff(self, attempts: int) -> timedelta:
@@ -110,21 +123,33 @@ class Deliverer:
         return timedelta(seconds=seconds)
 
     def pending(self) -> list[dict[str, Any]]:
-        return list(self.db[OUTBOX].rows_where("delivered_at is null", order_by="id"))
+        return rows(self.db, f"SELECT * FROM {OUTBOX} WHERE delivered_at IS NULL ORDER BY id")
+
+    def _claim(self, row: dict[str, Any], now: datetime) -> bool:
+        """Take the row for this pass (see the module's docstring); False: another worker has it or sent it."""
+        with write_transaction(self.db):
+            cur = self.db.execute(
+                f"UPDATE {OUTBOX} SET next_attempt_at = ? "
+                "WHERE id = ? AND delivered_at IS NULL AND next_attempt_at <= ?",
+                [format_time(now + timedelta(seconds=CLAIM_S)), row["id"], format_time(now)],
+            )
+            return cur.rowcount == 1
 
     def deliver_due(self) -> tuple[int, int]:
         """One pass: (delivered, failed). A failed target is skipped for the rest of the pass, keeping order."""
         now = self.clock()
         stamp = format_time(now)
-        due = list(
-            self.db[OUTBOX].rows_where(
-                "delivered_at is null and next_attempt_at <= ?", [stamp], order_by="id", limit=500
-            )
+        due = rows(
+            self.db,
+            f"SELECT * FROM {OUTBOX} WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT 500",
+            [stamp],
         )
         blocked: set[tuple[str, str]] = set()
-        # Rows not yet due also block later rows to the same target (order per target).
-        for r in self.db.query(
-            f"select distinct channel, target from {OUTBOX} where delivered_at is null and next_attempt_at > ?",
+        # Rows not yet due (waiting for a retry, or claimed by another worker) block later rows to the
+        # same target (order per target).
+        for r in rows(
+            self.db,
+            f"SELECT DISTINCT channel, target FROM {OUTBOX} WHERE delivered_at IS NULL AND next_attempt_at > ?",
             [stamp],
         ):
             blocked.add((r["channel"], r["target"]))
@@ -132,6 +157,9 @@ class Deliverer:
         for row in due:
             key = (row["channel"], row["target"])
             if key in blocked:
+                continue
+            if not self._claim(row, now):
+                blocked.add(key)  # another worker sends it (or has): its target's later rows wait for it
                 continue
             channel = self.channels.get(row["channel"])
             try:
@@ -143,9 +171,9 @@ class Deliverer:
                 retry_at = now + self.backoff(attempts)
                 error = f"{type(e).__name__}: {e}"[:500]
                 with write_transaction(self.db):
-                    self.db[OUTBOX].update(
-                        row["id"],
-                        {"attempts": attempts, "next_attempt_at": format_time(retry_at), "last_error": error},
+                    self.db.execute(
+                        f"UPDATE {OUTBOX} SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                        [attempts, format_time(retry_at), error, row["id"]],
                     )
                 log.warning(
                     "alert notification %s via %s failed (attempt %d), retrying at %s: %s",
@@ -159,8 +187,9 @@ class Deliverer:
                 failed += 1
                 continue
             with write_transaction(self.db):
-                self.db[OUTBOX].update(
-                    row["id"], {"attempts": row["attempts"] + 1, "delivered_at": format_time(self.clock())}
+                self.db.execute(
+                    f"UPDATE {OUTBOX} SET attempts = ?, delivered_at = ?, next_attempt_at = ? WHERE id = ?",
+                    [row["attempts"] + 1, format_time(self.clock()), row["next_attempt_at"], row["id"]],
                 )
             delivered += 1
         return delivered, failed

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import sqlite_utils
-
 from .agreement import rating_findings
 from .channels import build_channels
 from .config import AlertsConfig, NotifyConfig
@@ -19,6 +17,7 @@ from .engine import AlertEngine, Change, wall_clock
 from .inputs import cage_snapshots, device_snapshots, window_stats
 from .outbox import Deliverer
 from .rules import evaluate
+from .store import Connection
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,11 @@ def mqtt_params(mqtt_cfg: Any, notify_mqtt: Any) -> dict[str, Any]:
     }
 
 
-def evaluate_once(engine: AlertEngine, db: sqlite_utils.Database, rating=None) -> list[Change]:
+def evaluate_once(engine: AlertEngine, db: Connection, rating=None) -> list[Change]:
     """Read the snapshots, run the rules, reconcile the alerts (at the engine's clock). ``rating``: the
     collector's ``[rating]`` section, for the model-vs-human agreement rule (None = not judged)."""
     now = engine.clock()
-    conn = db.conn
+    conn = getattr(db, "conn", db)  # sqlite-utils' Database: its sqlite3 connection; PgConnection: itself
     cfg = engine.cfg
     devices = device_snapshots(conn, cfg, now)
     cages = cage_snapshots(conn, cfg, devices, now)
@@ -72,7 +71,7 @@ class AlertRunner:
 
     def __init__(
         self,
-        db: Callable[[], sqlite_utils.Database],
+        db: Callable[[], Connection],
         alerts: AlertsConfig,
         notify: NotifyConfig,
         mqtt: dict[str, Any] | None,
