@@ -217,6 +217,19 @@ def test_agreement_with_human_ratings_on_the_page_and_in_the_api(site):
     assert "n &lt; 10: too few" in c2[: c2.index("</tr>")]
 
 
+def test_devices_fetch_the_registered_files_by_sha256(site):
+    import hashlib
+    import urllib.request
+
+    base, _, a, _ = site
+    with urllib.request.urlopen(f"{base}/device-api/models/{a}.tflite", timeout=30) as r:
+        assert hashlib.sha256(r.read()).hexdigest() == a
+    status, _, manifest = http("GET", f"{base}/device-api/models/{a}.manifest.json")
+    assert status == 200 and manifest["sha256"] == a and manifest["version"] == "1.0.0"
+    assert http("GET", f"{base}/device-api/models/{'0' * 64}.tflite")[0] == 404
+    assert http("GET", f"{base}/device-api/models/{a}.exe")[0] == 404
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_in_chromium_staff_promote_after_confirming_and_viewers_see_no_buttons(site):

@@ -6,10 +6,11 @@ statements run on PostgreSQL through psycopg 3: :func:`translate` rewrites a sta
 placeholders ``?`` -> ``%s``, column types (``REAL`` is 4 bytes in PostgreSQL: ``DOUBLE PRECISION``;
 ``INTEGER`` -> ``BIGINT``; ``INTEGER PRIMARY KEY`` -> an identity column; ``BLOB`` -> ``BYTEA``), SQLite's
 functions (``total`` -> ``coalesce(sum, 0)``, two-argument ``max``/``min`` -> ``greatest``/``least``,
-``CAST(x AS INTEGER)`` truncates -> ``floor``), ``INSERT OR IGNORE`` / ``INSERT OR REPLACE`` ->
-``ON CONFLICT``, ``BEGIN IMMEDIATE`` -> ``BEGIN``, ``WITHOUT ROWID`` dropped. Why a dialect layer and not
-SQLAlchemy Core: see docs/server.md ("PostgreSQL"); in short every query of the collector would have to be
-rewritten as expression trees; bench/bench_dialect.py measures the per-statement cost of both.
+``CAST(x AS INTEGER)`` truncates -> ``floor``, ``group_concat`` -> ``string_agg``), ``INSERT OR IGNORE`` /
+``INSERT OR REPLACE`` -> ``ON CONFLICT``, ``BEGIN IMMEDIATE`` -> ``BEGIN``, ``WITHOUT ROWID`` dropped. Why a
+dialect layer and not SQLAlchemy Core: see docs/server.md ("PostgreSQL"); in short every query of the
+collector would have to be rewritten as expression trees; bench/bench_dialect.py measures the per-statement
+cost of both.
 
 :class:`PgConnection` looks like the ``sqlite3.Connection`` / ``sqlite_utils.Database`` the code already gets
 (``execute``, ``executemany``, ``.conn``, ``table_names``); :class:`PgDatabase` is :class:`CollectorDB` for a
@@ -64,7 +65,7 @@ def _split_call(sql: str, start: int) -> tuple[list[str], int]:
     raise ValueError(f"unbalanced parentheses in {sql!r}")
 
 
-_FUNC = re.compile(r"\b(max|min|total|CAST)\s*\(", re.I)
+_FUNC = re.compile(r"\b(max|min|total|CAST|group_concat)\s*\(", re.I)
 
 
 def _functions(sql: str) -> str:
@@ -85,6 +86,10 @@ def _functions(sql: str) -> str:
         elif name == "cast" and re.search(r"\s+AS\s+INTEGER\s*$", inner[0], re.I):
             expr = re.sub(r"\s+AS\s+INTEGER\s*$", "", inner[0], flags=re.I)
             out.append(f"CAST(floor({expr}) AS BIGINT)")  # SQLite truncates, PostgreSQL would round
+        elif name == "group_concat":  # string_agg wants text and a separator (SQLite's default: ',')
+            distinct, expr = re.match(r"\s*(DISTINCT\s+)?(.*)$", inner[0], re.I | re.S).groups()
+            sep = inner[1].strip() if len(inner) > 1 else "','"
+            out.append(f"string_agg({distinct or ''}CAST({expr.strip()} AS TEXT), {sep})")
         else:
             out.append(f"{m.group(1)}({', '.join(inner)})")
         pos = end
