@@ -10,7 +10,6 @@ import urllib.request
 import zipfile
 
 import pytest
-import sqlite_utils
 
 from amgs.contract import AU_KEYS
 from amgs.server.http.app import create_app
@@ -74,14 +73,13 @@ def site(tmp_path):
     fill_pool(conn, config, now=NOW)
     app = create_app(config, db)
     served = Served(app)
-    udb = sqlite_utils.Database(config.storage.db_path)
+    udb = db.local()  # engine-neutral: tests/test_pg_rating.py runs these on PostgreSQL too
     add_user(udb, "ann", "rater password 1", "rater")
     add_user(udb, "bob", "rater password 2", "rater")
     add_user(udb, "vic", "viewer password 1", "viewer")
     add_user(udb, "sam", "staff password 1", "staff")
     yield served.base, conn
     served.stop()
-    udb.close()
 
 
 def test_only_raters_score_and_responses_are_blind(site):

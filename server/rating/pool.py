@@ -73,7 +73,8 @@ def _write(path: Path, data: bytes) -> None:
 def candidates(conn: sqlite3.Connection, t0: float, t1: float) -> list[tuple[Candidate, str]]:
     """Scores of [t0, t1) whose crop the collector holds, with the crop's path."""
     rows = conn.execute(
-        "SELECT s.msg_id, s.cage_id, s.t, s.p_pain, coalesce(s.needs_review, 0) OR coalesce(s.asleep, 0), c.path "
+        "SELECT s.msg_id, s.cage_id, s.t, s.p_pain, (coalesce(s.needs_review, 0) <> 0 OR coalesce(s.asleep, 0) <> 0), "
+        "c.path "
         "FROM scores s JOIN crops c ON c.msg_id = s.msg_id WHERE s.t >= ? AND s.t < ?",
         [t0, t1],
     ).fetchall()

@@ -235,6 +235,7 @@ class PgConnection:
         self.url = url
         self.raw = psycopg.connect(url, autocommit=True)
         self._pks: tuple | None = None
+        self._rowids: dict[str, str] | None = None
 
     @property
     def conn(self) -> PgConnection:
@@ -260,11 +261,22 @@ class PgConnection:
             self._pks = tuple((t, tuple(c)) for t, c in sorted(keys.items()))
         return self._pks
 
+    def _rowid_columns(self) -> dict[str, str]:
+        """Table -> its ``INTEGER PRIMARY KEY`` column (an identity column here): SQLite's rowid."""
+        if self._rowids is None:
+            pks = dict(self._primary_keys())
+            rows = self.raw.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND is_identity = 'YES'"
+            ).fetchall()
+            self._rowids = {t: c for t, c in rows if pks.get(t) == (c,)}
+        return self._rowids
+
     def _sql(self, sql: str) -> str:
         if re.match(r"^\s*INSERT\s+OR\s+REPLACE", sql, re.I):
             return translate(sql, self._primary_keys())
         if re.match(r"^\s*(CREATE|ALTER|DROP)\s", sql, re.I):
-            self._pks = None
+            self._pks = self._rowids = None
         return translate(sql)
 
     def execute(self, sql: str, params=()) -> PgCursor:
@@ -273,8 +285,9 @@ class PgConnection:
         sql_pg = self._sql(sql)
         args = tuple(params) if params is not None else None
         m = re.match(r"^\s*INSERT\s+INTO\s+(\w+)\b", sql_pg, re.I)
-        if m and "RETURNING" not in sql_pg.upper() and dict(self._primary_keys()).get(m.group(1)) == ("id",):
-            cur = self.raw.execute(sql_pg + " RETURNING id", args)  # sqlite3's cursor.lastrowid
+        rowid = m and "RETURNING" not in sql_pg.upper() and self._rowid_columns().get(m.group(1))
+        if rowid:
+            cur = self.raw.execute(f"{sql_pg} RETURNING {rowid}", args)  # sqlite3's cursor.lastrowid
             row = cur.fetchone()
             return PgCursor(cur, row[0] if row else None)
         return PgCursor(self.raw.execute(sql_pg, args))
