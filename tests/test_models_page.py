@@ -230,6 +230,38 @@ def test_devices_fetch_the_registered_files_by_sha256(site):
     assert http("GET", f"{base}/device-api/models/{a}.exe")[0] == 404
 
 
+def test_model_cli_adds_lists_assigns_and_promotes(tmp_path, model_path):
+    """``amgs server model ...`` on the database of the collector's TOML (SQLite, or PostgreSQL in
+    tests/test_pg_models.py)."""
+    from click.testing import CliRunner
+
+    from amgs.cli import main
+
+    config = server_config(tmp_path)
+    storage = config.storage
+    toml = tmp_path / "server.toml"
+    url = f'url = "{storage.url}"\n' if storage.url else ""
+    toml.write_text(f'[storage]\nstate_dir = "{storage.state_dir}"\n{url}')
+
+    def run(*args):
+        r = CliRunner().invoke(main, ["server", "model", *args, "--config", str(toml)])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert "lab-mgs 1.0.0" in run("add", str(variant_of(model_path, tmp_path / "a", "1.0.0")))
+    assert "lab-mgs 2.0.0" in run("add", str(variant_of(model_path, tmp_path / "b", "2.0.0")))
+    assert "lab-mgs 1.0.0" in run("list") and len(list((storage.state_dir / "models").glob("*.tflite"))) == 2
+    conn = open_database(config).local().conn
+    conn.execute("INSERT INTO devices (device_id, site) VALUES ('dev1', 'lab1')")
+    run("assign", "dev1", "--active", "lab-mgs:1.0.0", "--candidate", "lab-mgs:2.0.0")
+    run("promote", "dev1")
+    (active,) = conn.execute(
+        "SELECT active_sha256 FROM model_assignments WHERE device_id = 'dev1'"
+    ).fetchone()
+    assert active == registry.find(conn, "lab-mgs:2.0.0")
+    assert "no shadow scores yet" in run("agreement")
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_in_chromium_staff_promote_after_confirming_and_viewers_see_no_buttons(site):
