@@ -63,3 +63,14 @@ def pg_databases():
     dbs = PgDatabases()
     yield dbs
     dbs.drop_all()
+
+
+def postgres_config(server_config, dbs: PgDatabases):
+    """A test module's ``server_config(tmp_path, **sections)`` with ``storage.url`` a fresh database of ``dbs``
+    (what the tests/test_pg_*.py modules patch into the module whose tests they collect again)."""
+
+    def config(tmp_path, *args, **sections):
+        sections["storage"] = {**sections.get("storage", {}), "url": dbs.create()}
+        return server_config(tmp_path, *args, **sections)
+
+    return config

@@ -94,7 +94,9 @@ def add_score(
         "det_score": None,
     }
     assert set(row) == set(SCORE_COLUMNS)
-    have = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}  # an older schema: its columns
+    have = {
+        d[0] for d in conn.execute("SELECT * FROM scores LIMIT 0").description
+    }  # an older schema: its own
     row = {k: v for k, v in row.items() if k in have}
     conn.execute(
         f"INSERT INTO scores ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())

@@ -7,16 +7,14 @@ from __future__ import annotations
 import re
 
 import pytest
-import sqlite_utils
 from lab_helpers import variant_of
 
 from amgs.contract import AU_KEYS
-from amgs.server.config import parse_config
 from amgs.server.http.app import create_app
 from amgs.server.models import registry
 from amgs.server.storage.db import open_database
 from amgs.server.web import auth
-from tests.test_web_auth import login
+from tests.test_web_auth import login, server_config
 from tests.web_helpers import ARTIFACTS, Served, http, launch_chromium
 
 HUMAN = [0, 0, 1, 1, 2, 2, 0, 1, 2, 1, 0, 2]  # every unit, both raters: human MGS of the 12 faces
@@ -25,13 +23,7 @@ ACTIVE_AU = [0.2, 0.1, 0.9, 1.3, 1.8, 1.6, 0.5, 0.7, 1.9, 1.2, 0.3, 1.5]
 
 @pytest.fixture
 def site(tmp_path, model_path):
-    config = parse_config(
-        {
-            "storage": {"state_dir": str(tmp_path / "state")},
-            "http": {"port": 0},
-            "notify": {"mqtt": {"enabled": False}},
-        }
-    )
+    config = server_config(tmp_path)  # engine-neutral: tests/test_pg_web.py runs these on PostgreSQL too
     db = open_database(config)
     conn = db.local().conn
     a = registry.add_model(conn, tmp_path / "models", variant_of(model_path, tmp_path / "a", "1.0.0"))
@@ -66,12 +58,10 @@ def site(tmp_path, model_path):
     registry.store_shadow(conn, shadow)
     app = create_app(config, db)
     served = Served(app)
-    udb = sqlite_utils.Database(config.storage.db_path)
-    auth.add_user(udb, "vet", "correct horse battery", role="staff")
-    auth.add_user(udb, "guest", "viewer password 1", role="viewer")
+    auth.add_user(conn, "vet", "correct horse battery", role="staff")
+    auth.add_user(conn, "guest", "viewer password 1", role="viewer")
     yield served.base, conn, a["sha256"], b["sha256"]
     served.stop()
-    udb.close()
 
 
 def session_of(base, user, password):
@@ -161,7 +151,7 @@ def test_staff_promote_through_a_confirmation_step_and_see_the_event(site):
     assert "Abandoned: lab-mgs 2.0.0 is no longer scored in shadow on dev2" in page
 
     # the JSON API records who changed it too
-    token = auth.create_token(sqlite_utils.Database(conn), "vet", "script")
+    token = auth.create_token(conn, "vet", "script")
     bearer = {"Authorization": f"Bearer {token}"}
     assert http("POST", f"{base}/api/models/assign", {"device_id": "dev2", "candidate": b}, bearer)[0] == 200
     assert http("POST", f"{base}/api/models/abandon", {"device_id": "dev2"}, bearer)[0] == 200
@@ -225,6 +215,51 @@ def test_agreement_with_human_ratings_on_the_page_and_in_the_api(site):
     shadow = page[page.index('id="shadow-human"') : page.index('id="model-events"')]
     c2 = shadow[shadow.index('data-cage="C2"') :]
     assert "n &lt; 10: too few" in c2[: c2.index("</tr>")]
+
+
+def test_devices_fetch_the_registered_files_by_sha256(site):
+    import hashlib
+    import urllib.request
+
+    base, _, a, _ = site
+    with urllib.request.urlopen(f"{base}/device-api/models/{a}.tflite", timeout=30) as r:
+        assert hashlib.sha256(r.read()).hexdigest() == a
+    status, _, manifest = http("GET", f"{base}/device-api/models/{a}.manifest.json")
+    assert status == 200 and manifest["sha256"] == a and manifest["version"] == "1.0.0"
+    assert http("GET", f"{base}/device-api/models/{'0' * 64}.tflite")[0] == 404
+    assert http("GET", f"{base}/device-api/models/{a}.exe")[0] == 404
+
+
+def test_model_cli_adds_lists_assigns_and_promotes(tmp_path, model_path):
+    """``amgs server model ...`` on the database of the collector's TOML (SQLite, or PostgreSQL in
+    tests/test_pg_models.py)."""
+    from click.testing import CliRunner
+
+    from amgs.cli import main
+
+    config = server_config(tmp_path)
+    storage = config.storage
+    toml = tmp_path / "server.toml"
+    url = f'url = "{storage.url}"\n' if storage.url else ""
+    toml.write_text(f'[storage]\nstate_dir = "{storage.state_dir}"\n{url}')
+
+    def run(*args):
+        r = CliRunner().invoke(main, ["server", "model", *args, "--config", str(toml)])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert "lab-mgs 1.0.0" in run("add", str(variant_of(model_path, tmp_path / "a", "1.0.0")))
+    assert "lab-mgs 2.0.0" in run("add", str(variant_of(model_path, tmp_path / "b", "2.0.0")))
+    assert "lab-mgs 1.0.0" in run("list") and len(list((storage.state_dir / "models").glob("*.tflite"))) == 2
+    conn = open_database(config).local().conn
+    conn.execute("INSERT INTO devices (device_id, site) VALUES ('dev1', 'lab1')")
+    run("assign", "dev1", "--active", "lab-mgs:1.0.0", "--candidate", "lab-mgs:2.0.0")
+    run("promote", "dev1")
+    (active,) = conn.execute(
+        "SELECT active_sha256 FROM model_assignments WHERE device_id = 'dev1'"
+    ).fetchone()
+    assert active == registry.find(conn, "lab-mgs:2.0.0")
+    assert "no shadow scores yet" in run("agreement")
 
 
 @pytest.mark.browser

@@ -18,10 +18,17 @@ from tests.server_support import server_config
 T0, _ = local_day_bounds(dt.date(2026, 3, 2), "UTC")
 
 
+def toml_of(config, tmp_path, extra: str = ""):
+    """The collector TOML the CLI reads: the test's database (SQLite, or PostgreSQL in test_pg_rating.py)."""
+    storage = config.storage
+    url = f'url = "{storage.url}"\n' if storage.url else ""
+    (tmp_path / "server.toml").write_text(f'[storage]\nstate_dir = "{storage.state_dir}"\n{url}{extra}')
+    return tmp_path / "server.toml"
+
+
 def test_export_ratings_and_agreement_csv(tmp_path):
-    cfg_file = tmp_path / "server.toml"
-    cfg_file.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n[rating]\nper_cage_per_day = 6\n')
     config = server_config(tmp_path, rating={"per_cage_per_day": 6})
+    cfg_file = toml_of(config, tmp_path, "[rating]\nper_cage_per_day = 6\n")
     runner = CliRunner()
     r = runner.invoke(main, ["server", "export-ratings", str(tmp_path / "x"), "--config", str(cfg_file)])
     assert r.exit_code != 0 and "no ratings yet" in r.output
@@ -64,8 +71,7 @@ def test_export_ratings_and_agreement_csv(tmp_path):
 
 
 def test_user_add_with_the_rater_role(tmp_path):
-    cfg_file = tmp_path / "server.toml"
-    cfg_file.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    cfg_file = toml_of(server_config(tmp_path), tmp_path)
     runner = CliRunner()
     r = runner.invoke(
         main,

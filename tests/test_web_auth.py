@@ -1,5 +1,9 @@
 """Dashboard access over real HTTP (uvicorn): open or login-only viewing, Argon2 passwords, sessions that
-expire, CSRF on state changes, API tokens, and roles."""
+expire, CSRF on state changes, API tokens, and roles.
+
+Engine-neutral: the database comes from :func:`server_config` and is used through ``db.local()`` with plain
+SQL, so tests/test_pg_web.py collects these tests again on PostgreSQL (pointing ``server_config`` there).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import re
 import time
 
 import pytest
-import sqlite_utils
 
 from amgs.server.alerts.rules import Condition
 from amgs.server.config import parse_config
@@ -21,28 +24,38 @@ PAIN = Condition(
 )
 
 
+def server_config(tmp_path, **sections):
+    """The collector's config for a test (SQLite under tmp_path; tests/test_pg_web.py adds storage.url)."""
+    data = {"storage": {"state_dir": str(tmp_path / "state")}, "http": {"port": 0}}
+    data["notify"] = {"mqtt": {"enabled": False}}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data)
+
+
+def q(db, sql: str, params=()) -> list[tuple]:
+    return [tuple(r) for r in db.execute(sql, params).fetchall()]
+
+
 @pytest.fixture
 def site(tmp_path, request):
-    web = getattr(request, "param", {})
-    config = parse_config(
-        {
-            "storage": {"state_dir": str(tmp_path / "state")},
-            "http": {"port": 0},
-            "notify": {"mqtt": {"enabled": False}},
-            "web": web,
-        }
-    )
+    config = server_config(tmp_path, web=getattr(request, "param", {}))
     db = open_database(config)
     app = create_app(config, db)
     served = Served(app)
-    udb = sqlite_utils.Database(config.storage.db_path)
+    udb = db.local()
     auth.add_user(udb, "vet", "correct horse battery", role="staff")
     auth.add_user(udb, "guest", "viewer password 1", role="viewer")
-    app.state.alert_engine.apply([PAIN])
-    alert_id = next(udb["alerts"].rows)["alert_id"]
-    yield served.base, udb, alert_id, app
+    yield served.base, udb, app
     served.stop()
-    udb.close()
+
+
+@pytest.fixture
+def alert_id(site):
+    """An open alert (the state-changing requests of these tests acknowledge or resolve it)."""
+    _, udb, app = site
+    app.state.alert_engine.apply([PAIN])
+    return q(udb, "SELECT alert_id FROM alerts")[0][0]
 
 
 def login(base: str, user: str, password: str) -> tuple[int, str | None, str]:
@@ -68,8 +81,8 @@ def csrf_of(base: str, session: str) -> str:
 
 
 def test_passwords_are_argon2_hashes_and_bad_input_is_refused(site):
-    _, udb, _, _ = site
-    stored = udb["web_users"].get("vet")["password_hash"]
+    _, udb, _ = site
+    (stored,) = q(udb, "SELECT password_hash FROM web_users WHERE username = 'vet'")[0]
     assert stored.startswith("$argon2id$") and "correct horse" not in stored
     with pytest.raises(auth.AuthError, match="at least 8"):
         auth.add_user(udb, "x", "short")
@@ -77,8 +90,8 @@ def test_passwords_are_argon2_hashes_and_bad_input_is_refused(site):
         auth.add_user(udb, "x", "long enough pw", role="root")
 
 
-def test_viewing_is_open_but_acting_needs_staff_login_and_csrf(site):
-    base, udb, alert_id, _ = site
+def test_viewing_is_open_but_acting_needs_staff_login_and_csrf(site, alert_id):
+    base, udb, _ = site
     assert http("GET", f"{base}/api/overview")[0] == 200
     assert http("GET", f"{base}/alerts")[0] == 200
     ack = f"{base}/api/alerts/{alert_id}/acknowledge"
@@ -111,8 +124,8 @@ def test_viewing_is_open_but_acting_needs_staff_login_and_csrf(site):
     assert http("POST", resolve, {}, headers={"Cookie": session, "X-CSRF-Token": token})[0] == 401
 
 
-def test_tokens_roles_and_expiry(site):
-    base, udb, alert_id, _ = site
+def test_tokens_roles_and_expiry(site, alert_id):
+    base, udb, _ = site
     resolve = f"{base}/api/alerts/{alert_id}/resolve"
     viewer = auth.create_token(udb, "guest", "wallboard")
     assert http("POST", resolve, {}, headers={"Authorization": f"Bearer {viewer}"})[0] == 403
@@ -122,9 +135,8 @@ def test_tokens_roles_and_expiry(site):
         "POST", resolve, {"comment": "euthanized at endpoint"}, headers={"Authorization": f"Bearer {staff}"}
     )
     assert status == 200 and body["state"] == "resolved" and body["resolved_by"] == "vet"
-    assert udb["web_tokens"].count == 2 and all(
-        not r["token_sha256"].startswith("amgs_") for r in udb["web_tokens"].rows
-    )
+    stored = q(udb, "SELECT token_sha256, last_used_at FROM web_tokens")
+    assert len(stored) == 2 and all(not sha.startswith("amgs_") for sha, _ in stored)
 
     session, csrf = auth.create_session(udb, "vet", hours=1 / 3600)  # expires after one second
     time.sleep(1.2)
@@ -135,7 +147,7 @@ def test_tokens_roles_and_expiry(site):
 
 
 def test_metadata_writes_need_a_login(site):
-    base, udb, _, _ = site
+    base, udb, _ = site
     assert http("POST", f"{base}/api/meta/sites", {"site_id": "s2"})[0] == 401
     staff = auth.create_token(udb, "vet", "script")
     assert (
@@ -148,7 +160,7 @@ def test_metadata_writes_need_a_login(site):
 
 @pytest.mark.parametrize("site", [{"view_requires_login": True}], indirect=True)
 def test_login_required_for_viewing_when_configured(site):
-    base, _, _, _ = site
+    base, _, _ = site
     status, headers, _ = http("GET", f"{base}/alerts")
     assert status == 303 and headers["Location"] == "/login?next=/alerts"
     assert http("GET", f"{base}/api/overview")[0] == 401
@@ -158,7 +170,7 @@ def test_login_required_for_viewing_when_configured(site):
 
 
 def test_login_form_refuses_a_forged_post(site):
-    base, _, _, _ = site
+    base, _, _ = site
     status, _, body = http(
         "POST",
         f"{base}/login",
@@ -174,8 +186,13 @@ def test_user_cli_adds_lists_tokens_and_disables(tmp_path):
 
     from amgs.cli import main
 
+    config = server_config(tmp_path)
+    storage = config.storage
     toml = tmp_path / "server.toml"
-    toml.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    toml.write_text(
+        f'[storage]\nstate_dir = "{storage.state_dir}"\n'
+        + (f'url = "{storage.url}"\n' if storage.url else "")
+    )
     run = lambda *args: CliRunner().invoke(main, ["server", "user", *args, "--config", str(toml)])  # noqa: E731
     assert run("add", "vet", "--password", "long password 1").exit_code == 0
     token = run("token", "vet").output.strip()
@@ -184,13 +201,14 @@ def test_user_cli_adds_lists_tokens_and_disables(tmp_path):
     bad = run("add", "x", "--password", "short")
     assert bad.exit_code != 0 and "at least 8" in bad.output
     assert "no user 'nobody'" in run("token", "nobody").output
+    udb = open_database(config).local()  # the database the CLI used
+    assert auth.check_password(udb, "vet", "long password 1")["role"] == "staff"
     assert run("disable", "vet").exit_code == 0
-    udb = sqlite_utils.Database(tmp_path / "state" / "collector.db")
     assert auth.check_password(udb, "vet", "long password 1") is None  # disabled
 
 
 def test_bad_dashboard_queries_get_clear_answers(site):
-    base, _, _, _ = site
+    base, _, _ = site
     status, _, body = http("GET", f"{base}/api/timecourse/groups")
     assert status == 400 and "at least one group" in body["detail"]
     status, _, body = http("GET", f"{base}/api/timecourse/groups?group=nobody")
@@ -205,9 +223,9 @@ def test_bad_dashboard_queries_get_clear_answers(site):
 
 
 @pytest.mark.parametrize("site", [{"enabled": False}], indirect=True)
-def test_dashboard_off_leaves_the_api_with_its_access_rules(site):
+def test_dashboard_off_leaves_the_api_with_its_access_rules(site, alert_id):
     """[web] enabled = false: no pages, log-in or static files; the API answers, tokens still act."""
-    base, udb, alert_id, _ = site
+    base, udb, _ = site
     for path in ("/", "/alerts", "/login", "/static/js/common.js"):
         assert http("GET", f"{base}{path}")[0] == 404, path
     assert (
@@ -224,7 +242,7 @@ def test_dashboard_off_leaves_the_api_with_its_access_rules(site):
 
 
 def test_api_validation_errors_name_the_parameter(site):
-    base, _, _, _ = site
+    base, _, _ = site
     status, _, body = http("GET", f"{base}/api/overview?hours=zero")
     assert status == 400 and body["detail"].startswith("hours:")
     status, _, body = http("GET", f"{base}/api/alerts?state=lost")
@@ -232,7 +250,7 @@ def test_api_validation_errors_name_the_parameter(site):
 
 
 def test_every_response_carries_the_security_headers(site):
-    base, _, _, _ = site
+    base, _, _ = site
     for path in ("/", "/login", "/api/overview", "/api/nowhere", "/static/js/common.js"):
         _, headers, _ = http("GET", f"{base}{path}")
         assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff", path

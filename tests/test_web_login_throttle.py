@@ -8,33 +8,28 @@ import re
 import threading
 
 import pytest
-import sqlite_utils
 
-from amgs.server.config import parse_config
 from amgs.server.http.app import create_app
 from amgs.server.storage.db import open_database
 from amgs.server.web import auth
 from amgs.server.web.throttle import ACCOUNT, ADDRESS, LoginThrottle
+from tests.test_web_auth import server_config
 from tests.web_helpers import Served, http
 
 
 @pytest.fixture
 def site(tmp_path):
     """A served collector whose throttle runs on a clock the test moves (``app.state.test_clock``)."""
-    config = parse_config(
-        {"storage": {"state_dir": str(tmp_path / "state")}, "notify": {"mqtt": {"enabled": False}}}
-    )
+    config = server_config(tmp_path)  # engine-neutral: tests/test_pg_web.py runs these on PostgreSQL too
     db = open_database(config)
     app = create_app(config, db)
     clock = [1000.0]
     app.state.login_throttle = LoginThrottle(clock=lambda: clock[0])
     app.state.test_clock = clock
     served = Served(app)
-    udb = sqlite_utils.Database(config.storage.db_path)
-    auth.add_user(udb, "vet", "correct horse battery", role="staff")
+    auth.add_user(db.local(), "vet", "correct horse battery", role="staff")
     yield served.base, app
     served.stop()
-    udb.close()
 
 
 def attempt(base: str, user: str, password: str, address: str):

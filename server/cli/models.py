@@ -46,10 +46,12 @@ def add(file, evaluations, notes, config_path, db_path) -> None:
         name, path = str(e).split("=", 1) if "=" in str(e) and not Path(e).exists() else (None, str(e))
         p = Path(path)
         evals.append((p / "figures.json" if p.is_dir() else p, name))
+    from amgs.server.storage.pg import is_postgres
+
+    # the files sit beside the SQLite file (or --db); with PostgreSQL in the collector's state_dir
+    models_dir = (config.storage.state_dir if is_postgres(db) else db.path.parent) / "models"
     try:
-        m = registry.add_model(
-            db.local().conn, db.path.parent / "models", file, evaluations=evals, notes=notes
-        )
+        m = registry.add_model(db.local().conn, models_dir, file, evaluations=evals, notes=notes)
     except registry.RegistryError as e:
         raise _fail(e) from None
     flag = "  SYNTHETIC-trained: not validated on real mice" if m["synthetic"] else ""

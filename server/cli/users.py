@@ -68,13 +68,11 @@ def user_list(config_path, db_path) -> None:
 @db_option
 def user_token(username, name, config_path, db_path) -> None:
     """Print a new API token for USERNAME (shown once; only its SHA-256 is stored)."""
-    import sqlite_utils
-
-    from amgs.server.web.auth import create_token
+    from amgs.server.web.auth import NoSuchUser, create_token
 
     _, db = load(config_path, db_path)
     conn = db.local()
     try:
         click.echo(create_token(conn, username, name))
-    except sqlite_utils.db.NotFoundError:
+    except NoSuchUser:
         raise click.ClickException(f"no user {username!r}: add it with `amgs server user add`") from None

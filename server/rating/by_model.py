@@ -162,7 +162,8 @@ def human_agreement(conn, cutoff: float, conf: float = 0.95) -> dict[str, Any]:
         cutoff,
         conf,
         ratings_version(conn),
-        conn.execute("SELECT count(*), coalesce(max(rowid), 0) FROM shadow_scores").fetchone(),
+        # the newest row (PostgreSQL: its ctid; None when empty): new shadow scores change the key
+        conn.execute("SELECT count(*), max(rowid) FROM shadow_scores").fetchone(),
         conn.execute("SELECT count(*), group_concat(sha256) FROM models").fetchone(),
     )
     out = _CACHE.get(key)

@@ -75,8 +75,8 @@ def candidates(conn: sqlite3.Connection, t0: float, t1: float) -> list[tuple[Can
     unscorable (out of the model's domain, no face, quality) is flagged: it is drawn only on request
     (``rating.unscorable_share``), never into the P(pain) strata, whose P(pain) it has no meaning for."""
     rows = conn.execute(
-        "SELECT s.msg_id, s.cage_id, s.t, s.p_pain, coalesce(s.needs_review, 0) OR coalesce(s.asleep, 0) "
-        "OR coalesce(s.outcome, '') = 'unscorable', c.path "
+        "SELECT s.msg_id, s.cage_id, s.t, s.p_pain, (coalesce(s.needs_review, 0) <> 0 OR coalesce(s.asleep, 0) <> 0 "
+        "OR coalesce(s.outcome, '') = 'unscorable'), c.path "
         "FROM scores s JOIN crops c ON c.msg_id = s.msg_id WHERE s.t >= ? AND s.t < ?",
         [t0, t1],
     ).fetchall()

@@ -6,10 +6,11 @@ statements run on PostgreSQL through psycopg 3: :func:`translate` rewrites a sta
 placeholders ``?`` -> ``%s``, column types (``REAL`` is 4 bytes in PostgreSQL: ``DOUBLE PRECISION``;
 ``INTEGER`` -> ``BIGINT``; ``INTEGER PRIMARY KEY`` -> an identity column; ``BLOB`` -> ``BYTEA``), SQLite's
 functions (``total`` -> ``coalesce(sum, 0)``, two-argument ``max``/``min`` -> ``greatest``/``least``,
-``CAST(x AS INTEGER)`` truncates -> ``floor``), ``INSERT OR IGNORE`` / ``INSERT OR REPLACE`` ->
-``ON CONFLICT``, ``BEGIN IMMEDIATE`` -> ``BEGIN``, ``WITHOUT ROWID`` dropped. Why a dialect layer and not
-SQLAlchemy Core: see docs/server.md ("PostgreSQL"); in short every query of the collector would have to be
-rewritten as expression trees; bench/bench_dialect.py measures the per-statement cost of both.
+``CAST(x AS INTEGER)`` truncates -> ``floor``, ``group_concat`` -> ``string_agg``), ``INSERT OR IGNORE`` /
+``INSERT OR REPLACE`` -> ``ON CONFLICT``, ``BEGIN IMMEDIATE`` -> ``BEGIN``, ``WITHOUT ROWID`` dropped. Why a
+dialect layer and not SQLAlchemy Core: see docs/server.md ("PostgreSQL"); in short every query of the
+collector would have to be rewritten as expression trees; bench/bench_dialect.py measures the per-statement
+cost of both.
 
 :class:`PgConnection` looks like the ``sqlite3.Connection`` / ``sqlite_utils.Database`` the code already gets
 (``execute``, ``executemany``, ``.conn``, ``table_names``); :class:`PgDatabase` is :class:`CollectorDB` for a
@@ -64,7 +65,7 @@ def _split_call(sql: str, start: int) -> tuple[list[str], int]:
     raise ValueError(f"unbalanced parentheses in {sql!r}")
 
 
-_FUNC = re.compile(r"\b(max|min|total|CAST)\s*\(", re.I)
+_FUNC = re.compile(r"\b(max|min|total|CAST|group_concat)\s*\(", re.I)
 
 
 def _functions(sql: str) -> str:
@@ -85,6 +86,10 @@ def _functions(sql: str) -> str:
         elif name == "cast" and re.search(r"\s+AS\s+INTEGER\s*$", inner[0], re.I):
             expr = re.sub(r"\s+AS\s+INTEGER\s*$", "", inner[0], flags=re.I)
             out.append(f"CAST(floor({expr}) AS BIGINT)")  # SQLite truncates, PostgreSQL would round
+        elif name == "group_concat":  # string_agg wants text and a separator (SQLite's default: ',')
+            distinct, expr = re.match(r"\s*(DISTINCT\s+)?(.*)$", inner[0], re.I | re.S).groups()
+            sep = inner[1].strip() if len(inner) > 1 else "','"
+            out.append(f"string_agg({distinct or ''}CAST({expr.strip()} AS TEXT), {sep})")
         else:
             out.append(f"{m.group(1)}({', '.join(inner)})")
         pos = end
@@ -230,6 +235,7 @@ class PgConnection:
         self.url = url
         self.raw = psycopg.connect(url, autocommit=True)
         self._pks: tuple | None = None
+        self._rowids: dict[str, str] | None = None
 
     @property
     def conn(self) -> PgConnection:
@@ -255,11 +261,22 @@ class PgConnection:
             self._pks = tuple((t, tuple(c)) for t, c in sorted(keys.items()))
         return self._pks
 
+    def _rowid_columns(self) -> dict[str, str]:
+        """Table -> its ``INTEGER PRIMARY KEY`` column (an identity column here): SQLite's rowid."""
+        if self._rowids is None:
+            pks = dict(self._primary_keys())
+            rows = self.raw.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND is_identity = 'YES'"
+            ).fetchall()
+            self._rowids = {t: c for t, c in rows if pks.get(t) == (c,)}
+        return self._rowids
+
     def _sql(self, sql: str) -> str:
         if re.match(r"^\s*INSERT\s+OR\s+REPLACE", sql, re.I):
             return translate(sql, self._primary_keys())
         if re.match(r"^\s*(CREATE|ALTER|DROP)\s", sql, re.I):
-            self._pks = None
+            self._pks = self._rowids = None
         return translate(sql)
 
     def execute(self, sql: str, params=()) -> PgCursor:
@@ -268,8 +285,9 @@ class PgConnection:
         sql_pg = self._sql(sql)
         args = tuple(params) if params is not None else None
         m = re.match(r"^\s*INSERT\s+INTO\s+(\w+)\b", sql_pg, re.I)
-        if m and "RETURNING" not in sql_pg.upper() and dict(self._primary_keys()).get(m.group(1)) == ("id",):
-            cur = self.raw.execute(sql_pg + " RETURNING id", args)  # sqlite3's cursor.lastrowid
+        rowid = m and "RETURNING" not in sql_pg.upper() and self._rowid_columns().get(m.group(1))
+        if rowid:
+            cur = self.raw.execute(f"{sql_pg} RETURNING {rowid}", args)  # sqlite3's cursor.lastrowid
             row = cur.fetchone()
             return PgCursor(cur, row[0] if row else None)
         return PgCursor(self.raw.execute(sql_pg, args))

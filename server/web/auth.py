@@ -8,6 +8,11 @@
 - Every state-changing request authenticated by cookie must echo the session's CSRF token
   (``X-CSRF-Token`` header or ``csrf_token`` form field). The login form itself uses a double-submit
   cookie.
+
+Plain SQL on whatever connection the caller has (a ``sqlite_utils.Database``, a ``sqlite3.Connection`` or
+PostgreSQL's :class:`~amgs.server.storage.pg.PgConnection`, which translates it): one code path for both
+engines. Every write runs in :func:`~amgs.sqlite_tx.write_transaction`, so a connection that is not in
+autocommit mode commits too.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
@@ -38,15 +42,26 @@ class AuthError(ValueError):
     pass
 
 
-def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
-    return next(db.query(sql, params), None)
+class NoSuchUser(AuthError, LookupError):
+    """The user name is not in ``web_users``."""
+
+
+def _one(db: Any, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    """The first row as a dict (or None), on any of the connections the module takes."""
+    cur = db.execute(sql, params)
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def _user(db: Any, username: str) -> dict[str, Any] | None:
+    return _one(db, f"SELECT * FROM {USERS} WHERE username = ?", [username])
 
 
 def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_user(db: sqlite_utils.Database, username: str, password: str, role: str = "staff") -> None:
+def add_user(db: Any, username: str, password: str, role: str = "staff") -> None:
     if role not in ROLES:
         raise AuthError(f"role {role!r} is not one of {ROLES}")
     if not username or len(username) > 64 or not username.replace("_", "").replace(".", "").isalnum():
@@ -55,22 +70,18 @@ def add_user(db: sqlite_utils.Database, username: str, password: str, role: str 
         raise AuthError("password too short: use at least 8 characters")
     password_hash = _hasher.hash(password)  # slow: before the write lock is taken
     with write_transaction(db):
-        db[USERS].upsert(
-            {
-                "username": username,
-                "password_hash": password_hash,
-                "role": role,
-                "created_at": time.time(),
-                "disabled": 0,
-            },
-            pk="username",
+        db.execute(
+            f"INSERT INTO {USERS} (username, password_hash, role, created_at, disabled) VALUES (?, ?, ?, ?, 0) "
+            "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role, "
+            "created_at = excluded.created_at, disabled = excluded.disabled",
+            [username, password_hash, role, time.time()],
         )
         db.execute(
             f"DELETE FROM {SESSIONS} WHERE username = ?", [username]
         )  # a new password ends old sessions
 
 
-def disable_user(db: sqlite_utils.Database, username: str) -> bool:
+def disable_user(db: Any, username: str) -> bool:
     """Refuse the user's log-ins, sessions and tokens from now on; False if there is no such user."""
     with write_transaction(db):
         if db.execute(f"UPDATE {USERS} SET disabled = 1 WHERE username = ?", [username]).rowcount == 0:
@@ -79,10 +90,9 @@ def disable_user(db: sqlite_utils.Database, username: str) -> bool:
     return True
 
 
-def check_password(db: sqlite_utils.Database, username: str, password: str) -> dict[str, Any] | None:
-    try:
-        user = db[USERS].get(username)
-    except sqlite_utils.db.NotFoundError:
+def check_password(db: Any, username: str, password: str) -> dict[str, Any] | None:
+    user = _user(db, username)
+    if user is None:
         _hasher.hash(password)  # same work either way: no user enumeration by timing
         return None
     if user["disabled"]:
@@ -92,37 +102,40 @@ def check_password(db: sqlite_utils.Database, username: str, password: str) -> d
     except (VerificationError, InvalidHashError):
         return None
     if _hasher.check_needs_rehash(user["password_hash"]):
-        db[USERS].update(username, {"password_hash": _hasher.hash(password)})
+        new_hash = _hasher.hash(password)
+        with write_transaction(db):
+            db.execute(f"UPDATE {USERS} SET password_hash = ? WHERE username = ?", [new_hash, username])
     return user
 
 
-def create_session(db: sqlite_utils.Database, username: str, hours: float) -> tuple[str, str]:
+def create_session(db: Any, username: str, hours: float) -> tuple[str, str]:
     """Return (cookie value, csrf token)."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = time.time()
-    db.execute(f"DELETE FROM {SESSIONS} WHERE expires_at < ?", [now])
-    db[SESSIONS].insert(
-        {
-            "token_sha256": _sha(token),
-            "username": username,
-            "csrf": csrf,
-            "created_at": now,
-            "expires_at": now + hours * 3600,
-        }
-    )
+    with write_transaction(db):
+        db.execute(f"DELETE FROM {SESSIONS} WHERE expires_at < ?", [now])
+        db.execute(
+            f"INSERT INTO {SESSIONS} (token_sha256, username, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            [_sha(token), username, csrf, now, now + hours * 3600],
+        )
     return token, csrf
 
 
-def end_session(db: sqlite_utils.Database, token: str) -> None:
+def end_session(db: Any, token: str) -> None:
     db.execute(f"DELETE FROM {SESSIONS} WHERE token_sha256 = ?", [_sha(token)])
 
 
-def create_token(db: sqlite_utils.Database, username: str, name: str) -> str:
-    db[USERS].get(username)
+def create_token(db: Any, username: str, name: str) -> str:
+    """A new API token for ``username`` (shown once: only its SHA-256 is stored); :class:`NoSuchUser` if
+    there is no such user."""
     token = "amgs_" + secrets.token_urlsafe(32)
-    db[TOKENS].insert(
-        {"token_sha256": _sha(token), "name": name, "username": username, "created_at": time.time()}
-    )
+    with write_transaction(db):
+        if _user(db, username) is None:
+            raise NoSuchUser(f"no user {username!r}")
+        db.execute(
+            f"INSERT INTO {TOKENS} (token_sha256, name, username, created_at) VALUES (?, ?, ?, ?)",
+            [_sha(token), name, username, time.time()],
+        )
     return token
 
 
@@ -142,7 +155,7 @@ class Principal:
         return self.role in ("rater", "staff", "admin")
 
 
-def principal(db: sqlite_utils.Database, request: Request) -> Principal | None:
+def principal(db: Any, request: Request) -> Principal | None:
     """Who is making this request (None = anonymous)."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
