@@ -188,10 +188,10 @@ def change(
     confirm: Annotated[str, Form(max_length=200)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ):
+    p = _editor(request)  # who may ask comes first: an anonymous POST learns nothing about the routes
+    check_csrf(request, p, csrf_token)
     if action not in ACTIONS:
         raise HTTPException(404, "only promote or abandon")
-    p = _editor(request)
-    check_csrf(request, p, csrf_token)
     conn = _conn(request)
     if confirm.strip() != device_id or not device_id:
         return _confirm(
