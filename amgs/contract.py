@@ -57,6 +57,7 @@ LABELS = ("no pain", "pain")
 
 OUTCOMES = (*LABELS, "unscorable")
 """What an image ends in: one of the labels, or ``unscorable`` (the model must not be believed on it)."""
+UNSCORABLE = OUTCOMES[2]
 
 UNSCORABLE_REASONS = ("out_of_domain", "no_face", "quality")
 """Why an image is unscorable (see :mod:`amgs.scoring`, which gives each a name and a meaning)."""
@@ -307,13 +308,29 @@ def _schema_required(schema: dict[str, Any]) -> None:
     schema["required"] = ["schema", *schema.get("required", [])]
 
 
+def _check_outcome(outcome: str | None, reason: str | None, label: str) -> None:
+    """The outcome, its reason and the label agree (a score's and a shadow score's; :func:`_outcome_rules`
+    says the same in JSON Schema)."""
+    if outcome is None:
+        if reason is not None:
+            raise ValueError("unscorable_reason: is only allowed with outcome 'unscorable'")
+    elif outcome == UNSCORABLE:
+        if reason is None:
+            raise ValueError("unscorable_reason: is required with outcome 'unscorable'")
+    elif outcome != label or reason is not None:
+        raise ValueError(
+            f"outcome: {outcome!r} disagrees with label {label!r}"
+            + (" or has an unscorable_reason" if reason else "")
+        )
+
+
 def _outcome_rules(schema: dict[str, Any]) -> None:
     """:meth:`ScoreDraft._outcome_agrees` for JSON Schema readers: the outcome, its reason and the label agree."""
 
     def present(name: str, sub: dict[str, Any]) -> dict[str, Any]:
         return {"required": [name], "properties": {name: sub}}
 
-    unscorable = {"const": OUTCOMES[2]}
+    unscorable = {"const": UNSCORABLE}
     schema["allOf"] = [
         {"if": present("unscorable_reason", {"type": "string"}), "then": present("outcome", unscorable)},
         {"if": present("outcome", unscorable), "then": present("unscorable_reason", {"type": "string"})},
@@ -329,12 +346,20 @@ class ShadowScore(_Part):
     """A candidate model's score of the same face (shadow mode): stored apart by the collector, never used
     for time courses or alerts."""
 
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _outcome_rules(schema))
     model: ModelRef
     p_pain: Prob
     label: Literal["no pain", "pain"]
     confidence: float = Field(ge=0.5, le=1)
     mgs_au: AuValue | None = None
     inference_ms: float = Field(None, ge=0)
+    outcome: Literal[OUTCOMES] = Field(None, description="the candidate's outcome (as the score's)")
+    unscorable_reason: Literal[UNSCORABLE_REASONS] | None = None
+
+    @model_validator(mode="after")
+    def _outcome_agrees(self) -> ShadowScore:
+        _check_outcome(self.outcome, self.unscorable_reason, self.label)
+        return self
 
 
 class ModelUpdate(_Part):
@@ -392,23 +417,13 @@ class ScoreDraft(Message):
 
     @model_validator(mode="after")
     def _outcome_agrees(self) -> ScoreDraft:
-        if self.outcome is None:
-            if self.unscorable_reason is not None:
-                raise ValueError("unscorable_reason: is only allowed with outcome 'unscorable'")
-        elif self.outcome == OUTCOMES[2]:
-            if self.unscorable_reason is None:
-                raise ValueError("unscorable_reason: is required with outcome 'unscorable'")
-        elif self.outcome != self.label or self.unscorable_reason is not None:
-            raise ValueError(
-                f"outcome: {self.outcome!r} disagrees with label {self.label!r}"
-                + (" or has an unscorable_reason" if self.unscorable_reason else "")
-            )
+        _check_outcome(self.outcome, self.unscorable_reason, self.label)
         return self
 
     @property
     def scorable(self) -> bool:
         """False for an unscorable record (never part of a mean, a fraction or an alert)."""
-        return self.outcome != OUTCOMES[2]
+        return self.outcome != UNSCORABLE
 
     def numbered(self, seq: int) -> Score:
         """The record as sent, once the outbox has given it its ``seq``."""

@@ -37,7 +37,6 @@ from amgs.device.sources import (
     make_source,
 )
 from amgs.manifest import Manifest
-from amgs.preprocess import to_model_input
 from amgs.scoring import ImageScore, Scorer
 from amgs.sdnotify import Notifier
 
@@ -305,7 +304,7 @@ class Agent:
             return None
         spec = cand.manifest.input
         try:
-            s = cand.score_input(to_model_input(_fit(pixels, spec.width, spec.height), spec))
+            s = cand.score_pixels(_fit(pixels, spec.width, spec.height))  # its own in-domain check too
         except Exception as e:  # noqa: BLE001 - a failing candidate never costs an active score
             log.error("candidate model failed: %s", e)
             self.health.error(f"candidate model failed: {e}")
@@ -317,6 +316,8 @@ class Agent:
             "confidence": s.confidence,
             "mgs_au": s.mgs_au,
             "inference_ms": s.inference_ms,
+            "outcome": s.outcome,
+            **({"unscorable_reason": s.unscorable_reason} if not s.scorable else {}),
         }
 
     def run_burst(self, name: str) -> int:

@@ -107,6 +107,37 @@ def test_shadow_scores_are_stored_apart_and_compared_per_cage(db):
     assert g["n"] == 6 and g["same_decision"] == pytest.approx(5 / 6, abs=1e-4)
     assert g["inference_ms_active"] == 40.0 and g["inference_ms_candidate"] == 12.0
     assert conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 0  # never into scores
+    assert (g["unscorable_active"], g["unscorable_candidate"]) == (0, 0)
+
+
+def test_faces_either_model_found_unscorable_are_counted_apart_not_compared(db):
+    """Issue 11 in shadow mode: a face the candidate's (or the active model's) in-domain check or quality
+    gate refused says nothing about how the two agree; it is counted per model and left out."""
+    from amgs.contract import ShadowScore
+    from amgs.server.models import registry
+
+    conn = db.local().conn
+    ref = {"name": "cand", "version": "1", "sha256": "c" * 64}
+    kinds = ["both", "both", "active_out", "cand_out", "cand_out"]
+    items = []
+    for i, kind in enumerate(kinds):
+        row = {
+            "msg_id": f"{i:032x}", "device_id": "d", "cage_id": "C1", "animal_id": None, "seq": i + 1,
+            "t": 1000.0 + i, "model_sha256": "a" * 64, "p_pain": 0.9, "label": "pain", "mgs_au": None,
+            "inference_ms": 40.0, "outcome": "unscorable" if kind == "active_out" else "pain",
+        }  # fmt: skip
+        shadow = {"model": ref, "p_pain": 0.95 if kind == "both" else 0.1, "label": "pain" if kind == "both" else "no pain",
+                  "confidence": 0.9, "outcome": "pain" if kind == "both" else "no pain"}  # fmt: skip
+        if kind == "cand_out":
+            shadow.update(outcome="unscorable", unscorable_reason="out_of_domain")
+        ShadowScore.model_validate(shadow)  # as the contract takes it from a device
+        items.append(({"shadow": shadow}, row))
+    registry.store_shadow(conn, items)
+    (g,) = registry.agreement(conn)
+    assert (g["n"], g["same_decision"], g["unscorable_active"], g["unscorable_candidate"]) == (2, 1.0, 1, 2)
+    conn.execute("DELETE FROM shadow_scores WHERE msg_id IN (?, ?)", [f"{0:032x}", f"{1:032x}"])
+    (g,) = registry.agreement(conn)
+    assert g["n"] == 0 and g["same_decision"] is None and g["pearson_r"] is None
 
 
 def test_device_refuses_bytes_that_are_not_the_assigned_model(tmp_path, model_path):

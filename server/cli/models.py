@@ -158,8 +158,14 @@ def agreement(candidate, config_path, db_path) -> None:
     if not rows:
         click.echo("no shadow scores yet")
     for r in rows:
+        figures = (
+            f"same decision {r['same_decision']:.3f}  mean |dP| {r['mean_abs_dp']:.3f}  r={r['pearson_r']}  "
+            f"pain {r['pain_fraction_active']:.2f} -> {r['pain_fraction_candidate']:.2f}"
+            if r["n"]
+            else "no face both models could score"
+        )
         click.echo(
-            f"{r['cage_id']:<12} {r['candidate']:<24} n={r['n']:<6} same decision {r['same_decision']:.3f}  "
-            f"mean |dP| {r['mean_abs_dp']:.3f}  r={r['pearson_r']}  pain {r['pain_fraction_active']:.2f} -> "
-            f"{r['pain_fraction_candidate']:.2f}  ms {r['inference_ms_active']} + {r['inference_ms_candidate']}"
+            f"{r['cage_id']:<12} {r['candidate']:<24} n={r['n']:<6} {figures}  unscorable "
+            f"{r['unscorable_active']} / {r['unscorable_candidate']}  ms {r['inference_ms_active']} + "
+            f"{r['inference_ms_candidate']}"
         )

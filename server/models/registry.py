@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amgs.contract import Command, command_topic, encode, utc_now
+from amgs.contract import UNSCORABLE, Command, command_topic, encode, utc_now
 from amgs.manifest import ManifestError, manifest_path_for, read_manifest, sha256_file
 
 HEADLINE = (
@@ -364,14 +364,15 @@ def store_shadow(conn, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> in
                 row["model_sha256"], sh["model"]["sha256"], sh["model"]["name"], sh["model"]["version"],
                 row["p_pain"], row["label"], row["mgs_au"], row["inference_ms"],
                 sh["p_pain"], sh["label"], sh.get("confidence"), sh.get("mgs_au"), sh.get("inference_ms"),
+                row.get("outcome"), sh.get("outcome"),
             ]
         )  # fmt: skip
     if rows:
         conn.executemany(
             "INSERT OR IGNORE INTO shadow_scores (msg_id, device_id, cage_id, animal_id, seq, t, active_sha256, "
             "candidate_sha256, candidate_name, candidate_version, p_pain_active, label_active, mgs_au_active, "
-            "inference_ms_active, p_pain, label, confidence, mgs_au, inference_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "inference_ms_active, p_pain, label, confidence, mgs_au, inference_ms, outcome_active, outcome) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
     return len(rows)
@@ -404,7 +405,10 @@ def _pearson(x: list[float], y: list[float]) -> float | None:
 
 def agreement(conn, candidate_sha: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
     """Active vs candidate per cage (and candidate model): n, share of identical pain decisions, mean |dP|,
-    Pearson r of P(pain), pain fractions, and the mean inference time of each model on the device."""
+    Pearson r of P(pain), pain fractions, and the mean inference time of each model on the device.
+
+    The decision figures are over faces both models could score; a face either one found unscorable (its
+    in-domain check, the quality gate) is counted apart, per model, and compared in nothing."""
     where, args = ["1"], []
     if candidate_sha:
         where.append("candidate_sha256 = ?")
@@ -414,7 +418,7 @@ def agreement(conn, candidate_sha: str | None = None, since: float | None = None
         args.append(since)
     rows = conn.execute(
         "SELECT cage_id, candidate_sha256, candidate_name, candidate_version, active_sha256, p_pain_active, p_pain, "
-        "label_active, label, inference_ms_active, inference_ms FROM shadow_scores WHERE "
+        "label_active, label, inference_ms_active, inference_ms, outcome_active, outcome FROM shadow_scores WHERE "
         + " AND ".join(where)
         + " ORDER BY cage_id, candidate_sha256, t",
         args,
@@ -423,21 +427,25 @@ def agreement(conn, candidate_sha: str | None = None, since: float | None = None
     for r in rows:
         groups.setdefault((r[0], r[1]), []).append(r)
     out = []
-    for (cage, cand), rs in groups.items():
+    for (cage, cand), every in groups.items():
+        ia, ic = [r[9] for r in every if r[9] is not None], [r[10] for r in every if r[10] is not None]
+        rs = [r for r in every if UNSCORABLE not in (r[11], r[12])]
+        n = len(rs) or None  # no face both could score: every figure is None, the counts say why
         pa, pc = [r[5] for r in rs], [r[6] for r in rs]
-        ia, ic = [r[9] for r in rs if r[9] is not None], [r[10] for r in rs if r[10] is not None]
         out.append(
             {
                 "cage_id": cage,
                 "candidate_sha256": cand,
-                "candidate": f"{rs[0][2]} {rs[0][3]}",
-                "active_sha256s": sorted({r[4] for r in rs}),
+                "candidate": f"{every[0][2]} {every[0][3]}",
+                "active_sha256s": sorted({r[4] for r in every}),
                 "n": len(rs),
-                "same_decision": round(sum(r[7] == r[8] for r in rs) / len(rs), 4),
-                "mean_abs_dp": round(sum(abs(a - c) for a, c in zip(pa, pc, strict=True)) / len(rs), 4),
+                "same_decision": n and round(sum(r[7] == r[8] for r in rs) / n, 4),
+                "mean_abs_dp": n and round(sum(abs(a - c) for a, c in zip(pa, pc, strict=True)) / n, 4),
                 "pearson_r": _pearson(pa, pc),
-                "pain_fraction_active": round(sum(r[7] == "pain" for r in rs) / len(rs), 4),
-                "pain_fraction_candidate": round(sum(r[8] == "pain" for r in rs) / len(rs), 4),
+                "pain_fraction_active": n and round(sum(r[7] == "pain" for r in rs) / n, 4),
+                "pain_fraction_candidate": n and round(sum(r[8] == "pain" for r in rs) / n, 4),
+                "unscorable_active": sum(r[11] == UNSCORABLE for r in every),
+                "unscorable_candidate": sum(r[12] == UNSCORABLE for r in every),
                 "inference_ms_active": round(sum(ia) / len(ia), 2) if ia else None,
                 "inference_ms_candidate": round(sum(ic) / len(ic), 2) if ic else None,
             }

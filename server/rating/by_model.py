@@ -88,7 +88,8 @@ def _registered(conn) -> dict[str, dict[str, Any]]:
 _CANDIDATE = """
 SELECT i.item_id, s.candidate_sha256, s.candidate_name, s.candidate_version, s.p_pain, s.label, s.mgs_au
 FROM shadow_scores s JOIN rating_items i ON i.msg_id = s.msg_id
-WHERE EXISTS (SELECT 1 FROM ratings r WHERE r.item_id = i.item_id) ORDER BY i.item_id
+WHERE EXISTS (SELECT 1 FROM ratings r WHERE r.item_id = i.item_id)
+  AND coalesce(s.outcome, '') <> 'unscorable' ORDER BY i.item_id
 """
 
 

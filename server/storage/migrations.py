@@ -145,7 +145,9 @@ def _v10(db: sqlite_utils.Database) -> None:
         "ALTER TABLE scores ADD COLUMN outcome TEXT;"
         "ALTER TABLE scores ADD COLUMN unscorable_reason TEXT;"
         "ALTER TABLE scores ADD COLUMN domain_distance REAL;"
-        "ALTER TABLE scores ADD COLUMN det_score REAL",
+        "ALTER TABLE scores ADD COLUMN det_score REAL;"
+        "ALTER TABLE shadow_scores ADD COLUMN outcome_active TEXT;"
+        "ALTER TABLE shadow_scores ADD COLUMN outcome TEXT",
     )
     for table in ROLLUP_TABLES.values():
         for column in (c for c in ROLLUP_SUMS if c not in ROLLUP_SUMS_V2):
@@ -167,7 +169,8 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (9, "model registry: models, model_evaluations, model_assignments, model_events, shadow_scores", _v9),
     (
         10,
-        "scores.outcome, unscorable_reason, domain_distance, det_score; rollup n_unscorable and its reasons",
+        "scores.outcome, unscorable_reason, domain_distance, det_score; rollup n_unscorable and its reasons; "
+        "shadow_scores.outcome_active, outcome",
         _v10,
     ),
 ]
