@@ -136,3 +136,12 @@ def test_bench_detector():
     )
     assert re.search(rf"detector / scorer = {NUMBER}", out), out
     assert re.search(rf"cores 0\s*: \d+ s of video in {NUMBER} s = {NUMBER}x real time", out), out
+
+
+def test_bench_pg_retention():
+    from pg_support import pg_reason
+
+    if pg_reason():
+        pytest.skip(pg_reason())
+    out = run_bench("bench_pg_retention.py", "--cages", "3", "--days", "2", "--every", "600")
+    assert re.search(rf"retention deleted 432 \(kept 432\) in {NUMBER} s: {NUMBER} rows/s", out), out
