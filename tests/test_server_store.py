@@ -530,6 +530,31 @@ def test_a_vanishing_probability_is_stored_as_zero_and_its_square_never_underflo
     assert q(ing, "SELECT n, sumsq_amgs FROM rollup_5m") == [(1, 0.0)]
 
 
+def test_a_shadow_score_travels_with_its_record_and_is_stored_apart(tmp_path):
+    """Shadow mode through the ingest (on both engines): the candidate's score of the face goes to
+    shadow_scores with both outcomes, once, and never into scores or the rollups."""
+    config = server_config(tmp_path)
+    ing = Ingestor(open_database(config), config)
+    cand = {"name": "cand", "version": "2", "sha256": "c" * 64}
+    msgs = []
+    for seq in (1, 2):
+        msg = loadgen.score_message("d1", seq)
+        msg["outcome"] = msg["label"]
+        msg["shadow"] = {"model": cand, "p_pain": 0.7, "label": "pain", "confidence": 0.7, "outcome": "pain"}
+        if seq == 2:
+            msg["shadow"].update(outcome="unscorable", unscorable_reason="out_of_domain")
+        msgs.append(Incoming(score_topic("lab", "d1"), json.dumps(msg).encode(), seq, 1))
+    r = ing.process(msgs, time.time())
+    assert (r.stored, r.quarantined) == (2, 0)
+    again = ing.process(msgs, time.time())  # a redelivery stores nothing twice
+    assert again.duplicates == 2
+    assert q(ing, "SELECT seq, candidate_sha256, outcome FROM shadow_scores ORDER BY seq") == [
+        (1, "c" * 64, "pain"),
+        (2, "c" * 64, "unscorable"),
+    ]
+    assert q(ing, "SELECT count(*) FROM scores") == [(2,)]
+
+
 def test_incoming_crosses_the_process_boundary_as_itself():
     """The receiver sends ``Incoming`` objects (pickled as class + fields), not positional tuples."""
     import pickle

@@ -18,7 +18,6 @@ lets several workers write at once (SQLite takes one writer at a time):
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 from amgs.server.storage.db import ROLLUP_TABLES
 from amgs.server.storage.pg import PgConnection
@@ -103,35 +102,7 @@ class PgIngestor(SharedIngestor):
             return
         for sql in _ROLLUP_ADD_BATCH:
             self.conn.execute(sql, [list(new_ids)])
-        per_device: dict[str, list[dict]] = defaultdict(list)
-        for c in new:
-            if c.row["msg_id"] in new_ids:
-                per_device[c.device_id].append(c.row)
-        for device_id, dev_rows in per_device.items():
-            site = dev_rows[0]["site"]
-            state = self._seq(device_id, site)
-            for r in dev_rows:
-                self.sequences.track(device_id, state, r["seq"], now, r["received_at"])
-            state.advance()
-            unsynced = sum(1 for r in dev_rows if not r["clock_synced"])
-            result.unsynced += unsynced
-            self.conn.execute(
-                "UPDATE devices SET site = ?, committed_seq = ?, max_seq = ?, scores_total = scores_total + ?, "
-                "unsynced_total = unsynced_total + ?, last_seen = ?, "
-                "last_score_t = max(coalesce(last_score_t, 0), ?) WHERE device_id = ?",
-                [
-                    site,
-                    state.committed,
-                    state.max_seq,
-                    len(dev_rows),
-                    unsynced,
-                    now,
-                    max(r["t"] for r in dev_rows),
-                    device_id,
-                ],
-            )
-            result.watermarks[device_id] = (site, state.committed)
-            result.stored += len(dev_rows)
+        self._after_insert([c for c in new if c.row["msg_id"] in new_ids], now, result)
 
     def reanchor(self, now: float, limit: int = 5000) -> int:
         """:meth:`Ingestor.reanchor` by ``msg_id`` (PostgreSQL has no rowid)."""

@@ -166,16 +166,20 @@ class Ingestor:
         new = self._refuse(sorted(found.new, key=lambda c: (c.device_id, c.row["seq"])), now, result)
         if not new:
             return
-        rows = [c.row for c in new]
         last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
-        self.conn.executemany(_SCORE_INSERT, [_insert_values(r) for r in rows])
-        # a candidate model's score of the same face (shadow mode) is kept apart: never in scores/rollups
-        store_shadow(self.conn, [(c.extra, c.row) for c in new if c.extra.get("shadow")])
+        self.conn.executemany(_SCORE_INSERT, [_insert_values(c.row) for c in new])
         for sql in ADD_ROWS_AFTER:
             self.conn.execute(sql, [last_rowid])
+        self._after_insert(new, now, result)
+
+    def _after_insert(self, stored: list[Classified], now: float, result: BatchResult) -> None:
+        """Once a batch's new rows are in ``scores`` (and its rollups): their shadow scores, and per device
+        the sequence state, the watermark and the counters. The same for both engines."""
+        # a candidate model's score of the same face (shadow mode) is kept apart: never in scores/rollups
+        store_shadow(self.conn, [(c.extra, c.row) for c in stored if c.extra.get("shadow")])
         per_device: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            per_device[r["device_id"]].append(r)
+        for c in stored:
+            per_device[c.device_id].append(c.row)
         for device_id, dev_rows in per_device.items():
             site = dev_rows[0]["site"]
             self._ensure_device(device_id, site)
@@ -201,7 +205,7 @@ class Ingestor:
                 ],
             )
             result.watermarks[device_id] = (site, state.committed)
-        result.stored += len(rows)
+        result.stored += len(stored)
 
     def _refuse(self, new: list[Classified], now: float, result: BatchResult) -> list[Classified]:
         """Quarantine new records whose time or ``seq`` cannot be right; re-anchor the rest.
