@@ -12,6 +12,7 @@ clock; the demo's accelerated clock in the demo).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -122,35 +123,38 @@ def get_overview(request: Request, hours: Annotated[int, Query(ge=1, le=24 * 14)
 # ------------------------------------------------------------------ time courses
 
 
+@dataclass
+class SeriesQuery:
+    """The query parameters every single-subject time course takes (a FastAPI dependency)."""
+
+    start: TimeQ = None
+    end: TimeQ = None
+    hours: HoursQ = None
+    bin: BinQ = "1h"
+    event: EventQ = None
+    baseline_h: BaselineQ = None
+    hours_before: BeforeQ = 24.0
+    hours_after: AfterQ = 72.0
+
+
 def _subject_series(
-    request: Request,
-    *,
-    cage_id: str | None,
-    animal_id: str | None,
-    start,
-    end,
-    hours,
-    bin,
-    event,
-    baseline_h,
-    hours_before,
-    hours_after,
+    request: Request, q: SeriesQuery, *, cage_id: str | None, animal_id: str | None
 ) -> dict[str, Any]:
     """A cage's or an animal's time course with the cage's thresholds and recent alerts."""
     conn, now = _conn(request), _now(request)
-    t0, t1 = _times(start, end)
-    if hours is not None and not event and t0 is None:
-        t0 = (t1 if t1 is not None else now) - hours * 3600
+    t0, t1 = _times(q.start, q.end)
+    if q.hours is not None and not q.event and t0 is None:
+        t0 = (t1 if t1 is not None else now) - q.hours * 3600
     common = dict(
         start=t0,
         end=t1,
-        bin_s=parse_bin(bin),
+        bin_s=parse_bin(q.bin),
         now=now,
         photoperiod=_config(request).photoperiod,
-        event_kind=event or None,
-        baseline_hours=baseline_h or None,
-        hours_before=hours_before,
-        hours_after=hours_after,
+        event_kind=q.event or None,
+        baseline_hours=q.baseline_h or None,
+        hours_before=q.hours_before,
+        hours_after=q.hours_after,
     )
     if animal_id is not None:
         animal = timecourse.animal_row(conn, animal_id)
@@ -171,33 +175,14 @@ def _subject_series(
 def get_cage_timecourse(
     request: Request,
     cage_id: str,
-    start: TimeQ = None,
-    end: TimeQ = None,
-    hours: HoursQ = None,
-    bin: BinQ = "1h",
-    event: EventQ = None,
-    baseline_h: BaselineQ = None,
-    hours_before: BeforeQ = 24.0,
-    hours_after: AfterQ = 72.0,
+    q: Annotated[SeriesQuery, Depends()],
     animal: Annotated[
         str | None, Query(description="one animal of this cage instead of the whole cage")
     ] = None,
     format: FormatQ = "json",
 ):
     try:
-        out = _subject_series(
-            request,
-            cage_id=cage_id,
-            animal_id=animal,
-            start=start,
-            end=end,
-            hours=hours,
-            bin=bin,
-            event=event,
-            baseline_h=baseline_h,
-            hours_before=hours_before,
-            hours_after=hours_after,
-        )
+        out = _subject_series(request, q, cage_id=cage_id, animal_id=animal)
     except QueryError as e:
         raise _fail(e) from None
     return _maybe_csv(out, format, f"cage-{cage_id}" + (f"-{animal}" if animal else ""))
@@ -205,32 +190,10 @@ def get_cage_timecourse(
 
 @router.get("/timecourse/animal/{animal_id}", summary="Time course of one animal")
 def get_animal_timecourse(
-    request: Request,
-    animal_id: str,
-    start: TimeQ = None,
-    end: TimeQ = None,
-    hours: HoursQ = None,
-    bin: BinQ = "1h",
-    event: EventQ = None,
-    baseline_h: BaselineQ = None,
-    hours_before: BeforeQ = 24.0,
-    hours_after: AfterQ = 72.0,
-    format: FormatQ = "json",
+    request: Request, animal_id: str, q: Annotated[SeriesQuery, Depends()], format: FormatQ = "json"
 ):
     try:
-        out = _subject_series(
-            request,
-            cage_id=None,
-            animal_id=animal_id,
-            start=start,
-            end=end,
-            hours=hours,
-            bin=bin,
-            event=event,
-            baseline_h=baseline_h,
-            hours_before=hours_before,
-            hours_after=hours_after,
-        )
+        out = _subject_series(request, q, cage_id=None, animal_id=animal_id)
     except QueryError as e:
         raise _fail(e) from None
     return _maybe_csv(out, format, f"animal-{animal_id}")
