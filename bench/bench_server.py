@@ -120,11 +120,23 @@ def build_query_db(state_dir: Path, cages: int = 100, days: int = 90, seed: int 
         s = n * mean
         sq = n * (mean**2 + 0.02)
         pain = np.round(n * mean)
-        au = [n * mean * 2 for _ in AU_KEYS]
-        motion = n * 0.3
-        rows5 = np.column_stack(
-            [n, s, sq, pain, n * 0.1, np.zeros_like(n), n, *au, n * mean * 2, n, motion, n * 0.2]
-        )
+        unscorable = np.round(n * 0.05)
+        named = {
+            "n": n,
+            "sum_amgs": s,
+            "sumsq_amgs": sq,
+            "n_pain": pain,
+            "n_review": n * 0.1,
+            "n_au": n,
+            **{f"sum_{k}": n * mean * 2 for k in AU_KEYS},
+            "sum_mgs_au": n * mean * 2,
+            "n_motion": n,
+            "sum_motion": n * 0.3,
+            "n_asleep": n * 0.2,
+            "n_unscorable": unscorable,
+            "n_out_of_domain": unscorable,
+        }
+        rows5 = np.column_stack([named.get(c, np.zeros_like(n)) for c in ROLLUP_SUMS])  # every sum, by name
         conn.executemany(
             f"INSERT INTO rollup_5m ({cols5}) VALUES ({marks})",
             [(cage, animal, int(b), *row) for b, row in zip(buckets5.tolist(), rows5.tolist(), strict=True)],
