@@ -74,7 +74,7 @@
       el.innerHTML = crops.length ? crops.map((c) =>
         `<div class="crop ${c.label === "pain" ? "pain" : ""}"><img loading="lazy" src="${AMGS.esc(c.url)}" alt="face crop ${AMGS.esc(c.msg_id)}">
          <div>${c.outcome === "unscorable" ? `unscorable (${AMGS.esc((c.unscorable_reason || "").replace(/_/g, " "))})` : `aMGS ${AMGS.num(c.amgs)} &middot; ${AMGS.esc(c.label)}`}${c.needs_review ? " &middot; review" : ""}</div>
-         <div class="legend-note">${AMGS.fmtTime(c.captured_at)}</div></div>`).join("")
+         <div class="legend-note">${AMGS.fmtTime(c.captured_at)}${c.det_score != null ? ` &middot; face found by the detector, score ${AMGS.num(c.det_score)}` : ""}</div></div>`).join("")
         : '<div class="empty">no face crops stored for this cage (devices send crops only when configured to)</div>';
       AMGS.ready();
     } catch (err) { AMGS.fail(el, err); }
