@@ -22,7 +22,6 @@ import logging
 from amgs.server.storage.db import ROLLUP_TABLES
 from amgs.server.storage.pg import PgConnection
 
-from . import duplicates
 from .classify import Classified
 from .rollups import rollup_upsert
 from .store import INSERT_COLUMNS, BatchResult, _insert_values
@@ -65,18 +64,7 @@ class PgIngestor(SharedIngestor):
             "SELECT device_id FROM devices WHERE device_id = ANY(?) ORDER BY device_id FOR UPDATE", [devices]
         )
         # from here on, what other workers committed for these devices is what we read
-        found = duplicates.sort_out(self.conn, items)
-        for c in found.duplicates:
-            result.duplicates += 1
-            self.conn.execute(
-                "UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?", [c.device_id]
-            )
-        for c, reason in found.conflicts:
-            result.conflicts += 1
-            self._quarantine(c, reason, "msg_id", now, result)
-        for c in items:
-            result.watermarks[c.device_id] = (c.site, self._seq(c.device_id, c.site).committed)
-        new = self._refuse(sorted(found.new, key=lambda c: (c.device_id, c.row["seq"])), now, result)
+        new = self._new_records(items, now, result)
         if not new:
             return
         self._ensure_temp()

@@ -150,6 +150,18 @@ class Ingestor:
     def _store_scores(self, items: list[Classified], now: float, result: BatchResult) -> None:
         if not items:
             return
+        new = self._new_records(items, now, result)
+        if not new:
+            return
+        last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
+        self.conn.executemany(_SCORE_INSERT, [_insert_values(c.row) for c in new])
+        for sql in ADD_ROWS_AFTER:
+            self.conn.execute(sql, [last_rowid])
+        self._after_insert(new, now, result)
+
+    def _new_records(self, items: list[Classified], now: float, result: BatchResult) -> list[Classified]:
+        """The batch's records not stored before, in (device, seq) order, each time and seq judged: duplicates
+        counted, conflicting copies and impossible records quarantined. The same for both engines."""
         found = duplicates.sort_out(self.conn, items)
         for c in found.duplicates:
             result.duplicates += 1
@@ -163,14 +175,7 @@ class Ingestor:
         # every device that sent scores gets its watermark re-published, even for pure duplicates
         for c in items:
             result.watermarks[c.device_id] = (c.site, self._seq(c.device_id, c.site).committed)
-        new = self._refuse(sorted(found.new, key=lambda c: (c.device_id, c.row["seq"])), now, result)
-        if not new:
-            return
-        last_rowid = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM scores").fetchone()[0]
-        self.conn.executemany(_SCORE_INSERT, [_insert_values(c.row) for c in new])
-        for sql in ADD_ROWS_AFTER:
-            self.conn.execute(sql, [last_rowid])
-        self._after_insert(new, now, result)
+        return self._refuse(sorted(found.new, key=lambda c: (c.device_id, c.row["seq"])), now, result)
 
     def _after_insert(self, stored: list[Classified], now: float, result: BatchResult) -> None:
         """Once a batch's new rows are in ``scores`` (and its rollups): their shadow scores, and per device
