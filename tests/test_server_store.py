@@ -555,6 +555,29 @@ def test_a_shadow_score_travels_with_its_record_and_is_stored_apart(tmp_path):
     assert q(ing, "SELECT count(*) FROM scores") == [(2,)]
 
 
+def test_hourly_bins_up_to_now_include_the_hour_still_filling(tmp_path):
+    """A time course that ends now shows the newest images: 1 h rollup buckets used to be taken only once
+    their midpoint had passed, which hid up to the last 30 minutes from a 1 h chart."""
+    from amgs.server.query import timecourse
+
+    config = server_config(tmp_path)
+    ing = Ingestor(open_database(config), config)
+    hour = (int(time.time()) // 3600 - 3) * 3600
+    now = hour + 20 * 60  # 20 minutes into the hour
+    items = [
+        Incoming(
+            *loadgen.score_payload(loadgen.score_message("d1", i + 1, cage_id="C1", t=t)), mid=i + 1, qos=1
+        )
+        for i, t in enumerate((hour - 40 * 60, hour - 10 * 60, hour + 5 * 60, hour + 15 * 60))
+    ]
+    assert ing.process(items, now).stored == 4
+    conn = ing.conn
+    tc = timecourse.cage_timecourse(conn, "C1", start=hour - 3600, end=None, bin_s=3600, now=now)
+    assert [(b["start_t"] - hour, b["n"]) for b in tc["bins"]] == [(-3600, 2), (0, 2)]
+    past = timecourse.cage_timecourse(conn, "C1", start=hour - 3600, end=hour, bin_s=3600, now=now)
+    assert [b["n"] for b in past["bins"]] == [2]  # a window that ends in the past keeps its edges
+
+
 def test_incoming_crosses_the_process_boundary_as_itself():
     """The receiver sends ``Incoming`` objects (pickled as class + fields), not positional tuples."""
     import pickle

@@ -641,11 +641,15 @@ def test_collector_over_mqtt_counts_unscorable_and_raises_no_usable_faces(config
         count = lambda: collector.db.local().execute("SELECT count(*) FROM scores").fetchone()[0]  # noqa: E731
         wait_for(lambda: count() == 40, what="40 scores")
         base = f"http://127.0.0.1:{collector.http_port}"
-        ctrl = get_json(base + "/api/timecourse/cage/CTRL?hours=2&bin=2h")
+        ctrl = get_json(
+            base + "/api/timecourse/cage/CTRL?hours=2&bin=5m"
+        )  # 5 min bins: none cut by the window's edges
         assert sum(b["n"] for b in ctrl["bins"]) == 0
         assert sum(b["n_unscorable"] for b in ctrl["bins"]) == 20
         assert sum(b["unscorable"]["out_of_domain"] for b in ctrl["bins"]) == 10
-        face = get_json(base + "/api/timecourse/cage/FACE?hours=2&bin=2h")
+        face = get_json(
+            base + "/api/timecourse/cage/FACE?hours=2&bin=5m"
+        )  # 5 min bins: none cut by the window's edges
         assert sum(b["n"] for b in face["bins"]) == 20 and sum(b["n_unscorable"] for b in face["bins"]) == 0
 
         def alerts():

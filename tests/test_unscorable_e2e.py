@@ -101,14 +101,18 @@ def test_device_over_controls_and_faces_counts_unscorable_and_raises_no_usable_f
         ).fetchone()[0]
 
         base = f"http://127.0.0.1:{collector.http_port}"
-        ctrl = get_json(base + "/api/timecourse/cage/CTRL?hours=2&bin=2h")
+        ctrl = get_json(
+            base + "/api/timecourse/cage/CTRL?hours=2&bin=5m"
+        )  # 5 min bins: none cut by the window's edges
         assert sum(b["n"] for b in ctrl["bins"]) == 0
         assert sum(b["n_unscorable"] for b in ctrl["bins"]) == 15
         by_reason = {r: sum(b["unscorable"][r] for b in ctrl["bins"]) for r in ("out_of_domain", "quality")}
         assert by_reason["quality"] >= 6 and by_reason["out_of_domain"] >= 3, (
             by_reason
         )  # flat; noise/checkers
-        face = get_json(base + "/api/timecourse/cage/FACE?hours=2&bin=2h")
+        face = get_json(
+            base + "/api/timecourse/cage/FACE?hours=2&bin=5m"
+        )  # 5 min bins: none cut by the window's edges
         assert sum(b["n"] for b in face["bins"]) >= 11
 
         def alerts():

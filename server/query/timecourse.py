@@ -128,16 +128,21 @@ def _table_for(bin_s: int, origin: float) -> tuple[str, int]:
     return ROLLUP_TABLES[300], 300
 
 
-def binned_sums(conn, source: Source, t0: float, t1: float, bin_s: int, origin: float) -> dict[int, dict]:
-    """Bin index -> summed rollup columns, for buckets whose midpoint lies in [t0, t1)."""
+def binned_sums(
+    conn, source: Source, t0: float, t1: float, bin_s: int, origin: float, now: float | None = None
+) -> dict[int, dict]:
+    """Bin index -> summed rollup columns, for buckets whose midpoint lies in [t0, t1). A window that ends at
+    ``now`` (or later) takes the bucket still filling too: all of it lies before ``now``, and the newest
+    images are the ones staff look for (1 h buckets would otherwise hide up to the last 30 minutes)."""
     table, width = _table_for(bin_s, origin)
     half = width // 2
+    upper = t1 if now is not None and t1 >= now else t1 - half
     o = int(round(origin))
     cols = ", ".join(ROLLUP_SUMS)
     selects, params = [], []
     for condition, values in source.parts():
         selects.append(f"SELECT bucket, {cols} FROM {table} WHERE {condition} AND bucket >= ? AND bucket < ?")
-        params += [*values, t0 - half, t1 - half]
+        params += [*values, t0 - half, upper]
     sums = ", ".join(f"total({c})" for c in ROLLUP_SUMS)
     sql = f"SELECT bucket, {sums} FROM ({' UNION ALL '.join(selects)}) GROUP BY bucket"  # animals of a cage summed
     out: dict[int, list] = {}
@@ -303,8 +308,10 @@ def series(
     baseline_hours: float | None = None,
     devices: list[str] | None = None,
     include_empty: bool = True,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """One series: bins over [t0, t1), wall-clock aligned or in hours since ``event``."""
+    """One series: bins over [t0, t1), wall-clock aligned or in hours since ``event`` (``now``: see
+    :func:`binned_sums`)."""
     if t1 <= t0:
         raise QueryError("end: must be after start")
     if (t1 - t0) / bin_s > MAX_BINS:
@@ -312,7 +319,7 @@ def series(
             f"bin: {(t1 - t0) / bin_s:.0f} bins requested: use a wider bin or a shorter range (<= {MAX_BINS})"
         )
     origin = event["t"] if event else local_midnight(t0, photoperiod)
-    sums = binned_sums(conn, source, t0, t1, bin_s, origin)
+    sums = binned_sums(conn, source, t0, t1, bin_s, origin, now)
     rejected = rejected_by_bin(conn, devices or [], t0, t1, bin_s, origin) if devices else {}
     base = baseline(conn, source, event["t"], baseline_hours) if event and baseline_hours else None
     first = math.floor((t0 - origin) / bin_s)
@@ -397,6 +404,7 @@ def cage_timecourse(
         event=event,
         baseline_hours=baseline_hours,
         devices=cage_devices(conn, cage_id),
+        now=now,
     )
     if event is None and baseline_hours:
         out["baseline"] = _reference_baseline(conn, Source(cage_id=cage_id), baseline_hours, cage_id=cage_id)
@@ -461,6 +469,7 @@ def animal_timecourse(
         event=event,
         baseline_hours=baseline_hours,
         devices=devices,
+        now=now,
     )
     if event is None and baseline_hours:
         out["baseline"] = _reference_baseline(
@@ -534,6 +543,7 @@ def group_timecourse(
             event=event,
             baseline_hours=baseline_hours,
             photoperiod=None,
+            now=now,
         )
         per_animal[animal_id] = s
     key = "hours" if event_kind else "start_t"
