@@ -85,6 +85,13 @@ class ImageScore:
     def scorable(self) -> bool:
         return self.outcome != UNSCORABLE
 
+    def outcome_fields(self) -> dict[str, str]:
+        """``outcome``, and ``unscorable_reason`` when there is one: as score records carry them."""
+        return {
+            "outcome": self.outcome,
+            **({"unscorable_reason": self.unscorable_reason} if not self.scorable else {}),
+        }
+
 
 def mark_unscorable(score: ImageScore, reason: str) -> ImageScore:
     """The same score, outcome ``unscorable`` for ``reason`` (one of UNSCORABLE_REASONS)."""

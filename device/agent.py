@@ -266,8 +266,7 @@ class Agent:
             amgs=s.amgs,
             confidence=s.confidence,
             needs_review=s.needs_review,
-            outcome=s.outcome,
-            **({"unscorable_reason": s.unscorable_reason} if not s.scorable else {}),
+            **s.outcome_fields(),
             **({"domain_distance": s.domain_distance} if s.domain_distance is not None else {}),
             au=s.au,
             mgs_au=s.mgs_au,
@@ -316,8 +315,7 @@ class Agent:
             "confidence": s.confidence,
             "mgs_au": s.mgs_au,
             "inference_ms": s.inference_ms,
-            "outcome": s.outcome,
-            **({"unscorable_reason": s.unscorable_reason} if not s.scorable else {}),
+            **s.outcome_fields(),
         }
 
     def run_burst(self, name: str) -> int:

@@ -268,16 +268,23 @@ def _ref(conn, sha: str | None) -> dict[str, str] | None:
 _KEEP = object()
 
 
+def assigned(conn, device_id: str) -> tuple[str | None, str | None] | None:
+    """(active sha256, candidate sha256) assigned to a device (None for either: its configured model / no
+    candidate); None when nothing was ever assigned to it."""
+    row = conn.execute(
+        "SELECT active_sha256, candidate_sha256 FROM model_assignments WHERE device_id = ?", [device_id]
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
 def assign(
     conn, device_id: str, *, active: Any = _KEEP, candidate: Any = _KEEP, by: str | None = None
 ) -> dict:
     """Set a device's active model and/or candidate (a sha256, or None for 'the device's configured model' /
     'no candidate'); the running collector publishes it to the device."""
-    cur = conn.execute(
-        "SELECT active_sha256, candidate_sha256 FROM model_assignments WHERE device_id = ?", [device_id]
-    ).fetchone()
-    new_active = (cur[0] if cur else None) if active is _KEEP else active
-    new_candidate = (cur[1] if cur else None) if candidate is _KEEP else candidate
+    cur_active, cur_candidate = assigned(conn, device_id) or (None, None)
+    new_active = cur_active if active is _KEEP else active
+    new_candidate = cur_candidate if candidate is _KEEP else candidate
     _ref(conn, new_active), _ref(conn, new_candidate)
     if new_candidate is not None and new_candidate == new_active:
         new_candidate = None
@@ -300,31 +307,27 @@ def assign(
 
 def promote(conn, device_id: str, by: str | None = None) -> dict:
     """The candidate becomes the active model (after an operator looked at the agreement)."""
-    row = conn.execute(
-        "SELECT candidate_sha256 FROM model_assignments WHERE device_id = ?", [device_id]
-    ).fetchone()
-    if not row or not row[0]:
-        raise RegistryError(f"device {device_id!r} has no candidate model to promote")
-    _event(conn, "promoted", row[0], device_id, by)
-    return assign(conn, device_id, active=row[0], candidate=None, by=by)
+    candidate = _candidate(conn, device_id, "promote")
+    _event(conn, "promoted", candidate, device_id, by)
+    return assign(conn, device_id, active=candidate, candidate=None, by=by)
 
 
 def abandon(conn, device_id: str, by: str | None = None) -> dict:
-    row = conn.execute(
-        "SELECT candidate_sha256 FROM model_assignments WHERE device_id = ?", [device_id]
-    ).fetchone()
-    if not row or not row[0]:
-        raise RegistryError(f"device {device_id!r} has no candidate model to abandon")
-    _event(conn, "abandoned", row[0], device_id, by)
+    candidate = _candidate(conn, device_id, "abandon")
+    _event(conn, "abandoned", candidate, device_id, by)
     return assign(conn, device_id, candidate=None, by=by)
+
+
+def _candidate(conn, device_id: str, action: str) -> str:
+    candidate = (assigned(conn, device_id) or (None, None))[1]
+    if not candidate:
+        raise RegistryError(f"device {device_id!r} has no candidate model to {action}")
+    return candidate
 
 
 def assignment_message(conn, device_id: str) -> dict[str, Any]:
     """The retained ``model_assign`` command for a device, as sent (a dict)."""
-    row = conn.execute(
-        "SELECT active_sha256, candidate_sha256 FROM model_assignments WHERE device_id = ?", [device_id]
-    ).fetchone()
-    active, candidate = row or (None, None)
+    active, candidate = assigned(conn, device_id) or (None, None)
     return Command.build(
         command="model_assign", active=_ref(conn, active), candidate=_ref(conn, candidate), at=utc_now()
     ).wire()

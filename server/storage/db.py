@@ -152,10 +152,15 @@ def backup(conn: sqlite3.Connection, backups_dir: Path, label: str, keep: int = 
         target.close()
     shutil.move(tmp, dest)
     log.info("backed up the database to %s", dest)
-    old = sorted(backups_dir.glob("collector-*.db"))
+    prune_backups(backups_dir, ".db", keep)
+    return dest
+
+
+def prune_backups(backups_dir: Path, suffix: str, keep: int) -> None:
+    """Keep the newest ``keep`` ``collector-*{suffix}`` copies (0 = all); their names sort by time."""
+    old = sorted(backups_dir.glob(f"collector-*{suffix}"))
     for stale in old[: max(0, len(old) - keep)] if keep else []:
         stale.unlink(missing_ok=True)
-    return dest
 
 
 def require_schema(db: sqlite_utils.Database | sqlite3.Connection, what: str = "this") -> None:

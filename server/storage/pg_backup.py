@@ -35,7 +35,7 @@ def backup(url: str, backups_dir: Path, label: str, keep: int = 5, timeout_s: fl
     """Dump the database at ``url`` into ``backups_dir``; keep the newest ``keep`` dumps (0 = all)."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from .db import DatabaseError
+    from .db import DatabaseError, prune_backups
 
     exe = pg_dump_path()
     params = conninfo_to_dict(url)
@@ -57,7 +57,5 @@ def backup(url: str, backups_dir: Path, label: str, keep: int = 5, timeout_s: fl
         raise DatabaseError(f"pg_dump failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     shutil.move(tmp, dest)
     log.info("backed up the PostgreSQL database to %s", dest)
-    old = sorted(backups_dir.glob(f"collector-*{SUFFIX}"))
-    for stale in old[: max(0, len(old) - keep)] if keep else []:
-        stale.unlink(missing_ok=True)
+    prune_backups(backups_dir, SUFFIX, keep)
     return dest

@@ -29,6 +29,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 
 from amgs.server.storage.schema import SESSIONS, TOKENS, USERS  # tables made by the collector's migrations
+from amgs.server.storage.sql import database
 from amgs.sqlite_tx import write_transaction
 
 SESSION_COOKIE = "amgs_session"
@@ -48,9 +49,7 @@ class NoSuchUser(AuthError, LookupError):
 
 def _one(db: Any, sql: str, params: list[Any]) -> dict[str, Any] | None:
     """The first row as a dict (or None), on any of the connections the module takes."""
-    cur = db.execute(sql, params)
-    row = cur.fetchone()
-    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+    return next(iter(database(db).query(sql, params)), None)
 
 
 def _user(db: Any, username: str) -> dict[str, Any] | None:

@@ -112,13 +112,11 @@ def _editor(request: Request) -> Principal:
 
 def _state(conn, device_id: str) -> tuple[bool, str | None, str | None]:
     """(device known, assigned active sha256, assigned candidate sha256)."""
-    row = conn.execute(
-        "SELECT active_sha256, candidate_sha256 FROM model_assignments WHERE device_id = ?", [device_id]
-    ).fetchone()
-    known = row is not None or (
+    pair = registry.assigned(conn, device_id)
+    known = pair is not None or (
         conn.execute("SELECT 1 FROM devices WHERE device_id = ?", [device_id]).fetchone() is not None
     )
-    return known, (row[0] if row else None), (row[1] if row else None)
+    return (known, *(pair or (None, None)))
 
 
 def _problem(conn, action: str, device_id: str) -> tuple[int, str] | None:
