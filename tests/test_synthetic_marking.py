@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 
@@ -50,6 +52,13 @@ def test_synthetic_scores_are_stored_marked_bannered_and_alerts_say_so(tmp_path)
         for path in ("/", "/cages/C1", "/alerts", "/devices", "/groups"):
             status, _, page = http("GET", f"{served.base}{path}")
             assert status == 200 and 'id="synthetic-banner"' in page and "SYNTHETIC MODEL" in page, path
+        # the raw-score export says which scores came from the synthetic model, row by row
+        status, _, text = http("GET", f"{served.base}/api/export/scores.csv?start={now - 7200:.0f}")
+        exported = list(csv.DictReader(io.StringIO(text)))
+        assert status == 200 and {(r["device_id"], r["model_synthetic"]) for r in exported} == {
+            ("dev1", "1"),
+            ("dev2", "0"),
+        }
     finally:
         served.stop()
     runner = AlertRunner(db.local, config.alerts, config.notify, mqtt=None)

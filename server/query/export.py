@@ -40,12 +40,14 @@ SCORE_EXPORT_COLUMNS = (
     "clock_synced",
     "model_name",
     "model_version",
+    "model_synthetic",
     "outcome",
     "unscorable_reason",
     "domain_distance",
     "det_score",
 )
-"""``outcome`` empty: a device older than the field (the label stands); ``unscorable``: the image's
+"""``model_synthetic`` 1: the score came from a model trained on synthetic faces only (empty: a device older
+than the flag). ``outcome`` empty: a device older than the field (the label stands); ``unscorable``: the image's
 amgs/p_pain/label are the model's raw output, kept for the record and in no mean or fraction."""
 
 TIMECOURSE_COLUMNS = (
