@@ -105,7 +105,8 @@ def _decode(
                 want = (want[1], want[0])
             img.draft("RGB", want)
         img.load()
-        img = ImageOps.exif_transpose(img)
+        if orientation != 1:  # exif_transpose copies the whole image even when nothing turns
+            img = ImageOps.exif_transpose(img)
         return _to_rgb(img), full
     except FileNotFoundError:
         raise ImageError(f"{_describe(source)}: no such file") from None
@@ -172,7 +173,7 @@ def to_model_input(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     elif spec.quantization is None:
         raise ValueError(f"input dtype {spec.dtype} needs a quantization (scale, zero point) in the manifest")
     else:
-        x = _lut(spec)[pixels]
+        x = np.take(_lut(spec), pixels)  # the same values as _lut(spec)[pixels], ~2x faster
     return x[None]
 
 
