@@ -31,7 +31,7 @@ def test_ordered_map_keeps_input_order_with_a_bounded_look_ahead():
 
 def test_two_workers_give_the_scores_of_one_in_the_same_order(scorer, synth_set, tmp_path):
     images = (
-        sorted((synth_set / "pain").glob("*.png"))[:4] + sorted((synth_set / "no pain").glob("*.png"))[:4]
+        sorted((synth_set / "pain").glob("*.jpg"))[:4] + sorted((synth_set / "no pain").glob("*.jpg"))[:4]
     )
     assert len(images) == 8
     folder = tmp_path / "mixed"
