@@ -132,6 +132,7 @@ def main() -> None:
             vid[cores].append(
                 _run(
                     ["--video-worker", "--video", str(video), "--cores", cores, "--window", str(args.window)]
+                    + ["--detector", str(detector)]
                 )
             )
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
