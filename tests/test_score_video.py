@@ -142,3 +142,29 @@ def test_whole_cage_photos_faces_found_by_the_shipped_detector(tmp_path):
     found = [x for x in csv.DictReader(out.open()) if x["status"] == "scored"]
     assert abs(len(found) - n_faces) <= 1 and all(float(x["det_score"]) >= 0.3 for x in found)
     assert "SYNTHETIC" in r.output
+
+
+def test_cut_recordings_keep_what_they_hold_and_the_run_goes_on(tmp_path):
+    """A recording cut short (power lost mid-file): an AVI keeps its windows up to the cut and marks the rest
+    unscorable (no_frames); an MP4 without its index is skipped with the reason; the next file is scored."""
+    from amgs.synth.video import write_video
+
+    segs = [Segment(10, 0.2, "moving"), Segment(10, 1.6, "moving")]
+    for name in ("a.avi", "b.mp4"):
+        write_video(tmp_path / name, segs, fps=10, size=(320, 180), seed=1)
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "windows.csv"
+    files = [str(tmp_path / n) for n in ("cut_a.avi", "cut_b.mp4", "b.mp4")]
+    r = CliRunner().invoke(
+        main, ["score", *files, "--region", "0,0,320,180", "--window", "5s", "-o", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    cut = [x for x in rows if x["video"].endswith("cut_a.avi")]
+    assert [x["window"] for x in cut] == ["0", "1", "2", "3"]
+    assert cut[0]["video_time_s"] and cut[1]["video_time_s"]  # frames before the cut were read
+    assert [(x["status"], x["reason"]) for x in cut[2:]] == [("unscorable", "no_frames")] * 2
+    assert "skipped: " in r.output and "cut_b.mp4" in r.output and "cannot open" in r.output
+    assert not any(x["video"].endswith("cut_b.mp4") for x in rows)
+    assert len([x for x in rows if x["video"].endswith("/b.mp4")]) == 4
