@@ -723,14 +723,20 @@ def explain(model, image, out, patch, stride, box, threads) -> None:
     help="Markdown to put after the title (e.g. how this model was made).",
 )
 def card(model, out, train_dirs, intro) -> None:
-    """(Re)write MODEL's card from its manifest (evaluations included) and its training records."""
-    from amgs.manifest import ManifestError
+    """(Re)write MODEL's card (a scorer's or a face detector's) from its manifest, evaluations included,
+    and its training records."""
+    from amgs.manifest import ManifestError, manifest_path_for, read_manifest
     from amgs.models.card import write_card
+    from amgs.models.detector_card import write_detector_card
 
+    text = intro.read_text() if intro else ""
     try:
-        path = write_card(
-            out or model.with_suffix(".card.md"), model, list(train_dirs), intro.read_text() if intro else ""
-        )
+        if read_manifest(manifest_path_for(model)).kind == "detector":
+            path = write_detector_card(
+                out or model.with_suffix(".card.md"), model, train_dirs[-1] if train_dirs else None, text
+            )
+        else:
+            path = write_card(out or model.with_suffix(".card.md"), model, list(train_dirs), text)
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
     _echo(f"wrote {path}")

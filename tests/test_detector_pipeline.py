@@ -79,7 +79,13 @@ def test_lab_format_detector_train_quantize_evaluate_and_device(tmp_path, scorer
     assert {"ap50", "ap75", "precision", "recall", "miss_rate"} <= set(figures)
     assert figures["faces"] == sum(len(v) for v in boxes.values())
     assert (report / "pr_curve.png").stat().st_size > 1000 and "AP@0.75" in (report / "report.md").read_text()
-    assert read_manifest(det_path.with_suffix(".manifest.json")).evaluation[-1].dataset == "lab"
+    m = read_manifest(det_path.with_suffix(".manifest.json"))
+    assert m.evaluation[-1].dataset == "lab"
+    r = runner.invoke(main, ["model", "card", str(det_path), "--train-dir", str(run)])
+    assert r.exit_code == 0, r.output
+    card = det_path.with_suffix(".card.md").read_text()
+    assert "(face detector)" in card and "SYNTHETIC" in card and m.sha256 in card
+    assert f"| {figures['ap50']} |" in card and "steps" in card  # the evaluation and the training record
 
     # The device, configured with this detector, finds (some) face box in each replayed frame and scores it.
     frames = tmp_path / "frames"
