@@ -198,7 +198,7 @@ def _load_detector(run: ScoreRun):
 
     if run.detector_path is None and not DEFAULT_DETECTOR.is_file():
         raise click.ClickException(
-            "no face detector is shipped yet (docs/models.md, 'The face detector'): pass --detector FILE "
+            f"the shipped face detector {DEFAULT_DETECTOR} is missing (reinstall amgs): pass --detector FILE "
             "(made by `amgs model train-detector` and `quantize-detector`), or --region x,y,w,h for videos, "
             "or --boxes FILE for whole-cage photos"
         )

@@ -140,8 +140,26 @@ def test_whole_cage_photos_faces_found_by_the_shipped_detector(tmp_path):
     r = CliRunner().invoke(main, ["score", str(lab / "frames"), "--detect", "-o", str(out)])
     assert r.exit_code == 0, r.output
     found = [x for x in csv.DictReader(out.open()) if x["status"] == "scored"]
-    assert abs(len(found) - n_faces) <= 1 and all(float(x["det_score"]) >= 0.3 for x in found)
-    assert "SYNTHETIC" in r.output
+    assert all(float(x["det_score"]) >= 0.3 for x in found) and "SYNTHETIC" in r.output
+
+    def iou(a, b):
+        ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+        iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+        return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+    def box(x):
+        return tuple(int(x[k]) for k in ("box_x", "box_y", "box_w", "box_h"))
+
+    truth = {(name, tuple(int(b["Boundingbox"][k]) for k in "xywh")) for name, v in boxes.items() for b in v}
+    hits = {t for t in truth for x in found if x["path"].endswith(t[0]) and iou(box(x), t[1]) >= 0.5}
+    assert hits == truth, f"faces missed: {truth - hits}"  # every face found
+    # The shipped detector's precision is ~0.9 (docs/models.md); a detection on no face must never become a
+    # pain / no-pain call: the scorer's in-domain check turns bedding and backs into unscorable.
+    false = [x for x in found if not any(x["path"].endswith(n) and iou(box(x), b) >= 0.5 for n, b in truth)]
+    assert all((x["outcome"], x["unscorable_reason"]) == ("unscorable", "out_of_domain") for x in false), (
+        false
+    )
+    assert len(found) - len(false) >= n_faces
 
 
 def test_cut_recordings_keep_what_they_hold_and_the_run_goes_on(tmp_path):
