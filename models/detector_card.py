@@ -42,7 +42,10 @@ def write_detector_card(path: Path, model: Path, train_dir: Path | None = None, 
         "",
     ]
     if not m.evaluation:
-        lines += ["Not evaluated yet: `amgs model evaluate-detector MODEL FRAMES -o REPORT` records it here.", ""]
+        lines += [
+            "Not evaluated yet: `amgs model evaluate-detector MODEL FRAMES -o REPORT` records it here.",
+            "",
+        ]
     for ev in m.evaluation:
         f = ev.figures
         lines += [
