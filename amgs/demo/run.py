@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -322,6 +323,10 @@ class Demo:
             self.step()
             self._stop.wait(0.25)
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return at its next step (safe from a signal handler: it only sets an event)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         stoppers = [threading.Thread(target=dev.stop) for dev in self.devices]  # each flushes for a few s
@@ -381,10 +386,26 @@ def cli(workdir, port, replay_seconds, duration, scores, variants, keep, broker,
         broker=broker,
         echo=lambda s: click.echo(s),
     )
+    signalled: list[int] = []
+
+    def on_signal(signum: int, _frame) -> None:
+        # Ctrl-C / systemd stop while running: end the loop between steps, as the device agent and the
+        # collector do. A KeyboardInterrupt raised mid-step could leave a lock or a transaction half done
+        # and hang the shutdown.
+        signalled.append(signum)
+        demo.request_stop()
+
     try:
-        demo.start()
-        click.echo("press Ctrl-C to stop" if duration is None else f"running for {duration:g} s")
-        demo.run(duration)
+        demo.start()  # Ctrl-C while starting raises KeyboardInterrupt: nothing runs yet to finish
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            click.echo("press Ctrl-C to stop" if duration is None else f"running for {duration:g} s")
+            demo.run(duration)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if signalled:
+            click.echo("\nstopping ...")
     except KeyboardInterrupt:
         click.echo("\nstopping ...")
     finally:
