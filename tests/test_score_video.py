@@ -142,10 +142,12 @@ def test_whole_cage_photos_faces_found_by_the_shipped_detector(tmp_path):
     found = [x for x in csv.DictReader(out.open()) if x["status"] == "scored"]
     assert all(float(x["det_score"]) >= 0.3 for x in found) and "SYNTHETIC" in r.output
 
-    def iou(a, b):
-        ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-        iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-        return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+    from amgs.detect import iou_xyxy
+
+    def iou(a, b):  # x, y, w, h boxes through the detector's own IoU
+        return float(
+            iou_xyxy([a[0], a[1], a[0] + a[2], a[1] + a[3]], [b[0], b[1], b[0] + b[2], b[1] + b[3]])[0, 0]
+        )
 
     def box(x):
         return tuple(int(x[k]) for k in ("box_x", "box_y", "box_w", "box_h"))

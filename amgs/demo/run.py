@@ -328,7 +328,7 @@ class Demo:
         self._stop.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.request_stop()
         stoppers = [threading.Thread(target=dev.stop) for dev in self.devices]  # each flushes for a few s
         for t in stoppers:
             t.start()
